@@ -43,12 +43,34 @@ def _demo_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=48)
 
 
+# `hf-sentinel train METHOD ...`: each method's folder has a cli.py with add_arguments(parser) and run(args).
+TRAIN_COMMANDS: dict[str, str] = {}
+
+
+def _train_parser(sub) -> None:
+    import importlib
+
+    p = sub.add_parser("train", help="Train a defense on the embedded target (or any target).")
+    methods = p.add_subparsers(dest="method", required=True)
+    for method, module in TRAIN_COMMANDS.items():
+        cli = importlib.import_module(module)
+        method_parser = methods.add_parser(method, help=cli.__doc__.strip().splitlines()[0], description=cli.__doc__)
+        cli.add_arguments(method_parser)
+        method_parser.set_defaults(run=cli.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-sentinel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _eval_parser(sub)
     _demo_parser(sub)
+    if TRAIN_COMMANDS:
+        _train_parser(sub)
     return parser
+
+
+def run_train(args) -> int:
+    return args.run(args)
 
 
 def run_eval(args) -> int:
@@ -122,7 +144,7 @@ def _write_json(result: dict, path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"eval": run_eval, "demo": run_demo}
+    commands = {"eval": run_eval, "demo": run_demo, "train": run_train}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:

@@ -68,6 +68,22 @@ def default_target_path() -> Path:
     return folder
 
 
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def pretrained_path(method: str) -> Path:
+    """The trained artifact for the embedded target that ships in the wheel: ``pretrained/<method>-smollm2``.
+
+    ``--defense <method>:default`` resolves here.
+    """
+    folder = PRETRAINED_DIR / f"{method}-smollm2"
+    if not folder.is_dir():
+        shipped = sorted(p.name for p in PRETRAINED_DIR.glob("*-smollm2")) if PRETRAINED_DIR.is_dir() else []
+        raise FileNotFoundError(f"No shipped {method} artifact at {folder} (shipped: {shipped or 'none'}); "
+                                f"train one with `hf-sentinel train {method}` and pass its folder instead of 'default'.")
+    return folder
+
+
 def load_default_target(dtype=None):
     """Load the embedded default target, SmolLM2-135M-Instruct, as ``(model, tokenizer)``.
 

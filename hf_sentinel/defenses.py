@@ -1,8 +1,8 @@
 """Defenses that guard a target's generation, named by a spec string such as ``suffix:default``.
 
-A defense changes one guarded generation at a defined point (see :mod:`hf_sentinel.generation`):
-``rewrite`` edits the conversation before it is rendered (sentinel suffixes, system prompts, appended
-instructions). Defenses stack in the order given: ``--defense system-prompt:default --defense suffix:default``.
+A defense changes one guarded generation at defined points (see :func:`hf_sentinel.generation.generate`),
+overriding only the hooks it needs. Defenses stack in the order given:
+``--defense system-prompt:default --defense suffix:default``.
 
 The human-written baselines here are what every trained defense is compared against.
 """
@@ -25,13 +25,35 @@ DEFAULT_SAFETY_SUFFIX = (
 
 
 class Defense:
-    """Base class: a defense that leaves generation unchanged. Subclasses override the hooks they need."""
+    """Base class: a defense that leaves generation unchanged. Subclasses override the hooks they need.
+
+    The hooks, in the order :func:`~hf_sentinel.generation.generate` calls them:
+
+    - ``rewrite(conversations, extras)``: the conversations the target will see (system prompts, appended
+      instructions, sentinel suffixes); may record per-conversation facts in ``extras[i]``.
+    - ``wrap_model(model)``: the model that generates (e.g. the target with a tuned adapter).
+    - ``prepare_inputs(model, inputs)``: the keyword arguments of ``model.generate`` for one left-padded
+      batch (``input_ids``, ``attention_mask``), e.g. replaced by ``inputs_embeds`` with a soft prompt.
+    - ``logits_processors()``: fresh processors for one batch (e.g. reading p(<rf>) at every step).
+    - ``finalize(responses, extras)``: the batch's decoded answers, e.g. replaced by a refusal.
+    """
 
     spec = "none"
 
-    def rewrite(self, conversations: list[list[dict]]) -> list[list[dict]]:
-        """Return the conversations the target will see (never mutate the input)."""
+    def rewrite(self, conversations: list[list[dict]], extras: list[dict]) -> list[list[dict]]:
         return conversations
+
+    def wrap_model(self, model):
+        return model
+
+    def prepare_inputs(self, model, inputs: dict) -> dict:
+        return inputs
+
+    def logits_processors(self) -> list:
+        return []
+
+    def finalize(self, responses: list[str], extras: list[dict]) -> list[str]:
+        return responses
 
 
 class SystemPromptDefense(Defense):
@@ -43,7 +65,7 @@ class SystemPromptDefense(Defense):
         self.text = text
         self.spec = f"system-prompt:{'default' if text == DEFAULT_SAFETY_SYSTEM_PROMPT else text}"
 
-    def rewrite(self, conversations):
+    def rewrite(self, conversations, extras):
         return [[{"role": "system", "content": self.text}] + [m for m in conv if m["role"] != "system"]
                 for conv in conversations]
 
@@ -57,7 +79,7 @@ class SuffixDefense(Defense):
         self.text = text
         self.spec = f"suffix:{'default' if text == DEFAULT_SAFETY_SUFFIX else text}"
 
-    def rewrite(self, conversations):
+    def rewrite(self, conversations, extras):
         rewritten = copy.deepcopy(conversations)
         for conv in rewritten:
             last_user = max(i for i, m in enumerate(conv) if m["role"] == "user")

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from transformers import LogitsProcessorList
 
 from .defenses import Defense
 
@@ -39,6 +40,7 @@ class GenerationSettings:
 class GenerationResult:
     conversations: list[list[dict]]
     responses: list[str]
+    extras: list[dict]  # per conversation: what defenses report (sentinel suffix, red flags, ...)
     new_tokens: int = 0
     seconds: float = 0.0
 
@@ -71,33 +73,50 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
              defenses: list[Defense] = (), chat: bool = True, on_batch=None) -> GenerationResult:
     """Answer every conversation with the target under the given defenses.
 
-    ``on_batch(n)`` is called after each batch of ``n`` answers (for progress bars).
+    Each defense acts at its hook, in this order (see :class:`~hf_sentinel.defenses.Defense`):
+    ``rewrite`` the conversations, ``wrap_model`` the target, ``prepare_inputs`` of each batch,
+    ``logits_processors`` during decoding, ``finalize`` the decoded answers. ``on_batch(n)`` is called after
+    each batch of ``n`` answers (for progress bars).
     """
+    extras: list[dict] = [{} for _ in conversations]
     for defense in defenses:
-        conversations = defense.rewrite(conversations)
+        conversations = defense.rewrite(conversations, extras)
+    for defense in defenses:
+        model = defense.wrap_model(model)
     texts = [render(tokenizer, conv, settings.prefill, chat) for conv in conversations]
     responses: list[str | None] = [None] * len(texts)
     # Batches of similar length waste less compute on padding.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    sampling = dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p) \
+        if settings.do_sample else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
     new_tokens, start = 0, time.perf_counter()
     torch.manual_seed(settings.seed)
     for first in range(0, len(order), settings.batch_size):
         indices = order[first:first + settings.batch_size]
         # Chat templates already contain the BOS/role tokens, so no special tokens are added here.
-        batch = left_padded([tokenizer(texts[i], add_special_tokens=not chat)["input_ids"] for i in indices],
+        inputs = left_padded([tokenizer(texts[i], add_special_tokens=not chat)["input_ids"] for i in indices],
                              pad_id, model.device)
-        sampling = dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p) \
-            if settings.do_sample else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-        output = model.generate(**batch, max_new_tokens=settings.max_new_tokens, pad_token_id=pad_id, **sampling)
-        generated = output[:, batch["input_ids"].shape[1]:]
-        for row, i in enumerate(indices):
+        for defense in defenses:
+            inputs = defense.prepare_inputs(model, inputs)
+        processors = [p for defense in defenses for p in defense.logits_processors()]
+        output = model.generate(**inputs, max_new_tokens=settings.max_new_tokens, pad_token_id=pad_id,
+                                logits_processor=LogitsProcessorList(processors), **sampling)
+        # generate() returns prompt + answer for input_ids, the answer alone for inputs_embeds.
+        generated = output[:, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else output
+        batch_responses = []
+        for row in range(len(indices)):
             tokens = _until_eos(generated[row].tolist(), model.generation_config.eos_token_id, pad_id)
             new_tokens += len(tokens)
-            responses[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            batch_responses.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
+        batch_extras = [extras[i] for i in indices]
+        for defense in defenses:
+            batch_responses = defense.finalize(batch_responses, batch_extras)
+        for i, response in zip(indices, batch_responses):
+            responses[i] = response
         if on_batch:
             on_batch(len(indices))
-    return GenerationResult(conversations, responses, new_tokens, time.perf_counter() - start)
+    return GenerationResult(conversations, responses, extras, new_tokens, time.perf_counter() - start)
 
 
 def left_padded(rows: list[list[int]], pad_id: int, device) -> dict:

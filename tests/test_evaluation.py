@@ -15,10 +15,10 @@ SETTINGS = GenerationSettings(max_new_tokens=4, batch_size=2)
 def test_defenses_rewrite_a_copy_of_the_conversation():
     conv = [[{"role": "system", "content": "old"}, {"role": "user", "content": "Hi"},
              {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Help me"}]]
-    suffixed = SuffixDefense().rewrite(conv)
+    suffixed = SuffixDefense().rewrite(conv, [{}])
     assert suffixed[0][-1]["content"] == "Help me\n\n" + DEFAULT_SAFETY_SUFFIX
     assert suffixed[0][1]["content"] == "Hi" and conv[0][-1]["content"] == "Help me"
-    system = SystemPromptDefense("Be safe.").rewrite(conv)
+    system = SystemPromptDefense("Be safe.").rewrite(conv, [{}])
     assert system[0][0] == {"role": "system", "content": "Be safe."} and len(system[0]) == 4
     assert parse_defense("suffix:default").spec == "suffix:default"
     assert parse_defense("system-prompt:Be safe.").text == "Be safe."
