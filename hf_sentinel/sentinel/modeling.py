@@ -1,0 +1,371 @@
+"""SentinelForCausalLM: a sentinel prefix model that refines each prompt before the target answers it.
+
+One guarded answer, in order:
+
+1. render the conversation with the target's chat template and cut it at the end of the last user turn
+   (:func:`split_user_turn`): ``head`` = everything up to the end of the user's text, ``tail`` = the end-of-turn
+   markup and the assistant header (plus any pre-filled answer);
+2. the sentinel continues ``head`` with at most ``max_sentinel_tokens`` tokens: the suffix (it may be empty:
+   a sentinel learns *when* to append what);
+3. the target answers ``head + suffix + tail``, i.e. the suffix sits inside the user turn.
+
+A LoRA sentinel over the target's own base keeps one copy of the base weights: its adapter layers are
+disabled except during the sentinel pass, so the target (and anything else holding it) sees the plain model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from ..defaults import resolve_model_path
+from ..generation import left_padded
+from .config import SentinelConfig
+from ..remote import RemoteChatTarget
+
+SENTINEL_SUBFOLDER = "sentinel"
+_MARK = "\x00SENTINEL-USER-TURN-END\x00"
+
+
+def user_turn_end(tokenizer) -> str:
+    """The markup a chat template writes between the end of the user's text and the assistant's answer."""
+    probe = tokenizer.apply_chat_template([{"role": "user", "content": _MARK}], tokenize=False,
+                                          add_generation_prompt=True)
+    return probe[probe.index(_MARK) + len(_MARK):]
+
+
+def split_user_turn(text: str, turn_end: str | None) -> tuple[str, str]:
+    """``(head, tail)`` of a rendered prompt, cut where the last user turn ends (for plain text: at the end)."""
+    cut = text.rfind(turn_end) if turn_end else -1
+    return (text, "") if cut < 0 else (text[:cut], text[cut:])
+
+
+@dataclass
+class SentinelGenerateOutput(ModelOutput):
+    """``generate(..., return_dict_in_generate=True)`` output: the usual sequences (original prompt + answer)
+    and the suffix the sentinel appended to each prompt."""
+
+    sequences: torch.LongTensor | None = None
+    sentinel_suffixes: list[str] | None = None
+
+
+class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
+    """A target guarded by a sentinel prefix model, usable wherever a causal LM is.
+
+    Load a saved sentinel (a folder written by :meth:`save_pretrained` or ``StackelbergPPOTrainer``, a plain PEFT
+    LoRA adapter, or a full causal LM) onto a target::
+
+        >>> from hf_sentinel.defaults import tiny_model
+        >>> from peft import LoraConfig, get_peft_model
+        >>> import tempfile
+        >>> target, tokenizer = tiny_model()
+        >>> folder = tempfile.mkdtemp()
+        >>> get_peft_model(tiny_model()[0], LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).save_pretrained(folder)
+        >>> guarded = SentinelForCausalLM.from_pretrained(folder, target=target, target_tokenizer=tokenizer,
+        ...                                               max_sentinel_tokens=5)
+        >>> out = guarded.chat([[{"role": "user", "content": "Hello"}]], max_new_tokens=4)
+        >>> sorted(out[0])
+        ['response', 'sentinel_suffix']
+
+    ``generate(input_ids, ...)`` works like any model's (the stock ``transformers.pipeline("text-generation",
+    model=folder)`` loads a saved folder after ``import hf_sentinel``) and returns the original prompt followed
+    by the target's answer; ``return_dict_in_generate=True`` also gives ``sentinel_suffixes``. :meth:`chat` works
+    at conversation level and also with a black-box target behind an OpenAI-compatible endpoint.
+    """
+
+    config_class = SentinelConfig
+    base_model_prefix = "sentinel"
+    _no_split_modules: list[str] = []
+
+    def __init__(self, config: SentinelConfig, target=None, target_tokenizer=None, sentinel=None,
+                 sentinel_tokenizer=None):
+        super().__init__(config)
+        if sentinel is None or sentinel_tokenizer is None:
+            raise ValueError("SentinelForCausalLM needs a sentinel model and its tokenizer; load one with "
+                             "SentinelForCausalLM.from_pretrained(path, target=...).")
+        if target is None:
+            raise ValueError("SentinelForCausalLM needs a target: a causal LM or a RemoteChatTarget.")
+        self.sentinel = sentinel
+        self.sentinel_tokenizer = sentinel_tokenizer
+        self.remote_target = target if isinstance(target, RemoteChatTarget) else None
+        # For a shared-base LoRA sentinel, `target` is the module the adapter was injected into.
+        self.target = None if self.remote_target else target
+        self.tokenizer = target_tokenizer if self.target is not None else sentinel_tokenizer
+        if self.target is not None and target_tokenizer is None:
+            raise ValueError("Pass target_tokenizer with a local target.")
+        if self.target is not None:
+            self.generation_config = self.target.generation_config
+        self._turn_end = user_turn_end(self.tokenizer) if self.tokenizer.chat_template else None
+        self._shares_base = self.is_lora and self.target is not None and _injected_into(sentinel, self.target)
+        if self.is_lora:
+            sentinel.base_model.disable_adapter_layers()  # off by default: the target must see the plain base
+
+    # ------------------------------------------------------------------------------------------ loading
+
+    @property
+    def is_lora(self) -> bool:
+        return self.config.sentinel_kind == "lora"
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, target=None, target_tokenizer=None,
+                        config: SentinelConfig | None = None, **kwargs):
+        """Load a sentinel and compose it with its target.
+
+        Args:
+            pretrained_model_name_or_path: local folder or Hub id of a saved sentinel, a PEFT LoRA adapter, or
+                a full causal LM used as the sentinel.
+            target: the target model (or a :class:`RemoteChatTarget`); by default loaded from the config's
+                ``target_name_or_path`` / ``target_endpoint``. A LoRA sentinel over the target's own base is
+                injected into this model (one copy of the weights).
+            target_tokenizer: the target's tokenizer (default: the one saved with the sentinel).
+            kwargs: :class:`SentinelConfig` overrides, e.g. ``max_sentinel_tokens=20``.
+        """
+        folder = _local_folder(pretrained_model_name_or_path)
+        config = config or _config_for(folder, **{k: v for k, v in kwargs.items() if k in SentinelConfig.__dataclass_fields__})
+        config.name_or_path = str(pretrained_model_name_or_path)
+        sentinel_dir = folder / SENTINEL_SUBFOLDER if (folder / SENTINEL_SUBFOLDER).is_dir() else folder
+
+        if target is None:
+            if config.target_endpoint:
+                target = RemoteChatTarget(config.target_endpoint, config.target_model_name,
+                                          timeout=config.request_timeout)
+            elif config.target_name_or_path:
+                target = AutoModelForCausalLM.from_pretrained(resolve_model_path(config.target_name_or_path),
+                                                              use_safetensors=True).eval()
+                target.name_or_path = config.target_name_or_path
+            else:
+                raise ValueError(f"{folder} does not say which target it guards; pass target=...")
+        if target_tokenizer is None and not isinstance(target, RemoteChatTarget):
+            source = folder if (folder / "tokenizer_config.json").is_file() else resolve_model_path(
+                config.target_name_or_path or target.name_or_path)
+            target_tokenizer = AutoTokenizer.from_pretrained(source)
+
+        if config.sentinel_kind == "lora":
+            sentinel, sentinel_tokenizer = _load_lora_sentinel(sentinel_dir, config, target, target_tokenizer)
+        else:
+            sentinel = AutoModelForCausalLM.from_pretrained(sentinel_dir, use_safetensors=True).eval()
+            sentinel_tokenizer = AutoTokenizer.from_pretrained(sentinel_dir)
+        return cls(config, target, target_tokenizer, sentinel, sentinel_tokenizer)
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """Write the config, the sentinel (adapter or full model, in ``sentinel/``), the target's tokenizer and
+        generation config (so the stock text-generation pipeline can load the folder), and a model card."""
+        from ..hub import write_sentinel_card
+
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not self.config.target_name_or_path and self.target is not None:
+            self.config.target_name_or_path = self.target.name_or_path
+        self.config.save_pretrained(folder)
+        if self.is_lora:  # PEFT writes a named adapter into the subfolder of its name: folder/sentinel/
+            self.sentinel.save_pretrained(folder, selected_adapters=[SENTINEL_SUBFOLDER])
+        else:
+            self.sentinel.save_pretrained(folder / SENTINEL_SUBFOLDER)
+            self.sentinel_tokenizer.save_pretrained(folder / SENTINEL_SUBFOLDER)
+        self.tokenizer.save_pretrained(folder)
+        if self.target is not None:
+            self.target.generation_config.save_pretrained(folder)
+        write_sentinel_card(folder, self.config)
+
+    def _init_weights(self, module):
+        # Every weight comes from the sentinel and the target, already initialised.
+        pass
+
+    # --------------------------------------------------------------------------------------- the method
+
+    @contextlib.contextmanager
+    def _sentinel_pass(self):
+        if not self.is_lora:
+            yield
+            return
+        self.sentinel.base_model.enable_adapter_layers()
+        try:
+            yield
+        finally:
+            self.sentinel.base_model.disable_adapter_layers()
+
+    @torch.no_grad()
+    def suffix_token_ids(self, heads: list[str]) -> list[list[int]]:
+        """The sentinel's continuation of each prompt head, as its token ids: at most ``max_sentinel_tokens``,
+        cut before its end-of-turn token."""
+        tok = self.sentinel_tokenizer
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        rows = [tok(head, add_special_tokens=False)["input_ids"] for head in heads]
+        if not all(rows):
+            raise ValueError("Empty prompt: the sentinel needs some text to continue.")
+        device = next(self.sentinel.parameters()).device
+        inputs = left_padded(rows, pad_id, device)
+        sampling = dict(do_sample=True, temperature=self.config.sentinel_temperature) \
+            if self.config.sentinel_do_sample else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with self._sentinel_pass():
+            output = self.sentinel.generate(**inputs, max_new_tokens=self.config.max_sentinel_tokens,
+                                            eos_token_id=tok.eos_token_id, pad_token_id=pad_id, **sampling)
+        suffixes = []
+        for row in output[:, inputs["input_ids"].shape[1]:].tolist():
+            suffixes.append(row[:row.index(tok.eos_token_id)] if tok.eos_token_id in row else row)
+        return suffixes
+
+    def sentinel_suffixes(self, heads: list[str]) -> list[str]:
+        """The sentinel's suffix for each prompt head, as text ("" when it appends nothing)."""
+        suffixes = [self.sentinel_tokenizer.decode(ids, skip_special_tokens=True)
+                    for ids in self.suffix_token_ids(heads)]
+        return [suffix if suffix.strip() else "" for suffix in suffixes]
+
+    def refine_texts(self, texts: list[str]) -> tuple[list[str], list[str]]:
+        """Rendered prompts with the sentinel's suffix inserted at the end of the last user turn."""
+        parts = [split_user_turn(text, self._turn_end) for text in texts]
+        suffixes = self.sentinel_suffixes([head for head, _ in parts])
+        return [head + suffix + tail for (head, tail), suffix in zip(parts, suffixes)], suffixes
+
+    def refine(self, conversations: list[list[dict]]) -> tuple[list[list[dict]], list[str]]:
+        """Conversations whose last user message ends with the sentinel's suffix, and the suffixes."""
+        heads = []
+        for conv in conversations:
+            if not conv or conv[-1]["role"] != "user" or not str(conv[-1]["content"]).strip():
+                raise ValueError("Each conversation must end with a non-empty user message for the sentinel to refine.")
+            if self._turn_end is None:
+                heads.append(conv[-1]["content"])
+                continue
+            rendered = self.tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+            heads.append(split_user_turn(rendered, self._turn_end)[0])
+        suffixes = self.sentinel_suffixes(heads)
+        refined = [[*conv[:-1], {**conv[-1], "content": conv[-1]["content"] + suffix}]
+                   for conv, suffix in zip(conversations, suffixes)]
+        return refined, suffixes
+
+    @torch.no_grad()
+    def generate(self, input_ids=None, attention_mask=None, return_dict_in_generate: bool = False, **kwargs):
+        """Refine each prompt with the sentinel, then let the target answer.
+
+        Returns the *original* prompt ids followed by the target's answer (so pipelines strip the prompt as
+        usual), or a :class:`SentinelGenerateOutput` with ``sentinel_suffixes`` when
+        ``return_dict_in_generate=True``. Other keyword arguments (max_new_tokens, do_sample, streamer,
+        logits_processor, ...) go to the target's ``generate``.
+        """
+        if self.target is None:
+            raise ValueError("generate() needs a local target; with a remote target use chat(conversations).")
+        if input_ids is None:
+            raise ValueError("generate() needs input_ids (the tokenized prompt).")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        texts = [self.tokenizer.decode(ids[mask.bool()], skip_special_tokens=False)
+                 for ids, mask in zip(input_ids, attention_mask)]
+        refined, suffixes = self.refine_texts(texts)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        inputs = left_padded([self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in refined],
+                             pad_id, input_ids.device)
+        kwargs.setdefault("pad_token_id", pad_id)
+        output = self.target.generate(**inputs, **kwargs)
+        answers = output[:, inputs["input_ids"].shape[1]:]
+        sequences = torch.cat([input_ids, answers], dim=1)
+        if return_dict_in_generate:
+            return SentinelGenerateOutput(sequences=sequences, sentinel_suffixes=suffixes)
+        return sequences
+
+    def forward(self, *args, **kwargs):
+        """The target's forward pass (the sentinel acts only in :meth:`generate`)."""
+        if self.target is None:
+            raise ValueError("A remote target has no forward pass; use chat(conversations).")
+        return self.target(*args, **kwargs)
+
+    def chat(self, conversations: list[list[dict]], max_new_tokens: int = 48, do_sample: bool = False,
+             temperature: float = 1.0, seed: int = 0) -> list[dict]:
+        """Answer conversations; each result is ``{"response", "sentinel_suffix"}``."""
+        refined, suffixes = self.refine(conversations)
+        if self.remote_target is not None:
+            responses = self.remote_target.chat(refined, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                                temperature=temperature, seed=seed)
+        else:
+            from ..generation import GenerationSettings, generate
+
+            settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                          temperature=temperature, seed=seed)
+            responses = generate(self.target, self.tokenizer, refined, settings).responses
+        return [{"response": r, "sentinel_suffix": s} for r, s in zip(responses, suffixes)]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _local_folder(name_or_path) -> Path:
+    path = Path(str(name_or_path)).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or str(name_or_path).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"Sentinel folder {path} does not exist (or is not a folder).")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(name_or_path)))
+
+
+def _config_for(folder: Path, **overrides) -> SentinelConfig:
+    """A SentinelConfig for a saved sentinel folder, a bare PEFT adapter folder, or a full causal LM folder."""
+    config_file, adapter_file = folder / "config.json", folder / "adapter_config.json"
+    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == SentinelConfig.model_type:
+        config = SentinelConfig.from_pretrained(folder)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        config.__post_init__()
+        return config
+    if adapter_file.is_file():
+        base = json.loads(adapter_file.read_text()).get("base_model_name_or_path")
+        return SentinelConfig(**{"sentinel_kind": "lora", "target_name_or_path": base,
+                                 "sentinel_base_name_or_path": base, **overrides})
+    if config_file.is_file():
+        return SentinelConfig(**{"sentinel_kind": "model", **overrides})
+    raise FileNotFoundError(f"{folder} holds no sentinel: expected config.json (a saved SentinelForCausalLM or a "
+                            f"causal LM) or adapter_config.json (a PEFT LoRA adapter).")
+
+
+def _injected_into(peft_model, target) -> bool:
+    return peft_model.base_model.model is target
+
+
+def _load_lora_sentinel(adapter_dir: Path, config: SentinelConfig, target, target_tokenizer):
+    from peft import PeftModel
+
+    base_name = config.sentinel_base_name_or_path
+    # Share the target's weights unless the sentinel says it runs on another base (or the target is remote).
+    own_base = base_name not in (None, config.target_name_or_path, getattr(target, "name_or_path", None))
+    if not own_base and not isinstance(target, RemoteChatTarget):
+        base, tokenizer = target, target_tokenizer
+    else:
+        if base_name is None:
+            raise ValueError(f"The LoRA sentinel in {adapter_dir} guards a remote target, so it needs its own base: "
+                             f"set sentinel_base_name_or_path.")
+        base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_name), use_safetensors=True).eval()
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(base_name))
+    _check_adapter_fits(adapter_dir, base)
+    sentinel = PeftModel.from_pretrained(base, adapter_dir, adapter_name=SENTINEL_SUBFOLDER).eval()
+    return sentinel, tokenizer
+
+
+def _check_adapter_fits(adapter_dir: Path, base) -> None:
+    """Fail clearly when a LoRA adapter was trained for a base of other shapes (PEFT's own error is cryptic)."""
+    from safetensors import safe_open
+
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{adapter_dir} has no adapter_model.safetensors (only safetensors adapters load).")
+    modules = dict(base.named_modules())
+    with safe_open(str(weights), framework="pt") as f:
+        for key in f.keys():
+            if ".lora_A." not in key:
+                continue
+            module_name = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+            module = modules.get(module_name)
+            in_features = f.get_slice(key).get_shape()[1]
+            if module is None or getattr(module, "in_features", in_features) != in_features:
+                found = "absent" if module is None else f"takes {module.in_features} inputs"
+                raise ValueError(
+                    f"The LoRA sentinel in {adapter_dir} does not fit this target: its layer {module_name} expects "
+                    f"{in_features} inputs, the target's is {found}. The adapter was trained for another base model; "
+                    f"use a sentinel trained for this target, or load it with its own base "
+                    f"(sentinel_base_name_or_path=...)."
+                )

@@ -1,0 +1,274 @@
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+import transformers
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
+
+import hf_sentinel
+from hf_sentinel.cli import main as cli_main
+from hf_sentinel.defaults import tiny_model, tiny_tokenizer
+from hf_sentinel.generation import GenerationSettings, generate
+from hf_sentinel.sentinel import RemoteChatTarget, SentinelConfig, SentinelForCausalLM, split_user_turn, user_turn_end
+
+HELLO = [{"role": "user", "content": "Please explain how encryption works"}]
+
+
+def _adapter(folder, base_dir, seed=1, hidden=None):
+    """A LoRA sentinel with random (non-zero) weights over the tiny base saved in `base_dir`."""
+    if hidden:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        tokenizer = tiny_tokenizer()
+        base = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64,
+                                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+    else:
+        base = AutoModelForCausalLM.from_pretrained(base_dir)
+    torch.manual_seed(seed)
+    peft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def target(tiny_llama_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_llama_dir)
+
+
+@pytest.fixture
+def guarded(target, tiny_llama_dir, tmp_path):
+    model, tokenizer = target
+    adapter = _adapter(tmp_path / "adapter", tiny_llama_dir)
+    return SentinelForCausalLM.from_pretrained(adapter, target=model, target_tokenizer=tokenizer, max_sentinel_tokens=6)
+
+
+def test_suffix_goes_inside_the_user_turn_before_the_assistant_header(tiny_llama):
+    _, tokenizer = tiny_llama
+    text = tokenizer.apply_chat_template(HELLO, tokenize=False, add_generation_prompt=True)
+    head, tail = split_user_turn(text, user_turn_end(tokenizer))
+    assert head.endswith("how encryption works") and tail == "<|im_end|>\n<|im_start|>assistant\n"
+    assert split_user_turn("plain text", None) == ("plain text", "")
+
+
+def test_lora_sentinel_shares_the_target_weights_and_is_off_for_the_target(guarded, target):
+    model, tokenizer = target
+    assert guarded.sentinel.base_model.model is model  # one copy of the base weights
+    [refined], [suffix] = guarded.refine([HELLO])
+    assert refined[-1]["content"] == HELLO[0]["content"] + suffix
+    assert suffix and 0 < len(guarded.suffix_token_ids(["Hello", "A much longer prompt head"])[1]) <= 6
+    # The adapter changes the sentinel's continuation...
+    with guarded._sentinel_pass():
+        adapted = guarded.sentinel_suffixes(["Hello"])
+    assert guarded.sentinel_suffixes(["Hello"]) == adapted
+    plain_head = tokenizer("Hello", return_tensors="pt")
+    base_continuation = model.generate(**plain_head, max_new_tokens=6, do_sample=False)
+    assert tokenizer.decode(base_continuation[0, plain_head["input_ids"].shape[1]:]) != adapted[0]
+    # ... while the target, outside the sentinel pass, is the plain model.
+    direct = generate(model, tokenizer, [refined], GenerationSettings(max_new_tokens=5)).responses
+    assert guarded.chat([HELLO], max_new_tokens=5)[0]["response"] == direct[0]
+
+
+def test_generate_returns_the_original_prompt_then_the_answer(guarded, target):
+    _, tokenizer = target
+    inputs = tokenizer.apply_chat_template(HELLO, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = guarded.generate(**inputs, max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
+    prompt_len = inputs["input_ids"].shape[1]
+    assert torch.equal(out.sequences[:, :prompt_len], inputs["input_ids"])
+    answer = tokenizer.decode(out.sequences[0, prompt_len:], skip_special_tokens=True).strip()
+    assert answer == guarded.chat([HELLO], max_new_tokens=4)[0]["response"]
+    assert out.sentinel_suffixes == guarded.refine([HELLO])[1]
+
+
+def test_save_load_round_trip_auto_classes_and_stock_pipeline(guarded, target, tiny_llama_dir, tmp_path):
+    model, tokenizer = target
+    guarded.config.target_name_or_path = str(tiny_llama_dir)
+    folder = tmp_path / "saved"
+    guarded.save_pretrained(folder)
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert {"config.json", "sentinel/adapter_model.safetensors", "sentinel/adapter_config.json", "README.md",
+            "tokenizer.json"} <= files
+    assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "sentinel"
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---") and "library_name: hf-sentinel" in card
+
+    loaded = AutoModelForCausalLM.from_pretrained(folder)  # target loaded from the config's path
+    assert isinstance(loaded, SentinelForCausalLM) and loaded.config.max_sentinel_tokens == 6
+    assert loaded.refine([HELLO])[1] == guarded.refine([HELLO])[1]
+
+    pipe = transformers.pipeline("text-generation", model=str(folder))
+    answer = pipe(HELLO, max_new_tokens=4, do_sample=False)[0]["generated_text"][-1]["content"].strip()
+    assert answer == guarded.chat([HELLO], max_new_tokens=4)[0]["response"]
+
+
+def test_push_to_hub_uploads_the_folder(guarded, monkeypatch, tiny_llama_dir):
+    from huggingface_hub import HfApi
+
+    calls = {}
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.setdefault("repo", repo_id) and
+                        type("Url", (), {"repo_id": repo_id})())
+    monkeypatch.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kw: calls.update(
+        commit_repo=repo_id, files=sorted(op.path_in_repo for op in operations)))
+    guarded.config.target_name_or_path = str(tiny_llama_dir)
+    guarded.push_to_hub("org/sentinel-tiny", token="hf_fake")
+    assert calls["commit_repo"] == "org/sentinel-tiny"
+    assert {"config.json", "README.md", "sentinel/adapter_model.safetensors"} <= set(calls["files"])
+
+
+def test_sentinel_with_another_tokenizer_composes_at_text_level(target, tmp_path):
+    model, tokenizer = target
+    other_tokenizer = tiny_tokenizer(vocab_size=290)
+    sentinel_model, _ = tiny_model("gpt2", seed=3, tokenizer=other_tokenizer)
+    sentinel_model.save_pretrained(tmp_path / "gpt2-sentinel")
+    other_tokenizer.save_pretrained(tmp_path / "gpt2-sentinel")
+    guarded = SentinelForCausalLM.from_pretrained(tmp_path / "gpt2-sentinel", target=model, target_tokenizer=tokenizer,
+                                                  max_sentinel_tokens=5)
+    assert guarded.config.sentinel_kind == "model" and len(guarded.sentinel_tokenizer) != len(tokenizer)
+    [refined], [suffix] = guarded.refine([HELLO])
+    assert refined[-1]["content"] == HELLO[0]["content"] + suffix
+    assert all(len(ids) <= 5 for ids in guarded.suffix_token_ids(["Hi", "Tell me about the sea"]))
+
+
+def test_bad_compositions_fail_clearly(target, tiny_llama_dir, tmp_path):
+    model, tokenizer = target
+    wrong = _adapter(tmp_path / "wide", None, hidden=64)
+    with pytest.raises(ValueError, match="does not fit this target.*expects 64 inputs"):
+        SentinelForCausalLM.from_pretrained(wrong, target=model, target_tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="over the sentinel budget of 30"):
+        SentinelForCausalLM.from_pretrained(_adapter(tmp_path / "a", tiny_llama_dir), target=model,
+                                            target_tokenizer=tokenizer, max_sentinel_tokens=40)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SentinelForCausalLM.from_pretrained(tmp_path / "missing", target=model, target_tokenizer=tokenizer)
+    guarded = SentinelForCausalLM.from_pretrained(_adapter(tmp_path / "b", tiny_llama_dir), target=model,
+                                                  target_tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="non-empty user message"):
+        guarded.refine([[{"role": "user", "content": "  "}]])
+
+
+def test_remote_target_errors_do_not_hang():
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        remote = RemoteChatTarget(f"http://127.0.0.1:{silent.getsockname()[1]}/v1", timeout=0.5)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match="did not answer within 0.5 s"):
+            remote.chat([HELLO])
+        assert time.monotonic() - start < 5
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(ConnectionError, match="Cannot reach target endpoint"):
+        RemoteChatTarget(f"http://127.0.0.1:{port}/v1", timeout=2).chat([HELLO])
+    with pytest.raises(ValueError, match="must be an http"):
+        RemoteChatTarget("localhost:8000")
+
+
+def test_hf_sentinel_pipeline_is_transformers_pipeline_without_defenses(target, guarded, tmp_path, tiny_llama_dir):
+    model, tokenizer = target
+    plain = hf_sentinel.pipeline("text-generation", model=model, tokenizer=tokenizer)
+    assert type(plain) is transformers.TextGenerationPipeline
+
+    adapter = _adapter(tmp_path / "adapter", tiny_llama_dir)
+    pipe = hf_sentinel.pipeline("text-generation", model=model, tokenizer=tokenizer, sentinel=str(adapter))
+    out = pipe(HELLO, max_new_tokens=5, do_sample=False)[0]
+    assert out["generated_text"][:-1] == HELLO  # the user's own prompt; the suffix is reported beside it
+    expected = SentinelForCausalLM.from_pretrained(adapter, target=model, target_tokenizer=tokenizer).chat(
+        [HELLO], max_new_tokens=5)[0]
+    assert out["sentinel_suffix"] == expected["sentinel_suffix"]
+    assert out["generated_text"][-1]["content"].strip() == expected["response"]
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    thread = threading.Thread(target=pipe, args=(HELLO,), kwargs=dict(max_new_tokens=5, do_sample=False, streamer=streamer))
+    thread.start()
+    streamed = "".join(streamer)
+    thread.join()
+    assert streamed.strip() == expected["response"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tiny_llama_dir):
+    """The real `hf-sentinel serve` process on loopback, serving the tiny target undefended."""
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "hf_sentinel.cli", "serve", "--target", str(tiny_llama_dir),
+                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.3)
+        if process.poll() is not None:
+            pytest.fail(f"server exited: {process.stdout.read()}")
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_server_answers_openai_chat_completions_and_guards_a_remote_target(server, target, tiny_llama_dir, tmp_path):
+    model, tokenizer = target
+    reply = httpx.post(f"{server}/v1/chat/completions", json={"messages": HELLO, "max_tokens": 5}, timeout=30)
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["content"] == generate(
+        model, tokenizer, [HELLO], GenerationSettings(max_new_tokens=5)).responses[0]
+    bad = httpx.post(f"{server}/v1/chat/completions", json={"messages": [{"role": "user", "content": " "}]}, timeout=30)
+    assert bad.status_code == 400 and "empty" in bad.json()["detail"]
+
+    # Black-box path: the sentinel runs here on its own base, the target answers behind the server.
+    adapter = _adapter(tmp_path / "adapter", tiny_llama_dir)
+    remote = RemoteChatTarget(f"{server}/v1", timeout=30)
+    guarded = SentinelForCausalLM.from_pretrained(adapter, target=remote, sentinel_base_name_or_path=str(tiny_llama_dir))
+    [result] = guarded.chat([HELLO], max_new_tokens=5)
+    refined = [{"role": "user", "content": HELLO[0]["content"] + result["sentinel_suffix"]}]
+    assert result["sentinel_suffix"]
+    assert result["response"] == generate(model, tokenizer, [refined], GenerationSettings(max_new_tokens=5)).responses[0]
+
+    # The eval CLI drives the same path: remote target, local sentinel defense.
+    saved = tmp_path / "saved"
+    guarded.save_pretrained(saved)
+    out = tmp_path / "remote.json"
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": HELLO[0]["content"]}) + "\n")
+    assert cli_main(["eval", "--prompts", str(prompts), "--target", f"{server}/v1", "--defense",
+                                 f"sentinel:{saved}", "--max-new-tokens", "5", "--output", str(out)]) == 0
+    record = json.loads(out.read_text())["records"][0]
+    assert record["sentinel_suffix"] == result["sentinel_suffix"] and record["response"] == result["response"]
+
+
+def test_config_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="sentinel_kind='prefix'"):
+        SentinelConfig(sentinel_kind="prefix")
+
+
+@pytest.mark.integration
+def test_eval_with_a_sentinel_defense_on_the_embedded_target(default_target, tmp_path, capsys):
+    model, tokenizer = default_target
+    adapter = tmp_path / "untrained"
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
+    model.unload() if hasattr(model, "unload") else None
+    out = tmp_path / "sentinel.json"
+    code = cli_main(["eval", "--prompts", "harmful:test", "--limit", "4", "--defense", f"sentinel:{adapter}",
+                                 "--max-new-tokens", "8", "--output", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["summary"]["defense"] == f"sentinel:{adapter}"
+    assert all("sentinel_suffix" in r for r in result["records"])
+    assert Path(adapter, "adapter_config.json").is_file()
