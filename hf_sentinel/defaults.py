@@ -155,10 +155,11 @@ def tiny_tokenizer(vocab_size: int = 320):
     return tokenizer
 
 
-def tiny_model(kind: str = "llama", seed: int = 0, tokenizer=None):
+def tiny_model(kind: str = "llama", seed: int = 0, tokenizer=None, tie_word_embeddings: bool = True):
     """A randomly initialised causal LM of a few hundred thousand parameters, as ``(model, tokenizer)``.
 
-    ``kind`` is ``"llama"`` (same architecture family as SmolLM2) or ``"gpt2"``.
+    ``kind`` is ``"llama"`` (same architecture family as SmolLM2) or ``"gpt2"``. With tied embeddings (as
+    SmolLM2) a random model's greedy answer mostly repeats its last input token; untie them for varied output.
     """
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
@@ -174,11 +175,12 @@ def tiny_model(kind: str = "llama", seed: int = 0, tokenizer=None):
         config = LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-            tie_word_embeddings=True, **special,
+            tie_word_embeddings=tie_word_embeddings, **special,
         )
         model = LlamaForCausalLM(config)
     elif kind == "gpt2":
-        config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=2048, **special)
+        config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=2048,
+                            tie_word_embeddings=tie_word_embeddings, **special)
         model = GPT2LMHeadModel(config)
     else:
         raise ValueError(f"Unknown tiny model kind {kind!r}; choose 'llama' or 'gpt2'.")

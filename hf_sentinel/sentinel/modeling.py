@@ -156,22 +156,11 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
     def save_pretrained(self, save_directory, **kwargs):
         """Write the config, the sentinel (adapter or full model, in ``sentinel/``), the target's tokenizer and
         generation config (so the stock text-generation pipeline can load the folder), and a model card."""
-        from ..hub import write_sentinel_card
-
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
         if not self.config.target_name_or_path and self.target is not None:
             self.config.target_name_or_path = self.target.name_or_path
-        self.config.save_pretrained(folder)
-        if self.is_lora:  # PEFT writes a named adapter into the subfolder of its name: folder/sentinel/
-            self.sentinel.save_pretrained(folder, selected_adapters=[SENTINEL_SUBFOLDER])
-        else:
-            self.sentinel.save_pretrained(folder / SENTINEL_SUBFOLDER)
-            self.sentinel_tokenizer.save_pretrained(folder / SENTINEL_SUBFOLDER)
-        self.tokenizer.save_pretrained(folder)
-        if self.target is not None:
-            self.target.generation_config.save_pretrained(folder)
-        write_sentinel_card(folder, self.config)
+        write_sentinel_folder(save_directory, self.config, self.sentinel, self.tokenizer,
+                              self.target.generation_config if self.target is not None else None,
+                              sentinel_tokenizer=None if self.is_lora else self.sentinel_tokenizer)
 
     def _init_weights(self, module):
         # Every weight comes from the sentinel and the target, already initialised.
@@ -291,6 +280,30 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def write_sentinel_folder(folder, config: SentinelConfig, sentinel, tokenizer, generation_config=None,
+                          sentinel_tokenizer=None, eval_results: list | None = None, card_extra: str = "") -> Path:
+    """Write a Hub-ready sentinel folder that :meth:`SentinelForCausalLM.from_pretrained` loads.
+
+    ``sentinel`` is a PEFT model holding an adapter named ``sentinel`` (only that adapter is written) or, for
+    ``sentinel_kind="model"``, a full causal LM saved with ``sentinel_tokenizer``.
+    """
+    from ..hub import write_sentinel_card
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(folder)
+    if config.sentinel_kind == "lora":  # PEFT writes a named adapter into the subfolder of its name
+        sentinel.save_pretrained(folder, selected_adapters=[SENTINEL_SUBFOLDER])
+    else:
+        sentinel.save_pretrained(folder / SENTINEL_SUBFOLDER)
+        sentinel_tokenizer.save_pretrained(folder / SENTINEL_SUBFOLDER)
+    tokenizer.save_pretrained(folder)
+    if generation_config is not None:
+        generation_config.save_pretrained(folder)
+    write_sentinel_card(folder, config, eval_results=eval_results, extra=card_extra)
+    return folder
 
 
 def _local_folder(name_or_path) -> Path:
