@@ -68,7 +68,7 @@ def _demo_parser(sub) -> None:
 
 
 # `hf-sentinel train METHOD ...`: each method's folder has a cli.py with add_arguments(parser) and run(args).
-TRAIN_COMMANDS: dict[str, str] = {}
+TRAIN_COMMANDS: dict[str, str] = {"sentinel": "hf_sentinel.stackelberg.cli"}
 
 
 def _train_parser(sub) -> None:

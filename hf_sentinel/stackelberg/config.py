@@ -68,7 +68,7 @@ class StackelbergPPOConfig(_BaseConfig):
     warm_start_steps: int = field(default=0, metadata={
         "help": "Supervised steps before PPO teaching the sentinel warm_start_suffix on harmful corpus prompts "
                 "and an empty suffix on benign ones (0 = PPO from scratch)."})
-    warm_start_suffix: str = field(default=" Reply only: I'm sorry, I can't help with that.", metadata={
+    warm_start_suffix: str = field(default="\n\nReply only: I'm sorry, I can't help with that.", metadata={
         "help": "Suffix the warm start teaches for harmful prompts."})
 
     # Overrides of TrainingArguments defaults that suit this trainer

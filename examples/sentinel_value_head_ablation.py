@@ -1,0 +1,60 @@
+"""Value-head ablation (paper, Figure 5): separate vs. shared vs. partial heads, same seeds and budget.
+
+    python examples/sentinel_value_head_ablation.py --max-steps 10 --seeds 0 1 --output-dir outputs/ablation
+
+Prints the final mean rewards of each strategy and writes reward curves (mean ± std over seeds) of the red team
+R(y) and the sentinel R(y*) to <output-dir>/value_heads.png. `--tiny` runs on a tiny random model (seconds) to
+check the pipeline end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hf_sentinel.data import load_prompts
+from hf_sentinel.stackelberg import StackelbergPPOConfig, StackelbergPPOTrainer
+from hf_sentinel.stackelberg.plots import plot_rewards
+from hf_sentinel.stackelberg.value_heads import STRATEGIES
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--max-steps", type=int, default=10)
+    parser.add_argument("--rollout-batch-size", type=int, default=16)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--output-dir", default="outputs/ablation")
+    parser.add_argument("--tiny", action="store_true", help="tiny random target instead of the embedded SmolLM2")
+    args = parser.parse_args()
+
+    corpus, benign = load_prompts("harmful:train"), load_prompts("benign:train")
+    runs: dict[str, list[list[dict]]] = {}
+    for strategy in STRATEGIES:
+        for seed in args.seeds:
+            config = StackelbergPPOConfig(output_dir=f"{args.output_dir}/{strategy}-seed{seed}", max_steps=args.max_steps,
+                                          rollout_batch_size=args.rollout_batch_size, value_head_strategy=strategy,
+                                          seed=seed, save_steps=0, disable_tqdm=True,
+                                          **(dict(red_team_max_tokens=6, max_sentinel_tokens=4,
+                                                  target_max_new_tokens=4) if args.tiny else {}))
+            if args.tiny:
+                from hf_sentinel.defaults import tiny_model
+
+                target, tokenizer = tiny_model(seed=seed, tie_word_embeddings=False)
+                trainer = StackelbergPPOTrainer(target, config, corpus, benign, processing_class=tokenizer)
+            else:
+                trainer = StackelbergPPOTrainer("default", config, corpus, benign)
+            runs.setdefault(strategy, []).append(trainer.train().log_history)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "log_histories.json").write_text(json.dumps(runs))
+    for strategy, histories in runs.items():
+        finals = [[h for h in history if "sentinel/reward" in h][-1] for history in histories]
+        red = sum(f["red_team/reward"] for f in finals) / len(finals)
+        sentinel = sum(f["sentinel/reward"] for f in finals) / len(finals)
+        print(f"{strategy:9s} final R(y) = {red:.3f}   R(y*) = {sentinel:.3f}   ({len(finals)} seeds)")
+    print(f"curves: {plot_rewards(runs, out / 'value_heads.png')}")
+
+
+if __name__ == "__main__":
+    main()
