@@ -102,7 +102,6 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
         if self.target is not None:
             self.generation_config = self.target.generation_config
         self._turn_end = user_turn_end(self.tokenizer) if self.tokenizer.chat_template else None
-        self._shares_base = self.is_lora and self.target is not None and _injected_into(sentinel, self.target)
         if self.is_lora:
             sentinel.base_model.disable_adapter_layers()  # off by default: the target must see the plain base
 
@@ -334,10 +333,6 @@ def _config_for(folder: Path, **overrides) -> SentinelConfig:
         return SentinelConfig(**{"sentinel_kind": "model", **overrides})
     raise FileNotFoundError(f"{folder} holds no sentinel: expected config.json (a saved SentinelForCausalLM or a "
                             f"causal LM) or adapter_config.json (a PEFT LoRA adapter).")
-
-
-def _injected_into(peft_model, target) -> bool:
-    return peft_model.base_model.model is target
 
 
 def _load_lora_sentinel(adapter_dir: Path, config: SentinelConfig, target, target_tokenizer):
