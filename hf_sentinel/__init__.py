@@ -13,6 +13,7 @@ from .defenses import parse_defense
 from .evaluation import evaluate, load_target
 from .generation import GenerationSettings
 from .judges import ClassifierJudge, GuardJudge, RefusalJudge, ToxicityJudge, load_judge
+from .mart import MARTConfig, MARTDefense, MARTTrainer
 from .pipeline import pipeline
 from .sentinel import RemoteChatTarget, SentinelConfig, SentinelForCausalLM
 
@@ -27,4 +28,5 @@ __all__ = [
     "pipeline", "load_default_target", "tiny_model", "load_prompts", "parse_defense", "evaluate", "load_target",
     "GenerationSettings", "SentinelConfig", "SentinelForCausalLM", "RemoteChatTarget",
     "RefusalJudge", "ToxicityJudge", "ClassifierJudge", "GuardJudge", "load_judge",
+    "MARTConfig", "MARTTrainer", "MARTDefense",
 ]

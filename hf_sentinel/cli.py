@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .defenses import DEFENSES
+from .hub import add_push_command, run_push
 
 DEMO_PROMPT_SETS = ("harmful:test", "benign:test")
 DEMO_DEFENSES = ("none", "system-prompt:default", "suffix:default")
@@ -68,7 +69,8 @@ def _demo_parser(sub) -> None:
 
 
 # `hf-sentinel train METHOD ...`: each method's folder has a cli.py with add_arguments(parser) and run(args).
-TRAIN_COMMANDS: dict[str, str] = {"sentinel": "hf_sentinel.stackelberg.cli"}
+TRAIN_COMMANDS: dict[str, str] = {"dro": "hf_sentinel.dro.cli", "sentinel": "hf_sentinel.stackelberg.cli",
+                                  "mart": "hf_sentinel.mart.cli", "red-flag": "hf_sentinel.red_flag.cli"}
 
 
 def _train_parser(sub) -> None:
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_parser(sub)
     _demo_parser(sub)
     _serve_parser(sub)
+    add_push_command(sub)
     if TRAIN_COMMANDS:
         _train_parser(sub)
     return parser
@@ -169,7 +172,7 @@ def _write_json(result: dict, path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"eval": run_eval, "demo": run_demo, "serve": run_serve, "train": run_train}
+    commands = {"eval": run_eval, "demo": run_demo, "serve": run_serve, "train": run_train, "push": run_push}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, ModuleNotFoundError, ConnectionError, TimeoutError) as error:

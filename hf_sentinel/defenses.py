@@ -96,6 +96,9 @@ DEFENSES = {
     "system-prompt": _text_defense(SystemPromptDefense, DEFAULT_SAFETY_SYSTEM_PROMPT),
     "suffix": _text_defense(SuffixDefense, DEFAULT_SAFETY_SUFFIX),
     "sentinel": lambda arg: _method("sentinel").SentinelDefense.from_spec(arg),
+    "dro": lambda arg: _method("dro").DRODefense.from_spec(arg),
+    "mart": lambda arg: _method("mart").MARTDefense.from_spec(arg),
+    "red-flag": lambda arg: _method("red_flag").RedFlagDefense.from_spec(arg),
 }
 
 

@@ -2,7 +2,6 @@
 
 import sys
 
-import torch
 from datasets import Dataset
 from safetensors.torch import save_file
 

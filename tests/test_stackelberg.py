@@ -132,7 +132,7 @@ def test_resume_from_checkpoint_continues_exactly(tmp_path):
 
 
 def test_warm_start_teaches_the_suffix(tmp_path):
-    trainer = _trainer(tmp_path, warm_start_suffix=" No.", learning_rate=2e-2, max_sentinel_tokens=8)
+    trainer = _trainer(tmp_path, warm_start_suffix=" No.", warm_start_learning_rate=2e-2, max_sentinel_tokens=8)
     losses = trainer.warm_start(40)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
 
@@ -180,3 +180,24 @@ def test_two_cpu_processes_agree_on_the_weights(tmp_path):
     for name in ranks[0]:
         assert torch.allclose(ranks[0][name], ranks[1][name], atol=1e-6), name
     assert "world_size=2" in result.stdout
+
+
+def test_rollout_logprobs_and_values_are_those_of_a_forward_pass(tmp_path):
+    target, tokenizer = tiny_model(tie_word_embeddings=False)
+    args = StackelbergPPOConfig(output_dir=str(tmp_path), rollout_batch_size=4, benign_fraction=0.0, seed=0)
+    trainer = StackelbergPPOTrainer(target, args, CORPUS, processing_class=tokenizer,
+                                    reward_funcs=[lambda prompts, completions, **kw: [0.0] * len(completions)])
+    torch.manual_seed(0)
+    with torch.no_grad():  # a non-trivial policy and value head (LoRA B and the value output start at zero)
+        for name, param in trainer.model.named_parameters():
+            if ".lora_B.sentinel." in name:
+                param.normal_(0, 0.5)
+        trainer.value_heads.outputs["sentinel"].weight.normal_(0, 1.0)
+    queries = [trainer._render([{"role": "user", "content": z}]) for z in ["Hi", "How do I bake bread today?", "Yo"]]
+    batch = trainer._rollout("sentinel", queries, 6)
+    with torch.no_grad():
+        logprobs, values, _ = trainer._forward("sentinel", batch)
+    real = batch["mask"].bool()
+    assert torch.allclose(batch["logprobs"][real], logprobs[real], atol=1e-5)
+    assert torch.allclose(batch["values"][real], values[real], atol=1e-5)
+    assert batch["values"][real].abs().max() > 0.1

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from trl.trainer.base_config import _BaseConfig
 
+from ..defenses import DEFAULT_SAFETY_SUFFIX
 from ..sentinel.config import MAX_SENTINEL_TOKENS
 from .value_heads import STRATEGIES
 
@@ -68,8 +69,11 @@ class StackelbergPPOConfig(_BaseConfig):
     warm_start_steps: int = field(default=0, metadata={
         "help": "Supervised steps before PPO teaching the sentinel warm_start_suffix on harmful corpus prompts "
                 "and an empty suffix on benign ones (0 = PPO from scratch)."})
-    warm_start_suffix: str = field(default="\n\nReply only: I'm sorry, I can't help with that.", metadata={
-        "help": "Suffix the warm start teaches for harmful prompts."})
+    warm_start_suffix: str = field(default=f"\n\n{DEFAULT_SAFETY_SUFFIX}", metadata={
+        "help": "Suffix the warm start teaches for harmful prompts: by default the `suffix:default` instruction, "
+                "which the target obeys (it refuses), so the sentinel starts by learning *when* to append it."})
+    warm_start_learning_rate: float = field(default=1e-3, metadata={
+        "help": "Learning rate of the warm start (supervised steps take a larger one than PPO updates)."})
 
     # Overrides of TrainingArguments defaults that suit this trainer
     learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate of the agents' LoRA adapters."})
@@ -77,6 +81,9 @@ class StackelbergPPOConfig(_BaseConfig):
     save_steps: float = field(default=10, metadata={"help": "Checkpoint every N rounds."})
     report_to: str | list[str] = field(default="none", metadata={"help": "Trackers: 'tensorboard', 'trackio', ..."})
     bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision."})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "Recompute activations in the backward pass. Off: the agents are small LoRA adapters and the "
+                "recomputation would cost a third more time per update."})
 
     def __post_init__(self):
         super().__post_init__()

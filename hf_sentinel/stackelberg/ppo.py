@@ -22,9 +22,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """Implementation detail "advantage normalisation": zero mean, unit variance over the real tokens."""
+    """Implementation detail "advantage normalisation": zero mean, unit variance over the real tokens (the unbiased
+    variance, as TRL and CleanRL compute it)."""
     mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    n = mask.sum()
+    var = masked_mean((x - mean) ** 2, mask) * n / (n - 1).clamp(min=1)
     whitened = (x - mean) * torch.rsqrt(var + 1e-8)
     return whitened if shift_mean else whitened + mean
 
@@ -74,7 +76,8 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, clip_range: float):
 
 def value_loss(values, old_values, returns, mask, clip_range_value: float):
     """Implementation detail "value clipping": the pessimistic max of clipped and unclipped squared errors."""
-    clipped_values = old_values + (values - old_values).clamp(-clip_range_value, clip_range_value)
+    # Clamp the values themselves: old + clamp(new - old) can round an unclipped value by one ulp.
+    clipped_values = torch.clamp(values, old_values - clip_range_value, old_values + clip_range_value)
     loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped_values - returns) ** 2), mask)
     clip_fraction = masked_mean(((values - returns) ** 2 < (clipped_values - returns) ** 2).float(), mask)
     return loss, clip_fraction

@@ -121,12 +121,14 @@ class StackelbergPPOTrainer(_BaseTrainer):
         super().__init__(model=policy, args=args, train_dataset=train_dataset, processing_class=processing_class,
                          callbacks=callbacks)
         self.value_heads.to(self.accelerator.device)
+        # fused: one pass over each tensor per step rather than a dozen (6x faster on one CPU core for a whole model).
         self.agent_optimizers = {
             agent: torch.optim.AdamW([p for n, p in policy.named_parameters() if f".{agent}." in n],
-                                     lr=args.learning_rate, weight_decay=0.0)
+                                     lr=args.learning_rate, weight_decay=0.0, fused=True)
             for agent in AGENTS
         }
-        self.value_optimizer = torch.optim.AdamW(self.value_heads.parameters(), lr=args.value_learning_rate)
+        self.value_optimizer = torch.optim.AdamW(self.value_heads.parameters(), lr=args.value_learning_rate,
+                                                 fused=True)
         # Each rank draws its own prompts (data parallel); all ranks apply the same averaged gradients.
         self.data_generator = torch.Generator().manual_seed(args.seed + self.accelerator.process_index)
 
@@ -205,7 +207,10 @@ class StackelbergPPOTrainer(_BaseTrainer):
     # --------------------------------------------------------------------------------------- rollouts
 
     def _rollout(self, agent: str, queries: list[str], max_new_tokens: int) -> dict:
-        """Sample each agent's response to each query (rendered text); responses end at (and include) EOS."""
+        """Sample each agent's response to each query (rendered text); responses end at (and include) EOS.
+
+        Also returns the sampling policy's log-probs and values of the response tokens (the PPO update's "old"
+        ones), read off the generation itself."""
         tokenizer, model = self.processing_class, self.model
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         inputs = left_padded([tokenizer(q, add_special_tokens=False)["input_ids"] for q in queries], pad_id,
@@ -215,8 +220,14 @@ class StackelbergPPOTrainer(_BaseTrainer):
         with torch.no_grad():
             output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True,
                                     temperature=self.args.temperature, top_k=0, top_p=1.0,
-                                    eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id)
-        responses = output[:, inputs["input_ids"].shape[1]:]
+                                    eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id,
+                                    return_dict_in_generate=True, output_logits=True, output_hidden_states=True)
+            responses = output.sequences[:, inputs["input_ids"].shape[1]:]
+            # Implementation detail "log-probs and values from the rollout": generate() already ran the policy on
+            # every response position, so scoring the responses again before the update would repeat a forward.
+            logits = torch.stack(output.logits, 1).float() / self.args.temperature
+            logprobs = ppo.logprobs_from_logits(logits, responses)
+            values = self.value_heads(torch.cat([step[-1][:, -1:] for step in output.hidden_states], 1), agent)
         # Mask everything after the first EOS: the EOS itself is an action (for the sentinel, "append nothing").
         is_eos = responses == tokenizer.eos_token_id
         after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
@@ -225,7 +236,7 @@ class StackelbergPPOTrainer(_BaseTrainer):
                  for row, m in zip(responses, mask)]
         return {"query_ids": inputs["input_ids"], "query_mask": inputs["attention_mask"],
                 "response_ids": responses.masked_fill(~mask.bool(), pad_id), "mask": mask,
-                "texts": [t if t.strip() else "" for t in texts]}
+                "texts": [t if t.strip() else "" for t in texts], "logprobs": logprobs, "values": values}
 
     def _red_team_query(self, prompt: str) -> str:
         return self._render([{"role": "user", "content": self.args.red_team_instruction.format(prompt=prompt)}])
@@ -259,10 +270,13 @@ class StackelbergPPOTrainer(_BaseTrainer):
         # Left padding: positions count real tokens only, as generate() counted them.
         position_ids = (attention.cumsum(1) - 1).clamp(min=0)
         start, length = query_ids.shape[1] - 1, response_ids.shape[1]
+        # Logits of the positions that predict response tokens only: the LM head on the query is wasted work. (Index
+        # positions, not a trailing count: that slice is strided, and the LM head then runs as a slow batched matmul.)
+        keep = torch.arange(start, start + length, device=input_ids.device)
         out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
-                         output_hidden_states=agent is not None)
+                         output_hidden_states=agent is not None, logits_to_keep=keep)
         # Implementation detail "temperature-scaled logits": score tokens with the distribution they were sampled from.
-        logits = out.logits[:, start:start + length].float() / self.args.temperature
+        logits = out.logits.float() / self.args.temperature
         logprobs = ppo.logprobs_from_logits(logits, response_ids)
         values = self.value_heads(out.hidden_states[-1][:, start:start + length], agent) if agent else None
         return logprobs, values, logits
@@ -273,7 +287,7 @@ class StackelbergPPOTrainer(_BaseTrainer):
         self.model.set_adapter(agent)
         _keep_both_trainable(self.model)
         with torch.no_grad():
-            old_logprobs, old_values, _ = self._forward(agent, batch)
+            old_logprobs, old_values = batch["logprobs"], batch["values"]
             with self.model.disable_adapter():
                 ref_logprobs, _, _ = self._forward(None, batch)
             kl = ppo.kl_estimate(old_logprobs, ref_logprobs, args.kl_estimator)
@@ -295,7 +309,9 @@ class StackelbergPPOTrainer(_BaseTrainer):
                                                                     args.clip_range)
                 vf_loss, vf_clip_fraction = ppo.value_loss(values, old_values[rows], returns[rows], m,
                                                            args.clip_range_value)
-                entropy = ppo.masked_mean(ppo.entropy_from_logits(logits), m)
+                # Without an entropy bonus the entropy is only logged: keep it out of the backward pass.
+                with torch.set_grad_enabled(bool(args.entropy_coef)):
+                    entropy = ppo.masked_mean(ppo.entropy_from_logits(logits), m)
                 loss = pg_loss + args.vf_coef * vf_loss - args.entropy_coef * entropy
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(
@@ -334,8 +350,11 @@ class StackelbergPPOTrainer(_BaseTrainer):
         suffix_ids = tokenizer(args.warm_start_suffix, add_special_tokens=False)["input_ids"][:args.max_sentinel_tokens - 1]
         self.model.set_adapter("sentinel")
         _keep_both_trainable(self.model)
+        optimizer = self.agent_optimizers["sentinel"]
+        for group in optimizer.param_groups:
+            group["lr"] = args.warm_start_learning_rate
         losses = []
-        for _ in range(steps):
+        for step in range(steps):
             n_benign = round(args.rollout_batch_size * args.benign_fraction) if self.benign_dataset is not None else 0
             harmful = self._sample(self.train_dataset, args.rollout_batch_size - n_benign)
             benign = self._sample(self.benign_dataset, n_benign) if n_benign else []
@@ -353,14 +372,17 @@ class StackelbergPPOTrainer(_BaseTrainer):
                      "mask": torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in targets],
                                           device=self.accelerator.device)}
             logprobs, _, _ = self._forward("sentinel", batch)
+            # A per-token mean: the first token of every example is the decision (suffix or end of turn), weighted
+            # the same for both kinds; a per-example mean would divide each harmful decision by the suffix length.
             loss = -ppo.masked_mean(logprobs, batch["mask"].float())
-            optimizer = self.agent_optimizers["sentinel"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], self.args.max_grad_norm or 1.0)
             optimizer.step()
             losses.append(loss.item())
-        self.log({"warm_start/loss": losses[-1]} if losses else {})
+            self.log({"warm_start/step": step + 1, "warm_start/loss": losses[-1]})
+        for group in optimizer.param_groups:
+            group["lr"] = args.learning_rate
         return losses
 
     # --------------------------------------------------------------------------------- saving / loading
@@ -382,12 +404,9 @@ class StackelbergPPOTrainer(_BaseTrainer):
         red_team_dir = out / "red_team"
         self.model.save_pretrained(red_team_dir.parent, selected_adapters=["red_team"])
         save_file(self._value_head_state("red_team"), red_team_dir / "value_head.safetensors")
-        write_model_card(red_team_dir, title="Red-team model (Stackelberg PPO)",
+        write_model_card(red_team_dir, kind="red-team", title="Red-team model (Stackelberg PPO)",
                          summary=f"LoRA adapter of `{self.target_name}` trained to write prompts that make the target "
                                  f"answer harmfully; the leader of the game the sentinel in `../sentinel` follows.",
-                         usage=f"from peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n"
-                               f"base = AutoModelForCausalLM.from_pretrained({self.target_name!r})\n"
-                               f"red_team = PeftModel.from_pretrained(base, \"PATH_OR_REPO_ID\")",
                          base_model=self.target_name, tags=["red-teaming", "peft", "lora"],
                          extra=self._training_summary())
         return out

@@ -1,0 +1,69 @@
+"""Latency of generation with vs. without a DRO soft prompt, measured side by side in one run.
+
+The soft prompt adds its virtual tokens to every prompt's prefill; decoding is unchanged apart from the longer
+key/value cache. This script times the same prompts, same settings, alternating the two setups per repeat,
+and prints the ratios (with / without) for one prompt at a time and for a batch.
+
+    HF_HUB_OFFLINE=1 python benchmarks/dro_overhead.py                 # shipped prompt, embedded target
+    HF_HUB_OFFLINE=1 python benchmarks/dro_overhead.py --prompt PATH --prompts 16 --max-new-tokens 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def _time(model, tokenizer, conversations, settings, defenses) -> float:
+    from hf_sentinel.generation import generate
+
+    start = time.perf_counter()
+    generate(model, tokenizer, conversations, settings, defenses)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompt", default="default", help="DRO prompt: default, an adapter folder or a Hub id")
+    parser.add_argument("--target", default="default")
+    parser.add_argument("--prompts", type=int, default=16, help="number of test prompts (half harmful, half benign)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    from hf_sentinel.data import load_prompts
+    from hf_sentinel.defenses import parse_defense
+    from hf_sentinel.evaluation import load_target
+    from hf_sentinel.generation import GenerationSettings, to_conversation
+
+    model, tokenizer = load_target(args.target)
+    defense = parse_defense(f"dro:{args.prompt}")
+    half = args.prompts // 2
+    conversations = ([to_conversation(p) for p in load_prompts("harmful:test", limit=half)["prompt"]]
+                     + [to_conversation(p) for p in load_prompts("benign:test", limit=args.prompts - half)["prompt"]])
+    # min_new_tokens = max_new_tokens: both setups decode exactly as many tokens, so only the prompt differs.
+    setups = {"one prompt at a time": 1, f"batch of {len(conversations)}": len(conversations)}
+    torch.manual_seed(0)
+    print(f"target {args.target}, DRO prompt {args.prompt} ({defense.soft_prompt(model).num_virtual_tokens} virtual "
+          f"tokens), {len(conversations)} prompts, {args.max_new_tokens} new tokens, {args.repeats} repeats, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'setup':<24} {'without (s)':>12} {'with (s)':>10} {'ratio':>7}")
+    for name, batch_size in setups.items():
+        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=batch_size)
+        model.generation_config.min_new_tokens = args.max_new_tokens
+        _time(model, tokenizer, conversations[:2], settings, [defense])  # warm-up
+        without, with_prompt = [], []
+        for _ in range(args.repeats):
+            without.append(_time(model, tokenizer, conversations, settings, []))
+            with_prompt.append(_time(model, tokenizer, conversations, settings, [defense]))
+        model.generation_config.min_new_tokens = None
+        base, guarded = statistics.median(without), statistics.median(with_prompt)
+        print(f"{name:<24} {base:>12.2f} {guarded:>10.2f} {guarded / base:>7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Overhead of the red-flag defense at generation time, measured side by side in one run.
+
+Three configurations generate the same number of new tokens from the same prompts:
+
+- ``original``: the embedded target, plain ``generate()``;
+- ``adapted``: the target with the red-flag adapter merged in (vocabulary 49,153 padded to 49,216);
+- ``adapted + processor``: the adapted target with ``RedFlagLogitsProcessor`` (flag-only, so no answer is
+  cut short and every run decodes the same number of steps).
+
+Runs are interleaved (A, B, C, A, B, C, ...) so machine load drifts hit all three alike; the median of the
+repeats is reported, and the ratios to ``original`` at batch 1 and batch 20 are printed. Goal: ratio <= 1.03.
+
+    python benchmarks/red_flag_overhead.py [--artifact PATH] [--new-tokens 32] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+from transformers import LogitsProcessorList
+
+from hf_sentinel.data import load_prompts
+from hf_sentinel.defaults import load_default_target, pretrained_path
+from hf_sentinel.generation import left_padded, render, to_conversation
+from hf_sentinel.red_flag import RedFlagLogitsProcessor, load_red_flag_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifact", default=None, help="red-flag folder (default: the shipped one)")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 20])
+    args = parser.parse_args()
+    artifact = args.artifact or pretrained_path("red-flag")
+
+    original, tokenizer = load_default_target()
+    adapted, red_flag_tokenizer = load_red_flag_model(copy.deepcopy(original), artifact)
+    prompts = load_prompts("benign:test")["prompt"]
+    print(f"torch threads: {torch.get_num_threads()}; vocabulary rows: original "
+          f"{original.get_input_embeddings().num_embeddings}, adapted {adapted.get_input_embeddings().num_embeddings}; "
+          f"{args.new_tokens} new tokens per answer, median of {args.repeats} interleaved repeats\n")
+
+    print(f"{'batch':>5} | {'original s':>10} | {'adapted s':>9} | {'+processor s':>12} | "
+          f"{'adapted/orig':>12} | {'+processor/orig':>15}")
+    for batch_size in args.batch_sizes:
+        texts = [render(tokenizer, to_conversation(p), None, chat=True) for p in prompts[:batch_size]]
+        inputs = left_padded([tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts],
+                             tokenizer.pad_token_id, original.device)
+        runs = {
+            "original": lambda: _generate(original, inputs, args.new_tokens, tokenizer, []),
+            "adapted": lambda: _generate(adapted, inputs, args.new_tokens, tokenizer, []),
+            "processor": lambda: _generate(adapted, inputs, args.new_tokens, tokenizer, [
+                RedFlagLogitsProcessor.from_pretrained(artifact, action="flag")]),
+        }
+        for run in runs.values():  # warm-up
+            run()
+        times = {name: [] for name in runs}
+        for _ in range(args.repeats):
+            for name, run in runs.items():
+                times[name].append(run())
+        median = {name: statistics.median(values) for name, values in times.items()}
+        print(f"{batch_size:>5} | {median['original']:>10.3f} | {median['adapted']:>9.3f} | "
+              f"{median['processor']:>12.3f} | {median['adapted'] / median['original']:>12.3f} | "
+              f"{median['processor'] / median['original']:>15.3f}")
+    del red_flag_tokenizer
+
+
+@torch.no_grad()
+def _generate(model, inputs, new_tokens: int, tokenizer, processors) -> float:
+    start = time.perf_counter()
+    output = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                            pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList(processors))
+    elapsed = time.perf_counter() - start
+    assert output.shape[1] == inputs["input_ids"].shape[1] + new_tokens
+    return elapsed
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Red-flag token: the model marks its own harmful answers with a special token `<rf>` as it writes them.
+
+- :class:`RedFlagConfig` / :class:`RedFlagTrainer`: train LoRA + the `<rf>` embedding (TRL-style).
+- :class:`RedFlagLogitsProcessor`: read p(`<rf>`) at every ``generate()`` step; refuse, stop or flag.
+- :func:`load_red_flag_model`: apply a trained folder to its target; :class:`RedFlagDefense`: the same as a
+  defense for ``evaluate()``, the CLI (``--defense red-flag:PATH``) and ``hf_sentinel.pipeline(red_flag=PATH)``.
+"""
+
+from .calibration import calibrate_threshold, red_flag_scores
+from .config import RedFlagConfig
+from .defense import RedFlagDefense
+from .modeling import RedFlagSettings, add_red_flag_token, load_red_flag_model
+from .processor import RedFlagLogitsProcessor
+from .trainer import RedFlagTrainer
+
+__all__ = [
+    "RedFlagConfig", "RedFlagTrainer", "RedFlagLogitsProcessor", "RedFlagDefense", "RedFlagSettings",
+    "add_red_flag_token", "load_red_flag_model", "calibrate_threshold", "red_flag_scores",
+]

@@ -1,0 +1,116 @@
+"""`RedFlagDefense`: a trained red-flag folder as a defense for ``generate()``, ``evaluate()`` and the CLI
+(``--defense red-flag:PATH`` or ``red-flag:default``)."""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from collections import deque
+from pathlib import Path
+
+from ..defenses import Defense
+from .modeling import RedFlagSettings, load_red_flag_model
+from .processor import RedFlagLogitsProcessor
+
+
+class RedFlagDefense(Defense):
+    """Guards generation with a red-flag adapter: the target reads its own p(`<rf>`) at every step.
+
+    ``wrap_model`` returns a copy of the target with the adapter merged in (built once per target and reused);
+    every batch gets a fresh :class:`RedFlagLogitsProcessor`; ``finalize`` replaces flagged answers by the
+    refusal text when the action is ``"refuse"`` and records ``extras[i]["red_flag"] = {"fired", "step",
+    "probability"}`` for every answer. ``threshold``, ``action`` and ``window`` default to the values saved
+    in the folder's ``red_flag_config.json``.
+
+    >>> from hf_sentinel.defaults import pretrained_path
+    >>> defense = RedFlagDefense(pretrained_path("red-flag"), action="flag")
+    >>> defense.spec, defense.settings.action
+    ('red-flag:default', 'flag')
+    """
+
+    def __init__(self, path, threshold: float | None = None, action: str | None = None, window: int | None = None):
+        self.path = Path(path)
+        overrides = {k: v for k, v in dict(threshold=threshold, action=action, window=window).items() if v is not None}
+        self.settings = RedFlagSettings.from_pretrained(self.path, **overrides)
+        self.spec = f"red-flag:{_spec_argument(self.path)}"
+        self._wrapped: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._tokenizer = None
+        # Processors handed out for generations not finalized yet, and their flags in generation order: the
+        # eval loop finalizes a whole batch at once, a transformers pipeline one answer at a time.
+        self._pending: deque[RedFlagLogitsProcessor] = deque()
+        self._flags: deque[dict] = deque()
+
+    @classmethod
+    def from_spec(cls, arg: str) -> RedFlagDefense:
+        """``red-flag:PATH`` or ``red-flag:default`` (the shipped artifact); threshold and action come from the
+        folder's saved settings (override them through the Python API)."""
+        from ..defaults import pretrained_path
+
+        if arg in ("", "default"):
+            return cls(pretrained_path("red-flag"))
+        path = Path(arg).expanduser()
+        if not path.is_dir():
+            path = _download(arg)
+        return cls(path)
+
+    def wrap_model(self, model):
+        if model in self._wrapped:
+            return self._wrapped[model]
+        if model in self._wrapped.values():  # already the guarded model (a second pass through the hooks)
+            return model
+        guarded, self._tokenizer = load_red_flag_model(copy.deepcopy(model), self.path)
+        self._eos_ids = _eos_ids(guarded, self._tokenizer)
+        self._wrapped[model] = guarded
+        return guarded
+
+    def logits_processors(self):
+        if self._tokenizer is None:
+            raise RuntimeError("RedFlagDefense.wrap_model(model) must run before logits_processors(): the processor "
+                               "needs the red-flag model's vocabulary.")
+        s = self.settings
+        processor = RedFlagLogitsProcessor.from_tokenizer(
+            self._tokenizer, token=s.token, threshold=s.threshold, action=s.action, window=s.window,
+            refusal_text=s.refusal_text, eos_token_id=self._eos_ids)
+        self._pending.append(processor)
+        return [processor]
+
+    def finalize(self, responses, extras):
+        while len(self._flags) < len(responses) and self._pending:
+            self._flags.extend(self._pending.popleft().flags)
+        if len(self._flags) < len(responses):
+            raise RuntimeError(f"finalize() got {len(responses)} answers but only {len(self._flags)} were generated "
+                               f"with this defense's logits processors.")
+        flags = [self._flags.popleft() for _ in responses]
+        for extra, flag in zip(extras, flags):
+            extra["red_flag"] = flag
+        if self.settings.action == "refuse":
+            responses = [self.settings.refusal_text if flag["fired"] else r for r, flag in zip(responses, flags)]
+        return responses
+
+
+def _download(repo_id: str) -> Path:
+    """A red-flag folder from the Hub (``org/name``), for specs that are not a local folder."""
+    from huggingface_hub import snapshot_download
+
+    from ..hub_access import hub_reachable
+
+    if repo_id.count("/") != 1 or not hub_reachable():
+        raise FileNotFoundError(
+            f"red-flag:{repo_id}: no such local folder{'' if repo_id.count('/') != 1 else ', and the Hub is not reachable'}. "
+            f"Give a folder written by `hf-sentinel train red-flag`, a Hub repo id (org/name), or red-flag:default "
+            f"for the shipped artifact.")
+    return Path(snapshot_download(repo_id))
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    ids = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def _spec_argument(path: Path) -> str:
+    from ..defaults import PRETRAINED_DIR
+
+    return "default" if path.resolve() == (PRETRAINED_DIR / "red-flag-smollm2").resolve() else str(path)

@@ -1,0 +1,167 @@
+"""The red-flag token in a model: adding it, the settings saved next to a trained adapter, and loading one.
+
+A trained red-flag folder holds, in Hub format::
+
+    adapter_config.json  adapter_model.safetensors   PEFT LoRA adapter + the trained <rf> embedding row
+    tokenizer.json  tokenizer_config.json ...        the target's tokenizer with <rf> added
+    red_flag_config.json                             token, threshold, action, smoothing window, vocab check
+    README.md                                        model card with the measured results
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .processor import ACTIONS, check_threshold
+
+SETTINGS_NAME = "red_flag_config.json"
+DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
+
+
+def add_red_flag_token(model, tokenizer, token: str = "<rf>", pad_to_multiple_of: int = 64) -> int:
+    """Add ``token`` to ``tokenizer`` (as a special token) and a row for it to ``model``; return its id.
+
+    The embedding matrix (and an untied LM head) grows to a multiple of ``pad_to_multiple_of`` rows, because
+    matrix products on a vocabulary of, e.g., 49,153 rows are markedly slower than on 49,216. The new `<rf>` row
+    starts as the mean of the existing rows (so p(<rf>) starts small); the padding rows are zero and are put in
+    ``model.generation_config.suppress_tokens``, so that ``generate()`` can never produce them.
+
+    >>> from hf_sentinel.defaults import tiny_model
+    >>> model, tokenizer = tiny_model()
+    >>> red_flag_id = add_red_flag_token(model, tokenizer)
+    >>> red_flag_id == len(tokenizer) - 1, model.get_input_embeddings().num_embeddings % 64
+    (True, 0)
+    """
+    if pad_to_multiple_of < 1:
+        raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}.")
+    if token not in tokenizer.get_vocab():
+        tokenizer.add_tokens([token], special_tokens=True)
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        old_rows = rows
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
+        with torch.no_grad():
+            for matrix in _embedding_matrices(model):
+                matrix[token_id] = matrix[:old_rows].mean(dim=0)
+                matrix[len(tokenizer):] = 0.0
+    padding = list(range(len(tokenizer), model.get_input_embeddings().num_embeddings))
+    if padding:
+        suppressed = set(model.generation_config.suppress_tokens or [])
+        model.generation_config.suppress_tokens = sorted(suppressed | set(padding))
+    return token_id
+
+
+def _embedding_matrices(model) -> list[torch.Tensor]:
+    matrices = [model.get_input_embeddings().weight]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight.data_ptr() != matrices[0].data_ptr():
+        matrices.append(output.weight)
+    return matrices
+
+
+def vocabulary_fingerprint(tokenizer, exclude: tuple[str, ...] = ()) -> str:
+    """A short hash of a tokenizer's token → id map (minus ``exclude``): equal fingerprints, same vocabulary."""
+    vocab = sorted((tok, idx) for tok, idx in tokenizer.get_vocab().items() if tok not in exclude)
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RedFlagSettings:
+    """What a trained red-flag folder says about using it, saved as ``red_flag_config.json``."""
+
+    token: str = field(default="<rf>", metadata={"help": "The red-flag token added to the vocabulary."})
+    threshold: float = field(default=0.5, metadata={"help": "Score in (0, 1) at which a sequence is flagged."})
+    action: str = field(default="refuse", metadata={"help": f"What happens when the flag fires: one of {ACTIONS}."})
+    window: int = field(default=1, metadata={"help": "The score is the mean p(<rf>) over the last `window` steps."})
+    refusal_text: str = field(default=DEFAULT_REFUSAL, metadata={"help": "Answer that replaces a refused one."})
+    pad_to_multiple_of: int = field(default=64, metadata={
+        "help": "The vocabulary (with <rf>) is padded to a multiple of this many rows, for fast matrix products."})
+    base_embedding_rows: int = field(default=0, metadata={
+        "help": "Embedding rows of the model the adapter was trained on, before <rf> was added (a loading check)."})
+    base_vocabulary: str = field(default="", metadata={
+        "help": "Fingerprint of that model's tokenizer vocabulary without <rf> (a loading check)."})
+    base_model: str = field(default="", metadata={"help": "Name or path of the model the adapter was trained on."})
+
+    def __post_init__(self):
+        check_threshold(self.threshold)
+        if self.action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r}.")
+        if self.window < 1:
+            raise ValueError(f"window must be a positive number of steps, got {self.window}.")
+
+    def save_pretrained(self, path) -> Path:
+        target = Path(path) / SETTINGS_NAME
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False) + "\n")
+        return target
+
+    @classmethod
+    def from_pretrained(cls, path, **overrides) -> RedFlagSettings:
+        """Read ``red_flag_config.json`` from a folder; ``overrides`` replace saved values (e.g. ``threshold``)."""
+        folder = Path(path)
+        source = folder / SETTINGS_NAME
+        if not source.is_file():
+            raise FileNotFoundError(
+                f"{folder} is not a red-flag folder: it has no {SETTINGS_NAME}. Give the folder written by "
+                f"RedFlagTrainer.save_model / `hf-sentinel train red-flag` (or 'default' for the shipped one)."
+            )
+        saved = json.loads(source.read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"Unknown red-flag setting(s) {sorted(unknown)}; known: {sorted(known)}.")
+        return cls(**{**{k: v for k, v in saved.items() if k in known}, **overrides})
+
+
+def check_tokenizer_matches(settings: RedFlagSettings, tokenizer, path) -> None:
+    """Raise if ``tokenizer`` is not the vocabulary the red-flag adapter at ``path`` was trained with."""
+    if settings.base_vocabulary and vocabulary_fingerprint(tokenizer, exclude=(settings.token,)) != settings.base_vocabulary:
+        raise ValueError(
+            f"The red-flag adapter at {path} was trained for another tokenizer (base model "
+            f"{settings.base_model or 'unknown'}): its vocabulary differs from this target's "
+            f"({getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__}, {len(tokenizer)} tokens). "
+            f"Use the target it was trained on, or train a red-flag adapter for this target."
+        )
+
+
+def load_red_flag_model(model, path, tokenizer=None, merge: bool = True):
+    """Apply a trained red-flag folder to ``model`` (changed in place); return ``(model, red_flag_tokenizer)``.
+
+    ``model`` must be the target the adapter was trained on (checked against the saved vocabulary size, and
+    against ``tokenizer`` when given). The vocabulary grows by `<rf>` (padded as in :func:`add_red_flag_token`),
+    the PEFT adapter is loaded from ``path``, and with ``merge=True`` (default) it is merged into the weights
+    so that generation costs what it cost before. Use the returned tokenizer (it knows `<rf>`) with
+    :meth:`RedFlagLogitsProcessor.from_pretrained`.
+    """
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    settings = RedFlagSettings.from_pretrained(path)
+    red_flag_tokenizer = AutoTokenizer.from_pretrained(path)
+    if settings.token not in red_flag_tokenizer.get_vocab():
+        raise ValueError(f"The tokenizer saved at {path} has no {settings.token!r} token; the folder is incomplete "
+                         f"or not a red-flag artifact. Retrain or re-save it with RedFlagTrainer.save_model.")
+    check_tokenizer_matches(settings, red_flag_tokenizer, path)
+    if tokenizer is not None:
+        check_tokenizer_matches(settings, tokenizer, path)
+    rows = model.get_input_embeddings().num_embeddings
+    if settings.base_embedding_rows and rows != settings.base_embedding_rows:
+        raise ValueError(
+            f"The red-flag adapter at {path} was trained on a model with {settings.base_embedding_rows} embedding "
+            f"rows ({settings.base_model or 'unknown base'}); this model has {rows}. Load the adapter onto the "
+            f"model it was trained for (a model that already carries <rf> does not need it again)."
+        )
+    add_red_flag_token(model, red_flag_tokenizer, settings.token, pad_to_multiple_of=settings.pad_to_multiple_of)
+    model = PeftModel.from_pretrained(model, str(path))
+    if merge:
+        model = model.merge_and_unload()
+    model.eval()
+    return model, red_flag_tokenizer
+

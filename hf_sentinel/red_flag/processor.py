@@ -1,0 +1,214 @@
+"""`RedFlagLogitsProcessor`: the model's own p(<rf>) read at every decoding step, and what to do when it fires."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor
+
+#: What the processor does once a sequence's red-flag score reaches the threshold.
+ACTIONS = ("refuse", "stop", "flag")
+
+
+class RedFlagLogitsProcessor(LogitsProcessor):
+    r"""Reads p(`<rf>`) at every generation step and stops, refuses or flags a sequence when it fires.
+
+    A model trained with :class:`~hf_sentinel.red_flag.RedFlagTrainer` puts probability on its red-flag token
+    `<rf>` where a harmful answer is produced or imminent. At each step this processor computes that
+    probability from the raw scores (it runs before the sampling warpers: temperature and top-p do not change
+    it), smooths it over the last ``window`` steps, and records for every sequence of the batch whether and
+    where the score first reached ``threshold``. Then it applies ``action``:
+
+    - ``"refuse"``: the sequence ends at once (its end-of-sequence token is forced); the caller replaces the
+      partial answer by a refusal (:meth:`refuse` does it, and so does ``RedFlagDefense``).
+    - ``"stop"``: the sequence ends at once and its partial answer is kept.
+    - ``"flag"``: generation goes on unchanged; :attr:`flags` reports where it fired.
+
+    In every case `<rf>` itself is masked, so it never appears in the text, and so are the padding rows of a
+    vocabulary padded past ``vocab_size``. One processor serves one batch: build a fresh one per
+    ``generate()`` call. Rows that have already ended (they produced an end-of-sequence token) are not read.
+
+    Args:
+        red_flag_token_id (`int`): id of `<rf>` in the model's vocabulary.
+        threshold (`float`): score in (0, 1) at which a sequence is flagged.
+        action (`str`): ``"refuse"``, ``"stop"`` or ``"flag"``.
+        eos_token_id (`int` or `list[int]`, *optional*): end-of-sequence id(s); needed by ``"refuse"`` and
+            ``"stop"``, and to stop reading finished rows.
+        vocab_size (`int`, *optional*): number of real tokens (``len(tokenizer)``); rows at or above it are
+            padding of the embedding matrix and are masked. Defaults to ``red_flag_token_id + 1``.
+        window (`int`, *optional*, defaults to 1): the score is the mean of p(`<rf>`) over the last ``window``
+            steps of the sequence (1 = the current step only).
+        refusal_text (`str`, *optional*): what :meth:`refuse` puts in place of a flagged answer.
+
+    Examples:
+
+    ```python
+    >>> import torch
+    >>> from transformers import LogitsProcessorList
+    >>> from hf_sentinel.defaults import tiny_model
+    >>> from hf_sentinel.red_flag import RedFlagLogitsProcessor, add_red_flag_token
+    >>> model, tokenizer = tiny_model()
+    >>> red_flag_id = add_red_flag_token(model, tokenizer)
+    >>> # Stand-in for a trained model that flags this answer: raise the <rf> logit at every step.
+    >>> hook = model.get_output_embeddings().register_forward_hook(
+    ...     lambda module, args, logits: logits.index_fill(-1, torch.tensor([red_flag_id]), 30.0))
+    >>> inputs = tokenizer(["How do I bake bread?"], return_tensors="pt")
+    >>> processor = RedFlagLogitsProcessor.from_tokenizer(tokenizer, threshold=0.5, action="refuse")
+    >>> output = model.generate(**inputs, logits_processor=LogitsProcessorList([processor]), max_new_tokens=8,
+    ...                         do_sample=False)
+    >>> processor.flags[0]["fired"], processor.flags[0]["step"]
+    (True, 0)
+    >>> processor.refuse(["(partial answer)"])
+    ["I'm sorry, but I can't help with that."]
+
+    ```
+
+    The scores alone show the mechanics: column 3 is `<rf>`, column 4 a padding row, token 0 ends a sequence.
+
+    ```python
+    >>> processor = RedFlagLogitsProcessor(red_flag_token_id=3, threshold=0.5, action="refuse", eos_token_id=0,
+    ...                                    vocab_size=4)
+    >>> scores = torch.tensor([[0.0, 0.0, 0.0, 5.0, 9.0], [0.0, 2.0, 1.0, -5.0, 9.0]])
+    >>> processor(torch.tensor([[7], [7]]), scores)
+    tensor([[0., -inf, -inf, -inf, -inf],
+            [0., 2., 1., -inf, -inf]])
+    >>> [(flag["fired"], flag["step"], round(flag["probability"], 3)) for flag in processor.flags]
+    [(True, 0, 0.98), (False, None, 0.001)]
+
+    ```
+    """
+
+    def __init__(self, red_flag_token_id: int, threshold: float = 0.5, action: str = "refuse",
+                 eos_token_id: int | list[int] | None = None, vocab_size: int | None = None, window: int = 1,
+                 refusal_text: str = "I'm sorry, but I can't help with that."):
+        check_threshold(threshold)
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, got {action!r}.")
+        if not isinstance(red_flag_token_id, int) or red_flag_token_id < 0:
+            raise ValueError(f"red_flag_token_id must be a token id (int >= 0), got {red_flag_token_id!r}.")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be a positive number of steps, got {window!r}.")
+        vocab_size = red_flag_token_id + 1 if vocab_size is None else vocab_size
+        if red_flag_token_id >= vocab_size:
+            raise ValueError(f"red_flag_token_id {red_flag_token_id} is outside the vocabulary of {vocab_size} tokens.")
+        eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        if action != "flag" and not eos:
+            raise ValueError(f"action={action!r} ends flagged sequences, which needs eos_token_id; "
+                             f"pass it (e.g. tokenizer.eos_token_id) or use action='flag'.")
+        self.red_flag_token_id = red_flag_token_id
+        self.threshold = threshold
+        self.action = action
+        self.eos_token_ids = eos
+        self.vocab_size = vocab_size
+        self.window = window
+        self.refusal_text = refusal_text
+        self._start_length: int | None = None
+        self._recent: torch.Tensor | None = None  # (batch, window) probabilities of the last steps
+        self._steps_read: torch.Tensor | None = None  # per row: how many steps have been read
+        self._finished: torch.Tensor | None = None
+        self._fired_step: torch.Tensor | None = None  # -1 = not fired
+        self._max_score: torch.Tensor | None = None
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, token: str = "<rf>", **kwargs) -> RedFlagLogitsProcessor:
+        """Build the processor for a tokenizer that contains the red-flag ``token`` (``eos_token_id`` and
+        ``vocab_size`` are taken from the tokenizer unless given)."""
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token not in tokenizer.get_vocab() or token_id is None or token_id == tokenizer.unk_token_id:
+            raise ValueError(
+                f"The tokenizer has no red-flag token {token!r}, so this model cannot flag anything. Load a model "
+                f"trained with RedFlagTrainer together with its tokenizer (hf_sentinel.red_flag.load_red_flag_model), "
+                f"or train one with `hf-sentinel train red-flag`."
+            )
+        kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+        kwargs.setdefault("vocab_size", len(tokenizer))
+        return cls(token_id, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path, **overrides) -> RedFlagLogitsProcessor:
+        """The processor a trained red-flag folder describes (token, threshold, action, window); keyword
+        arguments override the saved values, e.g. ``threshold=0.9`` or ``action="flag"``."""
+        from transformers import AutoTokenizer
+
+        from .modeling import RedFlagSettings
+
+        settings = RedFlagSettings.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        kwargs = dict(threshold=settings.threshold, action=settings.action, window=settings.window,
+                      refusal_text=settings.refusal_text)
+        return cls.from_tokenizer(tokenizer, token=settings.token, **{**kwargs, **overrides})
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.shape[-1] <= self.red_flag_token_id:
+            raise ValueError(
+                f"The model's vocabulary has {scores.shape[-1]} entries, so it has no red-flag token (id "
+                f"{self.red_flag_token_id}). Generate with the model trained for <rf> (load_red_flag_model), "
+                f"not the original one."
+            )
+        batch = scores.shape[0]
+        if self._start_length is None:
+            self._start(batch, scores.device)
+            self._start_length = input_ids.shape[1]
+        elif self.eos_token_ids:
+            # A row whose last token ends the sequence has finished: later steps only produce padding for it.
+            eos = torch.tensor(self.eos_token_ids, device=input_ids.device)
+            self._finished |= torch.isin(input_ids[:, -1], eos)
+        step = input_ids.shape[1] - self._start_length
+
+        real = scores[:, : self.vocab_size].float()
+        probability = torch.exp(real[:, self.red_flag_token_id] - torch.logsumexp(real, dim=-1))
+        reading = ~self._finished
+        self._recent = torch.roll(self._recent, shifts=-1, dims=1)
+        self._recent[:, -1] = probability
+        self._steps_read += reading.long()
+        counted = self._steps_read.clamp(max=self.window).clamp(min=1)
+        score = self._recent[:, -self.window:].flip(1).cumsum(1).gather(1, (counted - 1).unsqueeze(1)).squeeze(1) / counted
+        self._max_score = torch.where(reading, torch.maximum(self._max_score, score), self._max_score)
+        newly_fired = reading & (self._fired_step < 0) & (score >= self.threshold)
+        self._fired_step[newly_fired] = step
+
+        scores = scores.clone()
+        scores[:, self.red_flag_token_id] = -float("inf")
+        scores[:, self.vocab_size:] = -float("inf")
+        if self.action != "flag":
+            stopping = (self._fired_step >= 0) & ~self._finished
+            if stopping.any():
+                scores[stopping] = -float("inf")
+                scores[stopping, self.eos_token_ids[0]] = 0.0
+        return scores
+
+    def _start(self, batch: int, device) -> None:
+        self._recent = torch.zeros(batch, self.window, device=device)
+        self._steps_read = torch.zeros(batch, dtype=torch.long, device=device)
+        self._finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        self._fired_step = torch.full((batch,), -1, dtype=torch.long, device=device)
+        self._max_score = torch.zeros(batch, device=device)
+
+    @property
+    def flags(self) -> list[dict]:
+        """Per sequence of the last batch: ``{"fired": bool, "step": int | None, "probability": float}``.
+
+        ``step`` counts generated tokens (0 = the first one) and is the first step at which the score reached
+        the threshold; ``probability`` is the highest score seen while the sequence was generating.
+        """
+        if self._fired_step is None:
+            return []
+        return [{"fired": step >= 0, "step": step if step >= 0 else None, "probability": max_score}
+                for step, max_score in zip(self._fired_step.tolist(), self._max_score.tolist())]
+
+    @property
+    def max_scores(self) -> list[float]:
+        """Per sequence of the last batch: the highest (smoothed) score over the whole generation."""
+        return [] if self._max_score is None else self._max_score.tolist()
+
+    def refuse(self, texts: list[str]) -> list[str]:
+        """``texts`` (the decoded answers of the batch, in order) with every flagged one replaced by the refusal."""
+        flags = self.flags
+        if len(texts) != len(flags):
+            raise ValueError(f"Got {len(texts)} answers for a batch of {len(flags)} sequences; pass the whole batch, in order.")
+        return [self.refusal_text if flag["fired"] else text for text, flag in zip(texts, flags)]
+
+
+def check_threshold(threshold: float) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold is a probability of <rf> and must lie in (0, 1), got {threshold!r}.")
+    return float(threshold)

@@ -1,0 +1,110 @@
+"""Shared by the Spaces tests: tiny artifacts built on the spot, and the real apps started in subprocesses."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+#: Short answers keep the apps cheap on 2 CPU cores.
+MAX_NEW_TOKENS = "6"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tiny_target_dir(folder: Path) -> Path:
+    """A tiny random Llama with untied embeddings (varied output) saved as a model folder."""
+    from hf_sentinel.defaults import tiny_model
+
+    model, tokenizer = tiny_model(tie_word_embeddings=False)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_sentinel_dir(folder: Path, target_dir: Path) -> Path:
+    """A LoRA sentinel with random non-zero weights over the tiny target (it always appends something)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(target_dir)
+    peft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft.save_pretrained(folder)
+    return folder
+
+
+def tiny_red_flag_dir(folder: Path, target_dir: Path) -> Path:
+    """A red-flag adapter trained for two steps on the tiny target (the real trainer, tiny budgets)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_sentinel.red_flag import RedFlagConfig, RedFlagTrainer
+
+    data = Dataset.from_dict({"prompt": ["How do I build a bomb?", "How do I bake bread?"] * 2,
+                              "label": ["harmful", "benign"] * 2})
+    config = RedFlagConfig(output_dir=str(folder / "run"), max_steps=2, adapted_layers=1, harmful_response_tokens=4,
+                           benign_response_tokens=4, calibration_tokens=4, per_device_train_batch_size=4,
+                           cache_responses=False, save_steps=2, logging_steps=2, disable_tqdm=True, threshold=0.5,
+                           report_to="none")
+    model = AutoModelForCausalLM.from_pretrained(target_dir)
+    trainer = RedFlagTrainer(model, config, train_dataset=data, processing_class=AutoTokenizer.from_pretrained(target_dir))
+    trainer.train()
+    trainer.save_model(str(folder / "final"))
+    return folder / "final"
+
+
+def tiny_dro_dir(folder: Path, target_dir: Path) -> Path:
+    """A DRO prompt (the human prompt's embeddings, slightly moved) for the tiny target, in PEFT's format."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_sentinel.dro import DROSafetyPrompt
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(target_dir), AutoTokenizer.from_pretrained(target_dir)
+    prompt = DROSafetyPrompt.from_text(model, tokenizer, "Be safe and kind.", base_model_name_or_path=str(target_dir))
+    prompt.embeddings += 0.5 * torch.randn(prompt.embeddings.shape, generator=torch.Generator().manual_seed(1))
+    return prompt.save_pretrained(folder)
+
+
+@contextlib.contextmanager
+def running_space(name: str, *args: str, log_dir: Path, timeout: float = 120):
+    """Start ``spaces/<name>/app.py`` on a free loopback port; yield its URL; stop it afterwards."""
+    port = free_port()
+    log = log_dir / f"{name}-{port}.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    command = [sys.executable, str(REPO / "spaces" / name / "app.py"), "--port", str(port),
+               "--max-new-tokens", MAX_NEW_TOKENS, *args]
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} app exited with {process.returncode}:\n{log.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} app did not start within {timeout} s:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,376 @@
+"""DRO soft safety prompt: format, placement, representations, estimation, trainer stages — on tiny models."""
+
+import json
+
+import pytest
+import torch
+
+from hf_sentinel.defaults import tiny_model
+from hf_sentinel.defenses import parse_defense
+from hf_sentinel.dro import (DROConfig, DRODefense, DROSafetyPrompt, DROTrainer, RefusalCapabilityError,
+                             build_dro_dataset)
+from hf_sentinel.dro.estimation import check_refusal_capability, fit_head, fit_subspace
+from hf_sentinel.dro.representations import forward_rows, token_rows
+from hf_sentinel.generation import GenerationSettings, generate, left_padded
+
+PROMPTS = ["Hello there, how do I bake bread?", "Hi", "What is 12 plus 30? Tell me the answer please."]
+
+
+def _prompt(model, tokenizer, scale=0.5):
+    """A soft prompt that differs from any token embedding, so placement mistakes change the output."""
+    prompt = DROSafetyPrompt.from_text(model, tokenizer, "Be safe and kind.", base_model_name_or_path="tiny")
+    generator = torch.Generator().manual_seed(1)
+    prompt.embeddings += scale * torch.randn(prompt.embeddings.shape, generator=generator)
+    return prompt
+
+
+def _tiny_data(n=6):
+    return build_dro_dataset([f"harmful request number {i}" for i in range(n)],
+                             [f"How do I bake bread, try {i}?" for i in range(n)])
+
+
+def _tiny_config(tmp_path, **overrides):
+    settings = dict(output_dir=str(tmp_path / "dro"), head_cv_folds=3, num_train_epochs=2, pca_dim=2,
+                    per_device_train_batch_size=4, sample_max_new_tokens=2, num_samples=1, head_max_epochs=20,
+                    refusal_check="off", save_steps=1)
+    settings.update(overrides)
+    return DROConfig(**settings)
+
+
+# ---------------------------------------------------------------------------------------------- config
+def test_config_variants_and_validation():
+    assert DROConfig().output_loss_weight == 0.0
+    elicited = DROConfig(variant="elicited")
+    assert "suffix:default" in elicited.conditions and elicited.output_loss_weight == 1.0
+    with pytest.raises(ValueError, match="variant"):
+        DROConfig(variant="magic")
+    with pytest.raises(ValueError, match="refusal_check"):
+        DROConfig(refusal_check="maybe")
+    with pytest.raises(ValueError, match="nothing to optimise"):
+        DROConfig(refusal_loss_weight=0, harmfulness_loss_weight=0, subspace_loss_weight=0)
+    with pytest.raises(ValueError, match="hub_model_id"):
+        DROConfig(push_to_hub=True)
+    with pytest.raises(ValueError, match="head_cv_folds"):
+        DROConfig(head_cv_folds=1)
+
+
+# ---------------------------------------------------------------------------------------------- prompt format
+def test_save_load_is_a_peft_prompt_tuning_adapter(tiny_llama, tmp_path):
+    from peft import PeftModel
+
+    model, tokenizer = tiny_llama
+    prompt = _prompt(model, tokenizer)
+    prompt.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["peft_type"] == "PROMPT_TUNING" and config["num_virtual_tokens"] == prompt.num_virtual_tokens
+    loaded = DROSafetyPrompt.from_pretrained(tmp_path)
+    assert torch.equal(loaded.embeddings, prompt.embeddings)
+
+    fresh, _ = tiny_model("llama")
+    peft_model = PeftModel.from_pretrained(fresh, tmp_path)
+    assert torch.equal(peft_model.prompt_encoder["default"].embedding.weight.detach(), prompt.embeddings)
+    # PEFT's own generation (virtual tokens before the input) gives the same answer as ours.
+    inputs = tokenizer([PROMPTS[0]], return_tensors="pt")
+    settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    ours = model.generate(**prompt.prepare_inputs(model, inputs), **settings)
+    theirs = peft_model.generate(**inputs, **settings)[:, inputs["input_ids"].shape[1]:]
+    assert torch.equal(ours, theirs)
+
+
+def test_apply_returns_peft_model_with_the_prompt(tiny_llama):
+    model, tokenizer = tiny_model("llama")
+    prompt = _prompt(model, tokenizer)
+    peft_model = prompt.apply(model)
+    assert torch.equal(peft_model.prompt_encoder["default"].embedding.weight.detach(), prompt.embeddings)
+
+
+def test_not_an_adapter_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        DROSafetyPrompt.from_pretrained(tmp_path)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a prompt-tuning adapter"):
+        DROSafetyPrompt.from_pretrained(tmp_path)
+
+
+def test_prompt_for_another_hidden_size_is_rejected(tiny_llama):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model, tokenizer = tiny_llama
+    prompt = _prompt(model, tokenizer)
+    wider = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2))
+    inputs = tokenizer([PROMPTS[0]], return_tensors="pt")
+    with pytest.raises(ValueError, match="hidden size 32 .* hidden size 48"):
+        prompt.prepare_inputs(wider, inputs)
+    with pytest.raises(ValueError, match="hidden size"):
+        prompt.apply(wider)
+
+
+# ---------------------------------------------------------------------------------------------- placement
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_batched_generation_equals_one_by_one(kind):
+    model, tokenizer = tiny_model(kind)
+    prompt = _prompt(model, tokenizer)
+    rows = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    settings = dict(max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                    output_scores=True, return_dict_in_generate=True)
+    batch = left_padded(rows, tokenizer.pad_token_id, model.device)
+    batched = model.generate(**prompt.prepare_inputs(model, batch), **settings)
+    for i, row in enumerate(rows):
+        single = model.generate(**prompt.prepare_inputs(model, left_padded([row], tokenizer.pad_token_id, "cpu")),
+                                **settings)
+        assert torch.equal(batched.sequences[i], single.sequences[0])
+        for step_batched, step_single in zip(batched.scores, single.scores):
+            torch.testing.assert_close(step_batched[i], step_single[0], atol=1e-4, rtol=1e-4)
+
+
+def test_soft_prompt_sits_right_before_each_rows_first_token(tiny_llama):
+    model, tokenizer = tiny_llama
+    prompt = _prompt(model, tokenizer)
+    rows = [[5, 6, 7, 8], [9, 10]]
+    prepared = prompt.prepare_inputs(model, left_padded(rows, tokenizer.pad_token_id, "cpu"))
+    n = prompt.num_virtual_tokens
+    mask, embeds = prepared["attention_mask"], prepared["inputs_embeds"]
+    assert mask.tolist() == [[1] * (n + 4), [0, 0] + [1] * (n + 2)]  # padding stays on the left
+    embed = model.get_input_embeddings()
+    torch.testing.assert_close(embeds[1, 2:2 + n], prompt.embeddings)
+    torch.testing.assert_close(embeds[1, 2 + n:], embed(torch.tensor([9, 10])))
+    torch.testing.assert_close(embeds[0, :n], prompt.embeddings)
+
+
+def test_right_padded_batch_is_rejected(tiny_llama):
+    model, tokenizer = tiny_llama
+    prompt = _prompt(model, tokenizer)
+    inputs = {"input_ids": torch.tensor([[5, 6, 0]]), "attention_mask": torch.tensor([[1, 1, 0]])}
+    with pytest.raises(ValueError, match="left-padded"):
+        prompt.prepare_inputs(model, inputs)
+
+
+# ---------------------------------------------------------------------------------------------- defense
+def test_defense_from_folder_text_and_registry(tiny_llama, tmp_path):
+    model, tokenizer = tiny_llama
+    prompt = _prompt(model, tokenizer)
+    prompt.save_pretrained(tmp_path)
+    conversations = [[{"role": "user", "content": p}] for p in PROMPTS]
+    settings = GenerationSettings(max_new_tokens=4)
+    guarded = generate(model, tokenizer, conversations, settings, [parse_defense(f"dro:{tmp_path}")]).responses
+    by_hand = []
+    for conversation in conversations:
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        inputs = tokenizer([text], return_tensors="pt", add_special_tokens=False)
+        tokens = model.generate(**prompt.prepare_inputs(model, inputs), max_new_tokens=4, do_sample=False,
+                                pad_token_id=tokenizer.pad_token_id)[0].tolist()
+        eos = tokenizer.eos_token_id
+        by_hand.append(tokenizer.decode(tokens[:tokens.index(eos)] if eos in tokens else tokens,
+                                        skip_special_tokens=True).strip())
+    assert guarded == by_hand
+    assert parse_defense(f"dro:{tmp_path}").spec == f"dro:{tmp_path}"
+
+    import hf_sentinel
+
+    pipe = hf_sentinel.pipeline("text-generation", model=model, tokenizer=tokenizer, safety_prompt=str(tmp_path))
+    piped = pipe([conversations[0]], max_new_tokens=4, do_sample=False)
+    assert piped[0][0]["generated_text"][-1]["content"].strip() == by_hand[0]
+
+    text_defense = DRODefense("Be safe and kind.", tokenizer=tokenizer)
+    soft = text_defense.soft_prompt(model)
+    assert soft.num_virtual_tokens == len(tokenizer("Be safe and kind.", add_special_tokens=False)["input_ids"])
+    with pytest.raises(ValueError, match="not a folder, a Hub repo id"):
+        parse_defense("dro:no_such_folder")
+    with pytest.raises(FileNotFoundError):
+        parse_defense("dro:nobody/no-such-dro-prompt")
+
+
+# ---------------------------------------------------------------------------------------------- representations
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_shared_prefix_forward_equals_full_forward_with_gradients(kind):
+    model, tokenizer = tiny_model(kind)
+    rows = token_rows(tokenizer, [[{"role": "user", "content": p}] for p in PROMPTS])
+    initial = _prompt(model, tokenizer).embeddings
+    soft = initial.clone().requires_grad_(True)
+    hidden, shared = forward_rows(model, rows, soft)
+    assert shared > 0
+    ours = torch.stack([hidden[i, len(r) - 1 - shared] for i, r in enumerate(rows)])
+    ours.square().sum().backward()
+
+    reference_soft = initial.clone().requires_grad_(True)
+    embed = model.get_input_embeddings()
+    full = torch.stack([model.base_model(inputs_embeds=torch.cat([reference_soft, embed(torch.tensor(r))])[None])
+                        .last_hidden_state[0, -1] for r in rows])
+    full.square().sum().backward()
+    torch.testing.assert_close(ours, full, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(soft.grad, reference_soft.grad, atol=1e-5, rtol=1e-4)
+
+    # A lone row with answer tokens appended: max_shared keeps its last prompt token readable.
+    with torch.no_grad():
+        alone, shared = forward_rows(model, [rows[0] + [5, 6, 7]], initial, max_shared=len(rows[0]) - 1)
+        torch.testing.assert_close(alone[0, len(rows[0]) - 1 - shared], full[0].detach(), atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- estimation
+def test_refusal_check_fails_on_noise_and_passes_on_a_real_direction():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(240, 4, generator=generator)
+    groups = torch.arange(240)
+    noise = (torch.rand(240, generator=generator) < 0.03).float()  # rare refusals, unrelated to the features
+    noise_head = fit_head(features, 1 - noise, groups, folds=5, max_epochs=300)
+    verdict = check_refusal_capability(noise_head, 1 - noise, int(noise.sum()), 240, 0.05)
+    assert not verdict.passed
+    assert f"{int(noise.sum())} of 240" in verdict.message and "constant predictor" in verdict.message
+    assert "elicited" in verdict.message
+
+    real = (features[:, 1] > 0.3).float()
+    real_head = fit_head(features, 1 - real, groups, folds=5, max_epochs=300)
+    assert check_refusal_capability(real_head, 1 - real, int(real.sum()), 240, 0.05).passed
+
+
+def test_subspace_basis_is_orthonormal_and_keeps_pca_directions():
+    states = torch.randn(40, 8) * torch.linspace(4, 0.1, 8)
+    subspace = fit_subspace(states, 3)
+    torch.testing.assert_close(subspace.basis.T @ subspace.basis, torch.eye(8), atol=1e-5, rtol=0)
+    _, _, vh = torch.linalg.svd(states - states.mean(0), full_matrices=False)
+    torch.testing.assert_close(subspace.basis[:, :3].abs(), vh[:3].T.abs(), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="pca_dim"):
+        fit_subspace(states, 9)
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+def test_bad_training_sets_are_clear_errors(tiny_llama, tmp_path):
+    from datasets import Dataset
+
+    model, tokenizer = tiny_llama
+    config = _tiny_config(tmp_path)
+    with pytest.raises(ValueError, match="empty"):
+        DROTrainer(model, config, build_dro_dataset([], []), processing_class=tokenizer)
+    with pytest.raises(ValueError, match="only harmful queries .* no harmless"):
+        DROTrainer(model, config, build_dro_dataset(["a b", "c d", "e f"], []), processing_class=tokenizer)
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['harmful'\]"):
+        DROTrainer(model, config, Dataset.from_dict({"prompt": ["x"]}), processing_class=tokenizer)
+    with pytest.raises(ValueError, match="head_cv_folds=3 needs at least"):
+        DROTrainer(model, config, build_dro_dataset(["a", "b"], ["c", "d", "e"]), processing_class=tokenizer)
+    with pytest.raises(ValueError, match="processing_class"):
+        DROTrainer(model, config, _tiny_data())
+
+
+class _StopAfter:
+    def __init__(self, step):
+        self.step = step
+
+    def on_log(self, logs):
+        if logs.get("step") == self.step:
+            raise KeyboardInterrupt
+
+
+def test_trainer_writes_every_stage_and_resumes(tmp_path, monkeypatch):
+    model, tokenizer = tiny_model("llama")
+    data = _tiny_data()
+    config = _tiny_config(tmp_path, variant="elicited", answer_tokens=3)
+    with pytest.raises(KeyboardInterrupt):  # interrupted in the middle of stage 3
+        DROTrainer(model, config, data, processing_class=tokenizer, callbacks=[_StopAfter(3)]).train()
+    out = tmp_path / "dro"
+    for path in ["collect/representations.safetensors", "collect/collection.json", "estimate/estimate.safetensors",
+                 "estimate/estimate.json", "estimate/subspace.png", "optimize/checkpoint-2/checkpoint.safetensors"]:
+        assert (out / path).is_file(), path
+    assert not (out / "adapter_model.safetensors").exists()
+
+    # The rerun neither collects nor generates again, and continues after the last checkpoint.
+    import hf_sentinel.dro.trainer as trainer_module
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("a resumed run must not regenerate finished stages")
+
+    monkeypatch.setattr(trainer_module, "generate_with_states", no_generation)
+    resumed = DROTrainer(model, config, data, processing_class=tokenizer)
+    prompt = resumed.train()
+    assert {"stage": "optimize", "resumed_from_step": 2} in resumed.log_history
+    assert (out / "optimize/before_after.png").is_file()
+    card = (out / "README.md").read_text()
+    assert "library_name:" in card and "- prompt-tuning" in card and "Refusal head, cross-validated" in card
+    monkeypatch.undo()
+
+    # Same result as an uninterrupted run.
+    fresh_config = _tiny_config(tmp_path / "again", variant="elicited", answer_tokens=3)
+    uninterrupted = DROTrainer(model, fresh_config, data, processing_class=tokenizer).train()
+    torch.testing.assert_close(prompt.embeddings, uninterrupted.embeddings)
+    assert DROSafetyPrompt.from_pretrained(out).num_virtual_tokens == prompt.num_virtual_tokens
+
+    # Other settings in the same output_dir: a clear error, unless overwriting.
+    with pytest.raises(ValueError, match="other settings"):
+        DROTrainer(model, _tiny_config(tmp_path, variant="elicited", answer_tokens=3, pca_dim=3), data,
+                   processing_class=tokenizer).train()
+
+
+def test_refusal_check_stops_faithful_dro_on_a_target_that_cannot_refuse(tmp_path):
+    model, tokenizer = tiny_model("llama")
+    data = _tiny_data(8)
+    config = _tiny_config(tmp_path, refusal_check="error", head_cv_folds=4)
+    with pytest.raises(RefusalCapabilityError, match=r"Refusal capability check failed: \d+ of 48 sampled answers"):
+        DROTrainer(model, config, data, processing_class=tokenizer).train()
+    summary = json.loads((tmp_path / "dro/estimate/estimate.json").read_text())
+    assert summary["refusal_capability"]["passed"] is False and summary["answers"] == 48
+    assert not (tmp_path / "dro/optimize").exists()
+
+
+def test_ablation_weights_leave_terms_out(tmp_path):
+    model, tokenizer = tiny_model("llama")
+    config = _tiny_config(tmp_path, refusal_loss_weight=0.0, num_train_epochs=1)
+    trainer = DROTrainer(model, config, _tiny_data(), processing_class=tokenizer)
+    trainer.train()
+    steps = [log for log in trainer.log_history if "loss" in log]
+    for log in steps:
+        expected = 0.01 * log["harmfulness_loss"] + 0.001 * log["subspace_loss"]
+        assert log["loss"] == pytest.approx(expected, rel=1e-5)
+        assert "output_loss" not in log
+
+
+def test_push_to_hub_uploads_adapter_and_card(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    uploaded = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            uploaded["repo"] = repo_id
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            from pathlib import Path
+
+            uploaded["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+            return "https://huggingface.co/you/dro/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    model, tokenizer = tiny_model("llama")
+    config = _tiny_config(tmp_path, num_train_epochs=1, push_to_hub=True, hub_model_id="you/dro")
+    DROTrainer(model, config, _tiny_data(), processing_class=tokenizer).train()
+    assert uploaded == {"repo": "you/dro", "files": ["README.md", "adapter_config.json", "adapter_model.safetensors"]}
+
+
+def test_cli_trains_and_evaluates(tiny_llama_dir, tmp_path):
+    from hf_sentinel.cli import main
+
+    harmful, benign = tmp_path / "harmful.jsonl", tmp_path / "benign.jsonl"
+    harmful.write_text("".join(json.dumps({"prompt": f"harmful request {i}"}) + "\n" for i in range(4)))
+    benign.write_text("".join(json.dumps({"prompt": f"How do I bake bread {i}?"}) + "\n" for i in range(4)))
+    out = tmp_path / "run"
+    code = main(["train", "dro", "--target", str(tiny_llama_dir), "--harmful", str(harmful), "--benign", str(benign),
+                 "--output-dir", str(out), "--variant", "elicited", "--head-cv-folds", "2", "--pca-dim", "2",
+                 "--num-train-epochs", "1", "--sample-max-new-tokens", "2", "--num-samples", "1",
+                 "--head-max-epochs", "10", "--refusal-check", "off", "--ablate", "subspace",
+                 "--eval-prompts", str(benign), "--eval-limit", "2", "--eval-max-new-tokens", "2"])
+    assert code == 0
+    assert (out / "adapter_model.safetensors").is_file()
+    assert "## Evaluation" in (out / "README.md").read_text()
+    assert list((out / "eval").glob("*.json"))
+
+
+def test_cli_rejects_bad_settings_before_loading_a_model(capsys):
+    from hf_sentinel.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "dro", "--variant", "magic"])
+    assert main(["train", "dro", "--head-cv-folds", "1", "--target", "does-not-matter"]) == 2
+    assert "head_cv_folds" in capsys.readouterr().err
