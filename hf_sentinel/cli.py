@@ -11,7 +11,9 @@ from .defenses import DEFENSES
 from .hub import add_push_command, run_push
 
 DEMO_PROMPT_SETS = ("harmful:test", "benign:test")
-DEMO_DEFENSES = ("none", "system-prompt:default", "suffix:default")
+# The baselines, then every defense whose trained artifact ships in hf_sentinel/pretrained/.
+DEMO_DEFENSES = ("none", "system-prompt:default", "suffix:default", "sentinel:default", "red-flag:default",
+                 "dro:default")
 
 
 def _eval_parser(sub) -> None:
@@ -63,7 +65,8 @@ def run_serve(args) -> int:
 
 def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="Evaluate the embedded target undefended and with each defense; print the table.")
-    p.add_argument("--limit", type=int, help="prompts per set (default: the whole test split)")
+    p.add_argument("--limit", type=int, default=30,
+                   help="prompts per set, a fixed random sample (seed 0) of the test split (0: the whole split)")
     p.add_argument("--output-dir", default="outputs/demo", help="where the result JSON files and chart go")
     p.add_argument("--max-new-tokens", type=int, default=48)
 
@@ -150,7 +153,7 @@ def run_demo(args) -> int:
     results, names = [], []
     for spec in DEMO_DEFENSES:
         for prompts_name in DEMO_PROMPT_SETS:
-            prompts = load_prompts(prompts_name, limit=args.limit)
+            prompts = load_prompts(prompts_name, limit=args.limit or None, seed=0 if args.limit else None)
             result = evaluate(model, tokenizer, prompts, judge, [parse_defense(spec)], settings,
                               target_name="default", prompts_name=prompts_name)
             name = f"{prompts_name.replace(':', '-')}__{spec.split(':')[0]}"

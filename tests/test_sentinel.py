@@ -272,3 +272,23 @@ def test_eval_with_a_sentinel_defense_on_the_embedded_target(default_target, tmp
     assert result["summary"]["defense"] == f"sentinel:{adapter}"
     assert all("sentinel_suffix" in r for r in result["records"])
     assert Path(adapter, "adapter_config.json").is_file()
+
+
+@pytest.mark.integration
+def test_shipped_sentinel_appends_its_instruction_to_harmful_requests_only(default_target):
+    from hf_sentinel.data import load_prompts
+    from hf_sentinel.defaults import pretrained_path
+    from hf_sentinel.defenses import DEFAULT_SAFETY_SUFFIX
+    from hf_sentinel.generation import to_conversation
+
+    model, tokenizer = default_target
+    sentinel = SentinelForCausalLM.from_pretrained(pretrained_path("sentinel"), target=model, target_tokenizer=tokenizer)
+    harmful = [to_conversation(p) for p in load_prompts("harmful:test", limit=10, seed=1)["prompt"]]
+    benign = [to_conversation(r["prompt"], r["history"]) for r in load_prompts("benign:test", limit=10, seed=1)]
+    _, harmful_suffixes = sentinel.refine(harmful)
+    _, benign_suffixes = sentinel.refine(benign)
+    # On these 10 + 10 the shipped sentinel appends to 6 harmful requests and to no benign one (the whole test
+    # splits: 59 of 90 and 4 of 125, docs/sentinel.md); what it appends is the instruction it learned.
+    assert sum(bool(s.strip()) for s in harmful_suffixes) >= 5
+    assert sum(bool(s.strip()) for s in benign_suffixes) <= 1
+    assert all(DEFAULT_SAFETY_SUFFIX.startswith(s.strip()[:40]) for s in harmful_suffixes if s.strip())
