@@ -19,30 +19,13 @@ import sys
 import time
 
 import torch
+from _timing import NoGradTimer  # benchmarks/ is this script's folder, so first on sys.path
 from torch import nn
 
 
 def letter_fraction(text: str) -> float:
     """The benchmark's trivial reward (the same function as in ppo_vs_trl.py): the share of letters."""
     return sum(c.isalpha() for c in text) / max(len(text), 1)
-
-
-class NoGradForwardTimer:
-    """Wraps ``PPOTrainer.batched_forward_pass`` and adds up the seconds of its calls made without gradients."""
-
-    def __init__(self, trainer):
-        self.seconds = 0.0
-        self._forward = trainer.batched_forward_pass
-        trainer.batched_forward_pass = self
-
-    def __call__(self, *args, **kwargs):
-        if torch.is_grad_enabled():
-            return self._forward(*args, **kwargs)
-        start = time.perf_counter()
-        try:
-            return self._forward(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - start
 
 
 class MLPSummary(nn.Sequential):
@@ -87,7 +70,7 @@ def build(spec: dict):
 
 
 def step(trainer, tokenizer, queries, generation_kwargs) -> dict:
-    timer = NoGradForwardTimer(trainer)
+    timer = NoGradTimer(trainer, "batched_forward_pass")
     start = time.perf_counter()
     responses = trainer.generate(queries, batch_size=len(queries), return_prompt=False, **generation_kwargs)
     generated = time.perf_counter()
@@ -96,7 +79,7 @@ def step(trainer, tokenizer, queries, generation_kwargs) -> dict:
     scored = time.perf_counter()
     trainer.step(queries, responses, scores)
     end = time.perf_counter()
-    trainer.batched_forward_pass = timer._forward
+    timer.remove()
     return {"generation": generated - start, "no_grad_forwards": timer.seconds,
             "optimisation": end - scored - timer.seconds, "total": end - start,
             "response_tokens": [len(r) for r in responses]}

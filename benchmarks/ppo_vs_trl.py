@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 import torch
+from _timing import NoGradTimer  # benchmarks/ is this script's folder, so first on sys.path
 
 BENCHMARKS = Path(__file__).resolve().parent
 PEER_SCRIPT = BENCHMARKS / "_peer_trl011.py"
@@ -228,30 +229,8 @@ def our_trainer(mode: str, seed: int, output_dir: str):
     return trainer
 
 
-class NoGradForwardTimer:
-    """Wraps the trainer's ``_forward`` and adds up the seconds of its calls made without gradients."""
-
-    def __init__(self, trainer):
-        self.seconds = 0.0
-        self.trainer = trainer
-        self._forward = trainer._forward
-        trainer._forward = self
-
-    def __call__(self, *args, **kwargs):
-        if torch.is_grad_enabled():
-            return self._forward(*args, **kwargs)
-        start = time.perf_counter()
-        try:
-            return self._forward(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def remove(self) -> None:
-        del self.trainer._forward
-
-
 def our_step(trainer, queries: list[str]) -> dict:
-    timer = NoGradForwardTimer(trainer)
+    timer = NoGradTimer(trainer, "_forward")
     try:
         start = time.perf_counter()
         batch = trainer._rollout("sentinel", queries, NEW_TOKENS)

@@ -62,10 +62,10 @@ def run(args) -> int:
 
 
 def _lora_config(args):
-    from peft import LoraConfig
     from transformers import AutoConfig
 
     from ..defaults import resolve_model_path
+    from .trainer import agent_lora_config
 
     layers = None
     if args.lora_layers:
@@ -74,5 +74,4 @@ def _lora_config(args):
             raise ValueError(f"--lora-layers {args.lora_layers}: the target has {depth} decoder layers; "
                              f"give 1 to {depth} (or 0 for all).")
         layers = list(range(depth - args.lora_layers, depth))
-    return LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank, lora_dropout=0.0,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], layers_to_transform=layers)
+    return agent_lora_config(args.lora_rank, layers)

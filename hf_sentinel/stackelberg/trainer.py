@@ -82,7 +82,7 @@ class StackelbergPPOTrainer(_BaseTrainer):
     def __init__(self, target="default", args: StackelbergPPOConfig | None = None, train_dataset: Dataset | None = None,
                  benign_dataset: Dataset | None = None, processing_class=None, reward_funcs=None, utility_func=None,
                  peft_config=None, callbacks=None, red_team: str | None = None, sentinel: str | None = None):
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import PeftModel, get_peft_model
 
         args = args or StackelbergPPOConfig(output_dir="stackelberg-ppo")
         _check_prompts(train_dataset, "train_dataset")
@@ -99,8 +99,7 @@ class StackelbergPPOTrainer(_BaseTrainer):
         if not processing_class.chat_template:
             raise ValueError("The target's tokenizer has no chat template; the sentinel edits the user turn of a chat.")
         self.target_name = target.name_or_path
-        peft_config = peft_config or LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
-                                                target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        peft_config = peft_config or agent_lora_config()
         if sentinel is not None:
             policy = PeftModel.from_pretrained(target, _adapter_dir(sentinel, "sentinel"), adapter_name="sentinel",
                                                is_trainable=True)
@@ -507,6 +506,15 @@ class StackelbergPPOTrainer(_BaseTrainer):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def agent_lora_config(rank: int = 16, layers: list[int] | None = None):
+    """The agents' LoRA (the trainer's default): attention projections, alpha = 2 x rank; ``layers`` limits it to
+    those decoder layers, so the layers below need no backward pass."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], layers_to_transform=layers)
 
 
 def _keep_both_trainable(model) -> None:
