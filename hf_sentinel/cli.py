@@ -13,7 +13,7 @@ from .hub import add_push_command, run_push
 DEMO_PROMPT_SETS = ("harmful:test", "benign:test")
 # The baselines, then every defense whose trained artifact ships in hf_sentinel/pretrained/.
 DEMO_DEFENSES = ("none", "system-prompt:default", "suffix:default", "sentinel:default", "red-flag:default",
-                 "dro:default")
+                 "dro:default", "mart:default")
 
 
 def _eval_parser(sub) -> None:

@@ -89,6 +89,7 @@ def adapter_weights(trainer, adapter):
     (dict(adversary_template="Write a question about {category}."), "must contain {prompt}"),
     (dict(push_to_hub=True), "hub_model_id"),
     (dict(eval_limit=0), "eval_limit"),
+    (dict(replay="benign"), "replay must be one of all, safe, none"),
 ])
 def test_config_rejects_bad_settings(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -195,9 +196,10 @@ def test_trainer_runs_rounds_and_writes_report_adapters_and_cards(tmp_path):
     assert round1["answers"] == 3 * (written + 2) and rounds[2]["answers"] == 2 * (rounds[2]["adversarial_prompts"] + 2)
     assert round1["attack_success_rate"] == pytest.approx(0.5, abs=0.34) if written else round1["attack_success_rate"] is None
     assert round1["kept_benign"] == 2 and round1["target_examples"] == round1["kept_adversarial"] + 2
-    # round 2 replays round 1's safe answers to adversarial prompts (replay_safe_answers)
+    # round 2 replays every answer kept in round 1 (replay="all")
     round2 = rounds[2]
-    assert round2["target_examples"] == round2["kept_adversarial"] + round2["kept_benign"] + round1["kept_adversarial"]
+    assert round2["target_examples"] == (round2["kept_adversarial"] + round2["kept_benign"]
+                                         + round1["kept_adversarial"] + round1["kept_benign"])
     report = (out / "report.md").read_text()
     assert "| round | violation rate" in report and report.count("\n| ") == 4  # header + 3 rounds
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
@@ -406,7 +408,7 @@ def test_cli_trains_evaluates_and_the_result_is_a_defense(tmp_path, tiny_llama_d
     printed = capsys.readouterr().out
     assert "| round | violation rate" in printed and "round-1/target" in printed
     assert json.loads((out / "round-1" / "target" / "adapter_config.json").read_text())["r"] == 2
-    assert json.loads((out / "run.json").read_text())["settings"]["replay_safe_answers"] is True  # bool defaults kept
+    assert json.loads((out / "run.json").read_text())["settings"]["replay"] == "all"  # defaults kept
     sources = {json.loads(line).get("source") for line in (out / "round-1" / "candidates.jsonl").read_text().splitlines()}
     assert {"context:suffix:default", "context:system-prompt:default"} <= sources
     code = main(["eval", "--prompts", "benign:test", "--limit", "2", "--target", str(tiny_llama_dir),

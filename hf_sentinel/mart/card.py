@@ -19,11 +19,13 @@ def write_mart_card(folder, role: str, rounds: list[dict], args, base_model: str
     table = f"\n## MART rounds so far\n\n{report_table(rounds)}\n"
     if len(rounds) > 1:
         table += f"\n{change_summary(rounds)}\n"
-    table += (f"\nViolation rate: share of `{args.eval_harmful}` prompts answered (judge: {args.safety_judge}); benign "
-              f"answer rate: share of `{args.eval_benign}` prompts not refused; greedy decoding, {args.max_new_tokens} "
-              f"new tokens. Settings: {args.rounds} rounds, {args.prompts_per_round} adversarial and "
-              f"{args.benign_prompts_per_round} benign prompts per round, K={args.samples_per_prompt}, "
-              f"context distillation {args.context_distillation or 'off'}.\n")
+    subset = f"{args.eval_limit} shuffled " if args.eval_limit else ""
+    benign = "all" if args.benign_prompts_per_round is None else args.benign_prompts_per_round
+    table += (f"\nViolation rate: share of {subset}`{args.eval_harmful}` prompts answered (judge: "
+              f"{args.safety_judge}); benign answer rate: share of {subset}`{args.eval_benign}` prompts not refused; "
+              f"greedy decoding, {args.max_new_tokens} new tokens. Settings: {args.rounds} rounds, "
+              f"{args.prompts_per_round} adversarial and {benign} benign prompts per round, "
+              f"K={args.samples_per_prompt}, context distillation {args.context_distillation or 'off'}.\n")
     if role == "target":
         summary = (f"The target adapter after round {last['round']} of multi-round automatic red-teaming ({PAPER}): "
                    f"`{base}` fine-tuned (LoRA, TRL SFT) on its own safe and helpful answers to prompts written by "

@@ -15,7 +15,7 @@ import logging
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from .config import MARTConfig
+from .config import REPLAY_CHOICES, MARTConfig
 
 _TYPES = {"str": str, "int": int, "float": float, "int | None": int, "str | None": str}
 
@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = field.metadata["help"]
         if field.type == "bool":
             config.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif field.name == "replay":
+            config.add_argument(flag, choices=REPLAY_CHOICES, default=default, help=help_text)
         elif field.type == "list[str]":
             config.add_argument(flag, nargs="*", default=default, help=help_text)
         else:

@@ -234,8 +234,8 @@ class MARTTrainer:
                                                   by_id[i]["prompt"]) for i in attacked]
         target_data = [{"prompt": _conversation(by_id[c["prompt_id"]]), "completion": c["answer"],
                         "finished": c["finished"]} for c in candidates if c["decision"] == KEPT]
-        if self.args.replay_safe_answers:
-            target_data += self._earlier_safe_answers(index)
+        if self.args.replay != "none":
+            target_data += self._earlier_kept_answers(index, adversarial_only=self.args.replay == "safe")
         metrics["adversary_examples"], metrics["target_examples"] = len(adversary_data), len(target_data)
         if adversary_data:
             self._sft(self.adversary, adversary_data, self.args.adversary_num_train_epochs, folder / "sft-adversary")
@@ -484,14 +484,16 @@ class MARTTrainer:
                 raise ValueError(f"The {role.adapter} adapter saved in round {index} does not fit this model "
                                  f"(missing {missing[:3]}...); it came from another model or LoRA config.")
 
-    def _earlier_safe_answers(self, index: int) -> list[dict]:
-        """The safe answers to adversarial prompts kept in rounds 1..index-1, as target fine-tuning examples."""
+    def _earlier_kept_answers(self, index: int, adversarial_only: bool) -> list[dict]:
+        """The answers kept in rounds 1..index-1 (only those to adversarial prompts when ``adversarial_only``), as
+        target fine-tuning examples."""
         examples = []
         for earlier in range(1, index):
             stored = _read_jsonl(self._round_dir(earlier) / CANDIDATES_FILE)
             by_id = {p["prompt_id"]: p for p in stored[0]["prompts"]}
             examples += [{"prompt": _conversation(by_id[c["prompt_id"]]), "completion": c["answer"],
-                          "finished": c["finished"]} for c in stored[1:] if c["decision"] == KEPT and c["harmful"]]
+                          "finished": c["finished"]} for c in stored[1:]
+                         if c["decision"] == KEPT and (c["harmful"] or not adversarial_only)]
         return examples
 
     def _seed_rows(self) -> list[dict]:
