@@ -2,6 +2,13 @@
 
     python examples/sentinel_value_head_ablation.py --max-steps 10 --seeds 0 1 --output-dir outputs/ablation
 
+On the embedded target, the shipped sentinel's recipe (agents from its warm start, LoRA on the top 8 layers,
+KL coefficient 0.005; the warm start comes from `hf-sentinel train sentinel --output-dir outputs/sentinel-warm
+--max-steps 0 --warm-start-steps 40 --lora-layers 8`):
+
+    python examples/sentinel_value_head_ablation.py --init-from outputs/sentinel-warm --lora-layers 8 \
+        --kl-coef 0.005 --max-steps 4 --seeds 0 --output-dir outputs/ablation
+
 Prints the final mean rewards of each strategy and writes reward curves (mean ± std over seeds) of the red team
 R(y) and the sentinel R(y*) to <output-dir>/value_heads.png. `--tiny` runs on a tiny random model (seconds) to
 check the pipeline end to end.
@@ -15,6 +22,7 @@ from pathlib import Path
 
 from hf_sentinel.data import load_prompts
 from hf_sentinel.stackelberg import StackelbergPPOConfig, StackelbergPPOTrainer
+from hf_sentinel.stackelberg.cli import lora_config
 from hf_sentinel.stackelberg.plots import plot_rewards
 from hf_sentinel.stackelberg.value_heads import STRATEGIES
 
@@ -25,8 +33,14 @@ def main() -> None:
     parser.add_argument("--rollout-batch-size", type=int, default=16)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--output-dir", default="outputs/ablation")
+    parser.add_argument("--kl-coef", type=float, default=StackelbergPPOConfig.kl_coef)
+    parser.add_argument("--lora-layers", type=int, default=0, help="LoRA on the top N decoder layers (0 = all)")
+    parser.add_argument("--init-from", metavar="RUN_DIR",
+                        help="start both agents of every run from this run's adapters (e.g. a warm start)")
     parser.add_argument("--tiny", action="store_true", help="tiny random target instead of the embedded SmolLM2")
     args = parser.parse_args()
+    peft_config = None if args.tiny else lora_config(top_layers=args.lora_layers)
+    initial = dict(red_team=f"{args.init_from}/red_team", sentinel=f"{args.init_from}/sentinel") if args.init_from else {}
 
     corpus, benign = load_prompts("harmful:train"), load_prompts("benign:train")
     runs: dict[str, list[list[dict]]] = {}
@@ -34,16 +48,16 @@ def main() -> None:
         for seed in args.seeds:
             config = StackelbergPPOConfig(output_dir=f"{args.output_dir}/{strategy}-seed{seed}", max_steps=args.max_steps,
                                           rollout_batch_size=args.rollout_batch_size, value_head_strategy=strategy,
-                                          seed=seed, save_steps=0, disable_tqdm=True,
+                                          seed=seed, kl_coef=args.kl_coef, save_steps=0, disable_tqdm=True,
                                           **(dict(red_team_max_tokens=6, max_sentinel_tokens=4,
                                                   target_max_new_tokens=4) if args.tiny else {}))
             if args.tiny:
                 from hf_sentinel.defaults import tiny_model
 
                 target, tokenizer = tiny_model(seed=seed, tie_word_embeddings=False)
-                trainer = StackelbergPPOTrainer(target, config, corpus, benign, processing_class=tokenizer)
+                trainer = StackelbergPPOTrainer(target, config, corpus, benign, processing_class=tokenizer, **initial)
             else:
-                trainer = StackelbergPPOTrainer("default", config, corpus, benign)
+                trainer = StackelbergPPOTrainer("default", config, corpus, benign, peft_config=peft_config, **initial)
             runs.setdefault(strategy, []).append(trainer.train().log_history)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,7 @@ def run(args) -> int:
         follower_steps=args.follower_steps, save_steps=args.save_steps, seed=args.seed, report_to=args.report_to,
     )
     trainer = StackelbergPPOTrainer(args.target, config, load_prompts(args.corpus), load_prompts(args.benign),
-                                    peft_config=_lora_config(args),
+                                    peft_config=lora_config(args.target, args.lora_rank, args.lora_layers),
                                     red_team=args.init_from and f"{args.init_from}/red_team",
                                     sentinel=args.init_from and f"{args.init_from}/sentinel")
     trainer.train(resume_from_checkpoint=args.resume)
@@ -61,17 +61,18 @@ def run(args) -> int:
     return 0
 
 
-def _lora_config(args):
+def lora_config(target: str = "default", rank: int = 16, top_layers: int = 0):
+    """The agents' LoRA for ``target``: on its top ``top_layers`` decoder layers (0 = all of them)."""
     from transformers import AutoConfig
 
     from ..defaults import resolve_model_path
     from .trainer import agent_lora_config
 
     layers = None
-    if args.lora_layers:
-        depth = AutoConfig.from_pretrained(resolve_model_path(args.target)).num_hidden_layers
-        if not 0 < args.lora_layers <= depth:
-            raise ValueError(f"--lora-layers {args.lora_layers}: the target has {depth} decoder layers; "
+    if top_layers:
+        depth = AutoConfig.from_pretrained(resolve_model_path(target)).num_hidden_layers
+        if not 0 < top_layers <= depth:
+            raise ValueError(f"--lora-layers {top_layers}: the target has {depth} decoder layers; "
                              f"give 1 to {depth} (or 0 for all).")
-        layers = list(range(depth - args.lora_layers, depth))
-    return agent_lora_config(args.lora_rank, layers)
+        layers = list(range(depth - top_layers, depth))
+    return agent_lora_config(rank, layers)
