@@ -392,6 +392,15 @@ def test_mart_defense_bad_paths(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
+def test_cli_help_shows_every_setting(capsys):
+    from hf_sentinel.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:  # argparse formats every help text: a stray % would break it
+        main(["train", "mart", "--help"])
+    assert exit_info.value.code == 0
+    assert "--replay {all,safe,none}" in capsys.readouterr().out
+
+
 def test_cli_trains_evaluates_and_the_result_is_a_defense(tmp_path, tiny_llama_dir, capsys):
     from hf_sentinel.cli import main
 

@@ -15,7 +15,7 @@ import logging
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from .config import REPLAY_CHOICES, MARTConfig
+from .config import MARTConfig
 
 _TYPES = {"str": str, "int": int, "float": float, "int | None": int, "str | None": str}
 
@@ -36,12 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = field.metadata["help"]
         if field.type == "bool":
             config.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif field.name == "replay":
-            config.add_argument(flag, choices=REPLAY_CHOICES, default=default, help=help_text)
         elif field.type == "list[str]":
             config.add_argument(flag, nargs="*", default=default, help=help_text)
         else:
-            config.add_argument(flag, type=_TYPES[field.type], default=default, help=help_text)
+            config.add_argument(flag, type=_TYPES[field.type], default=default, choices=field.metadata.get("choices"),
+                                help=help_text)
 
 
 def run(args) -> int:

@@ -53,7 +53,7 @@ class MARTConfig:
     benign_prompts_per_round: int | None = field(default=None, metadata={
         "help": "Benign training prompts (all shapes, multi-turn included) the target answers each round; the "
                 "helpful answers join its fine-tuning data so that it keeps answering benign requests. Default: all "
-                "of them (126 in benign:train: with 48 per round the benign answer rate fell to 70-77%, see "
+                "of them (126 in benign:train: with 48 per round the benign answer rate fell to 0.70-0.77, see "
                 "docs/mart.md)."})
     samples_per_prompt: int = field(default=1, metadata={
         "help": "K answers the target samples per prompt (1 = one greedy answer). The most helpful safe answer of "
@@ -67,6 +67,7 @@ class MARTConfig:
         "help": "Answer length of the target, in training and in the per-round evaluation (the refusal judge reads "
                 "only an answer's opening; `hf-sentinel eval` measures the final adapter at 48 tokens)."})
     replay: str = field(default="all", metadata={
+        "choices": REPLAY_CHOICES,
         "help": "Which answers kept in rounds 1..i-1 the target's fine-tuning data of round i replays: 'all' (safe "
                 "answers to adversarial prompts and helpful benign answers, so the mix of refusing and answering "
                 "stays that of the kept data), 'safe' (only the safe answers: the refusals pile up round after round "

@@ -232,8 +232,7 @@ class MARTTrainer:
         attacked = sorted({c["prompt_id"] for c in candidates if c["decision"] == ATTACK})
         adversary_data = [self._adversary_example({"prompt": by_id[i]["parent"], "category": by_id[i]["category"]},
                                                   by_id[i]["prompt"]) for i in attacked]
-        target_data = [{"prompt": _conversation(by_id[c["prompt_id"]]), "completion": c["answer"],
-                        "finished": c["finished"]} for c in candidates if c["decision"] == KEPT]
+        target_data = [_target_example(by_id[c["prompt_id"]], c) for c in candidates if c["decision"] == KEPT]
         if self.args.replay != "none":
             target_data += self._earlier_kept_answers(index, adversarial_only=self.args.replay == "safe")
         metrics["adversary_examples"], metrics["target_examples"] = len(adversary_data), len(target_data)
@@ -491,8 +490,7 @@ class MARTTrainer:
         for earlier in range(1, index):
             stored = _read_jsonl(self._round_dir(earlier) / CANDIDATES_FILE)
             by_id = {p["prompt_id"]: p for p in stored[0]["prompts"]}
-            examples += [{"prompt": _conversation(by_id[c["prompt_id"]]), "completion": c["answer"],
-                          "finished": c["finished"]} for c in stored[1:]
+            examples += [_target_example(by_id[c["prompt_id"]], c) for c in stored[1:]
                          if c["decision"] == KEPT and (c["harmful"] or not adversarial_only)]
         return examples
 
@@ -571,6 +569,11 @@ def _timed(label: str):
     start = time.perf_counter()
     yield
     logger.info("%s: %.0f s", label, time.perf_counter() - start)
+
+
+def _target_example(prompt: dict, candidate: dict) -> dict:
+    """A kept answer as a fine-tuning example of the target (see ``_sft``)."""
+    return {"prompt": _conversation(prompt), "completion": candidate["answer"], "finished": candidate["finished"]}
 
 
 def _conversation(prompt: dict) -> list[dict]:
