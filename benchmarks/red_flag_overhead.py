@@ -54,21 +54,25 @@ def main() -> None:
         texts = [render(tokenizer, to_conversation(p), None, chat=True) for p in prompts[:batch_size]]
         inputs = left_padded([tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts],
                              tokenizer.pad_token_id, original.device)
+        template, clocked = _ClockedProcessor.from_pretrained(artifact, action="flag"), []
+
+        def with_processor() -> float:
+            # A fresh processor per generate() call; copying the unused template does not read the tokenizer again.
+            clocked.append(copy.copy(template))
+            return _generate(adapted, inputs, args.new_tokens, tokenizer, [clocked[-1]])
+
         runs = {
             "original": lambda: _generate(original, inputs, args.new_tokens, tokenizer, []),
             "adapted": lambda: _generate(adapted, inputs, args.new_tokens, tokenizer, []),
-            "processor": lambda: _generate(adapted, inputs, args.new_tokens, tokenizer, [processors.pop()]),
+            "processor": with_processor,
         }
-        # one processor per generate() call, built before the clock starts (it reads the tokenizer from disk)
-        processors = [_ClockedProcessor.from_pretrained(artifact, action="flag") for _ in range(args.repeats + 1)]
-        used = list(reversed(processors))
         for run in runs.values():  # warm-up
             run()
         times = {name: [] for name in runs}
         for _ in range(args.repeats):
             for name, run in runs.items():
                 times[name].append(run())
-        inside = [processor.seconds / seconds for processor, seconds in zip(used[1:], times["processor"])]
+        inside = [processor.seconds / seconds for processor, seconds in zip(clocked[1:], times["processor"])]
         median = {name: statistics.median(values) for name, values in times.items()}
         print(f"{batch_size:>5} | {median['original']:>10.3f} | {median['adapted']:>9.3f} | "
               f"{median['processor']:>12.3f} | {median['adapted'] / median['original']:>12.3f} | "
