@@ -190,9 +190,6 @@ class FullFineTuning(torch.nn.Module):
     def forward(self, **inputs):
         return (self.reference if self._reference_on else self.policy)(**inputs)
 
-    def generate(self, **inputs):
-        return self.policy.generate(**inputs)
-
 
 def our_trainer(mode: str, seed: int, output_dir: str):
     from datasets import Dataset
@@ -221,11 +218,6 @@ def our_trainer(mode: str, seed: int, output_dir: str):
         # Built as the trainer builds its agents' optimizers.
         trainer.agent_optimizers["sentinel"] = torch.optim.AdamW(policy.parameters(), lr=learning_rate,
                                                                  weight_decay=0.0, fused=True)
-        generation_config = policy.generation_config
-    else:
-        generation_config = trainer.model.get_base_model().generation_config
-    # Exactly NEW_TOKENS tokens on both sides: no early end of turn.
-    generation_config.min_new_tokens = NEW_TOKENS
     return trainer
 
 
@@ -233,7 +225,8 @@ def our_step(trainer, queries: list[str]) -> dict:
     timer = NoGradTimer(trainer, "_forward")
     try:
         start = time.perf_counter()
-        batch = trainer._rollout("sentinel", queries, NEW_TOKENS)
+        # Exactly NEW_TOKENS tokens on both sides: no early end of turn.
+        batch = trainer._rollout("sentinel", queries, NEW_TOKENS, min_new_tokens=NEW_TOKENS)
         generated = time.perf_counter()
         scores = torch.tensor([letter_fraction(t) for t in batch["texts"]])
         scored = time.perf_counter()
@@ -302,7 +295,7 @@ def our_maths(trainer, queries: list[str], folder: Path, seed: int) -> dict:
     save_file(new_value_head, str(folder / "value_head_new.safetensors"))
 
     torch.manual_seed(seed)
-    batch = trainer._rollout("sentinel", queries, NEW_TOKENS)
+    batch = trainer._rollout("sentinel", queries, NEW_TOKENS, min_new_tokens=NEW_TOKENS)
     scores = torch.tensor([letter_fraction(t) for t in batch["texts"]])
     query_ids = [row[m.bool()].tolist() for row, m in zip(batch["query_ids"], batch["query_mask"])]
     (folder / "batch.json").write_text(json.dumps({"query_ids": query_ids, "scores": scores.tolist(),

@@ -35,6 +35,7 @@ from ..sentinel.config import SentinelConfig
 from ..sentinel.modeling import split_user_turn, user_turn_end, write_sentinel_folder
 from . import ppo
 from .config import StackelbergPPOConfig
+from .sampling import sample
 from .value_heads import AGENTS, ValueHeads
 
 CHECKPOINT_PREFIX = "checkpoint"
@@ -205,28 +206,25 @@ class StackelbergPPOTrainer(_BaseTrainer):
 
     # --------------------------------------------------------------------------------------- rollouts
 
-    def _rollout(self, agent: str, queries: list[str], max_new_tokens: int) -> dict:
-        """Sample each agent's response to each query (rendered text); responses end at (and include) EOS.
+    def _rollout(self, agent: str, queries: list[str], max_new_tokens: int, min_new_tokens: int = 0) -> dict:
+        """Sample each agent's response to each query (rendered text); responses end at (and include) EOS, which
+        cannot come before ``min_new_tokens``.
 
         Also returns the sampling policy's log-probs and values of the response tokens (the PPO update's "old"
-        ones), read off the generation itself."""
+        ones), read off the sampling itself."""
         tokenizer, model = self.processing_class, self.model
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         inputs = left_padded([tokenizer(q, add_special_tokens=False)["input_ids"] for q in queries], pad_id,
                              self.accelerator.device)
         model.set_adapter(agent)
         _keep_both_trainable(model)
+        # Implementation detail "log-probs and values from the rollout": sampling already ran the policy on every
+        # response position, so scoring the responses again before the update would repeat a forward.
+        responses, logprobs, hidden_states = sample(model, inputs["input_ids"], inputs["attention_mask"],
+                                                    max_new_tokens, self.args.temperature, tokenizer.eos_token_id,
+                                                    min_new_tokens)
         with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True,
-                                    temperature=self.args.temperature, top_k=0, top_p=1.0,
-                                    eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id,
-                                    return_dict_in_generate=True, output_logits=True, output_hidden_states=True)
-            responses = output.sequences[:, inputs["input_ids"].shape[1]:]
-            # Implementation detail "log-probs and values from the rollout": generate() already ran the policy on
-            # every response position, so scoring the responses again before the update would repeat a forward.
-            logits = torch.stack(output.logits, 1).float() / self.args.temperature
-            logprobs = ppo.logprobs_from_logits(logits, responses)
-            values = self.value_heads(torch.cat([step[-1][:, -1:] for step in output.hidden_states], 1), agent)
+            values = self.value_heads(hidden_states, agent)
         # Mask everything after the first EOS: the EOS itself is an action (for the sentinel, "append nothing").
         is_eos = responses == tokenizer.eos_token_id
         after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
@@ -266,7 +264,7 @@ class StackelbergPPOTrainer(_BaseTrainer):
         query_ids, response_ids = batch["query_ids"][rows], batch["response_ids"][rows]
         attention = torch.cat([batch["query_mask"][rows], batch["mask"][rows]], 1)
         input_ids = torch.cat([query_ids, response_ids], 1)
-        # Left padding: positions count real tokens only, as generate() counted them.
+        # Left padding: positions count real tokens only, as the sampling loop counted them.
         position_ids = (attention.cumsum(1) - 1).clamp(min=0)
         start, length = query_ids.shape[1] - 1, response_ids.shape[1]
         # Logits of the positions that predict response tokens only: the LM head on the query is wasted work. (Index
