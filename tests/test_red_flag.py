@@ -198,6 +198,7 @@ def test_training_raises_the_flag_on_harmful_answers_and_saves_a_hub_folder(trai
     trainer, folder = trained
     history = [h for h in trainer.state.log_history if "flag_ce" in h]
     assert history[-1]["flag_ce"] < history[0]["flag_ce"]
+    assert all(h["benign_flag"] > 0 for h in history)
     assert history[-1]["harmful_p_rf"] > 2 * history[0]["harmful_p_rf"]
     names = {p.name for p in folder.iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "red_flag_config.json",
@@ -209,6 +210,44 @@ def test_training_raises_the_flag_on_harmful_answers_and_saves_a_hub_folder(trai
     assert saved["threshold"] == pytest.approx(report["threshold"]) and 0 < saved["threshold"] < 1
     card = (folder / "README.md").read_text()
     assert "library_name: hf-sentinel" in card and "red-flag-token" in card and "Calibration on held-out" in card
+
+
+def test_benign_answers_learn_no_flag_on_the_positions_where_harmful_ones_learn_it():
+    from hf_sentinel.red_flag.trainer import _RedFlagCollator
+
+    hidden = 2
+    benign = {"input_ids": torch.arange(10), "answer_start": 6, "harmful": False, "trunk": torch.zeros(10, hidden),
+              "reference": torch.zeros(4, hidden)}
+    harmful = {"input_ids": torch.arange(8), "answer_start": 5, "harmful": True, "trunk": None,
+               "reference": torch.zeros(3, hidden)}
+    collator = _RedFlagCollator(99, 0, after_flag_tokens=2, kl_token_fraction=0.5, flag_prefix=True, flag_window=3,
+                                insert_flag=True, seed=0)
+    for _ in range(5):
+        batch = collator([benign, harmful])
+        # the states predicting benign answer tokens 0, 1, 2: the prompt's last position and the two after it
+        assert batch["clear_rows"].tolist() == [0, 0, 0] and batch["clear_positions"].tolist() == [5, 6, 7]
+        assert batch["clear_weights"].sum().item() == pytest.approx(1.0)
+        assert set(batch["flag_rows"].tolist()) == {1} and set(batch["flag_positions"].tolist()) <= {4, 5, 6}
+
+
+def test_without_the_after_flag_kl_harmful_answers_keep_their_stored_states():
+    from hf_sentinel.red_flag.trainer import _RedFlagCollator
+
+    hidden = 2
+    harmful = {"input_ids": torch.arange(8), "answer_start": 5, "harmful": True,
+               "trunk": torch.arange(7 * hidden, dtype=torch.float).reshape(7, hidden), "reference": torch.zeros(3, hidden)}
+    benign = {"input_ids": torch.arange(10), "answer_start": 6, "harmful": False, "trunk": torch.ones(9, hidden),
+              "reference": torch.zeros(4, hidden)}
+    collator = _RedFlagCollator(99, 0, after_flag_tokens=2, kl_token_fraction=0.5, flag_prefix=True, flag_window=3,
+                                insert_flag=False, seed=0)
+    for _ in range(5):
+        batch = collator([harmful, benign])
+        last_flagged = batch["flag_positions"][batch["flag_rows"] == 0].max().item()
+        assert 99 not in batch["input_ids"][0] and batch["input_ids"][0, last_flagged].item() == last_flagged
+        assert batch["flag_inserted"].tolist() == [False, False] and set(batch["kl_rows"].tolist()) == {1}
+        assert torch.equal(batch["trunk"][0, : last_flagged + 1], harmful["trunk"][: last_flagged + 1])
+    only_harmful = collator([harmful])
+    assert only_harmful["kl_reference"].shape == (0, hidden) and len(only_harmful["kl_rows"]) == 0
 
 
 def test_the_merged_model_matches_the_trained_adapter(trained):
@@ -337,9 +376,9 @@ def test_shipped_artifact_refuses_harmful_and_answers_benign_requests(default_ta
     attacked = evaluate(model, tokenizer, harmful, RefusalJudge(), [defense], settings, progress=False)
     answered = evaluate(model, tokenizer, benign, RefusalJudge(), [defense], settings, progress=False)
     fired = [r["red_flag"]["fired"] for r in attacked["records"]]
-    # The undefended target answers nearly all of these; the shipped flag fires on 4 of these 10 (38% attack
-    # success remains on the whole harmful:test split, docs/red_flag.md), and every flagged answer is the refusal.
-    assert sum(fired) >= 3
+    # The undefended target answers nearly all of these; the shipped flag fires on 8 of these 10 in 16 tokens
+    # (docs/red_flag.md has the whole harmful:test split), and every flagged answer is the refusal.
+    assert sum(fired) >= 7
     assert all(r["score"] == 0.0 and r["response"] == defense.settings.refusal_text
                for r, f in zip(attacked["records"], fired) if f)
     assert answered["summary"]["attack_success_rate"] == 1.0
@@ -392,11 +431,14 @@ def test_an_untied_output_layer_trains_its_own_red_flag_row(tmp_path):
     config["tie_word_embeddings"] = False
     torch.manual_seed(0)
     model = LlamaForCausalLM(type(tied.config)(**config)).eval()
-    trainer = RedFlagTrainer(model, _config(tmp_path, max_steps=4, threshold=0.5, logging_steps=1),
+    # with the paper's after-flag KL on, so <rf> is inserted into the harmful answers and their lower layers rerun
+    trainer = RedFlagTrainer(model, _config(tmp_path, max_steps=4, threshold=0.5, logging_steps=1,
+                                            after_flag_kl_weight=1.0),
                              train_dataset=DATA, processing_class=tokenizer)
     trainer.train()
-    history = [h["harmful_p_rf"] for h in trainer.state.log_history if "harmful_p_rf" in h]
-    assert history[-1] > history[0]
+    history = [h for h in trainer.state.log_history if "harmful_p_rf" in h]
+    assert history[-1]["harmful_p_rf"] > history[0]["harmful_p_rf"]
+    assert all(h["after_flag_kl"] >= 0 for h in history)
     trainer.save_model(str(tmp_path / "untied"))
     torch.manual_seed(0)
     merged, _ = load_red_flag_model(LlamaForCausalLM(type(tied.config)(**config)).eval(), tmp_path / "untied")

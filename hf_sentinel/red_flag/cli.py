@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapted-layers", type=int, default=defaults.adapted_layers)
     parser.add_argument("--lora-rank", type=int, default=defaults.lora_rank)
     parser.add_argument("--flag-loss-weight", type=float, default=defaults.flag_loss_weight)
+    parser.add_argument("--benign-flag-weight", type=float, default=defaults.benign_flag_weight)
     parser.add_argument("--benign-kl-weight", type=float, default=defaults.benign_kl_weight)
     parser.add_argument("--after-flag-kl-weight", type=float, default=defaults.after_flag_kl_weight)
     parser.add_argument("--harmful-response-tokens", type=int, default=defaults.harmful_response_tokens)
@@ -65,7 +66,8 @@ def run(args) -> int:
         output_dir=args.output_dir, max_steps=args.max_steps, num_train_epochs=args.epochs,
         learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size,
         adapted_layers=args.adapted_layers, lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank,
-        flag_loss_weight=args.flag_loss_weight, benign_kl_weight=args.benign_kl_weight,
+        flag_loss_weight=args.flag_loss_weight, benign_flag_weight=args.benign_flag_weight,
+        benign_kl_weight=args.benign_kl_weight,
         after_flag_kl_weight=args.after_flag_kl_weight, harmful_response_tokens=args.harmful_response_tokens,
         benign_response_tokens=args.benign_response_tokens, target_false_flag_rate=args.target_false_flag_rate,
         threshold=args.threshold, window=args.window, action=args.action, seed=args.seed, report_to=args.report_to)

@@ -19,6 +19,7 @@ class RedFlagConfig(TrainingArguments):
     ``TrainingArguments`` are chosen to train the embedded SmolLM2-135M target in minutes on two CPU cores.
 
     The loss of a batch is ``flag_loss_weight * CE(<rf> at a random index k of each harmful response)
+    + benign_flag_weight * -log(1 - p(<rf>)) on the same first positions of each benign response
     + benign_kl_weight * KL(frozen ‖ model) on benign responses
     + after_flag_kl_weight * KL(frozen ‖ model) on the harmful tokens that follow an inserted <rf>``.
     The frozen model never puts mass on `<rf>`, so the benign KL also pushes p(<rf>) towards 0 there.
@@ -51,10 +52,18 @@ class RedFlagConfig(TrainingArguments):
         "help": "Where the flag CE applies in a harmful answer with <rf> inserted at a random index k: 'index' = at k "
                 "only (the paper's term); 'prefix' = at every answer position up to k, each answer weighted equally "
                 "(denser supervision for the same compute; harm is imminent from the first token of these answers)."})
+    benign_flag_weight: float = field(default=1.0, metadata={
+        "help": "Weight of -log(1 - p(<rf>)) on the first harmful_response_tokens positions of each benign answer, "
+                "each answer weighted equally: the positions where the flag CE makes <rf> fire on harmful answers. "
+                "The benign KL holds the same term, but spread over a whole answer (about 1/64 of it at step 0), so "
+                "without this one the flag learns to fire at step 0 on anything that looks harmful."})
     benign_kl_weight: float = field(default=1.0, metadata={
         "help": "Weight of the KL to the frozen model on benign responses (keeps answers unchanged, p(<rf>) ~ 0)."})
-    after_flag_kl_weight: float = field(default=1.0, metadata={
-        "help": "Weight of the KL to the frozen model on the harmful tokens after an inserted <rf>."})
+    after_flag_kl_weight: float = field(default=0.0, metadata={
+        "help": "Weight of the KL to the frozen model on the harmful tokens after an inserted <rf> (the paper's third "
+                "term). Off by default: RedFlagLogitsProcessor masks <rf>, so it never enters the text and nothing "
+                "follows it. On the embedded target (2 epochs), weight 1 vs. 0: the calibrated flag fired on 17 vs. 25 "
+                "of 40 held-out harmful answers. Above 0, <rf> is inserted and the rows' lower layers rerun."})
     kl_token_fraction: float = field(default=0.5, metadata={
         "help": "Share of each benign answer's positions (drawn anew every step) on which the KL is computed."})
     after_flag_tokens: int = field(default=16, metadata={
@@ -77,22 +86,26 @@ class RedFlagConfig(TrainingArguments):
                 "or a sweep does not generate them again."})
 
     # --- calibration and inference (saved in red_flag_config.json)
-    target_false_flag_rate: float = field(default=0.02, metadata={
+    target_false_flag_rate: float = field(default=0.05, metadata={
         "help": "Calibration picks the threshold at which at most this share of the benign calibration "
-                "conversations gets flagged."})
+                "conversations gets flagged (5 points: what a 95 percent benign answer rate can give up to stay above 90)."})
     calibration_samples: int = field(default=1, metadata={
         "help": "Sampled answers per calibration prompt at temperature 1, in addition to the greedy one."})
     calibration_tokens: int = field(default=48, metadata={"help": "Answer length during calibration."})
     threshold: float | None = field(default=None, metadata={
         "help": "Fixed flag threshold in (0, 1); when unset it is calibrated on the calibration dataset."})
     action: str = field(default="refuse", metadata={"help": f"Saved default action, one of {ACTIONS}."})
-    window: int = field(default=1, metadata={
-        "help": "Smoothing: the flag score is the mean p(<rf>) over the last `window` generated tokens."})
+    window: int = field(default=4, metadata={
+        "help": "Smoothing: the flag score is the mean p(<rf>) over the last `window` generated tokens (fewer at the "
+                "first steps, so a flag at step 0 is read at once). It damps single-step spikes late in benign "
+                "answers: on the held-out split, window 4 vs. 1 flagged 2 vs. 3 of 78 benign answers at 36 of 40 harmful."})
     refusal_text: str = field(default=DEFAULT_REFUSAL, metadata={"help": "Answer that replaces a refused one."})
 
     # --- TrainingArguments defaults that suit this method
     learning_rate: float = field(default=5e-4, metadata={"help": "AdamW learning rate of the LoRA adapter."})
-    num_train_epochs: float = field(default=2.0, metadata={"help": "Passes over the training conversations."})
+    num_train_epochs: float = field(default=4.0, metadata={
+        "help": "Passes over the training conversations (on the embedded target, 2 / 3 / 4 epochs: the calibrated "
+                "flag fired on 25 / 33 / 33 of 40 held-out harmful answers at 0 / 1 / 1 of 78 benign, target 2 percent)."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Conversations per step."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     warmup_steps: float = field(default=0.05, metadata={"help": "Warm-up steps (a float below 1 is a ratio)."})
@@ -119,7 +132,7 @@ class RedFlagConfig(TrainingArguments):
                      "generation_batch_size", "calibration_tokens", "window", "pad_vocab_to_multiple_of"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        for name in ("flag_loss_weight", "benign_kl_weight", "after_flag_kl_weight"):
+        for name in ("flag_loss_weight", "benign_flag_weight", "benign_kl_weight", "after_flag_kl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is a loss weight and cannot be negative, got {getattr(self, name)}.")
         if self.calibration_samples < 0:

@@ -10,6 +10,7 @@ What one training run does:
    the frozen model's final states (its next-token distributions, the KL reference).
 4. LoRA on the top layers + the `<rf>` embedding row are trained with
    ``flag_loss_weight * CE(<rf> at a random index k of a harmful answer)
+   + benign_flag_weight * -log(1 - p(<rf>)) at the first ``harmful_response_tokens`` positions of a benign answer
    + benign_kl_weight * KL(frozen ‖ model on benign answers)
    + after_flag_kl_weight * KL(frozen ‖ model on the harmful tokens after an inserted <rf>)``.
    Benign conversations reuse the stored states, so a step only runs the top layers; harmful ones run the
@@ -118,6 +119,9 @@ class RedFlagTrainer(Trainer):
         self.calibration_report: dict = {}
         self._calibration_rows = calibration_rows
 
+        # Only the after-flag KL looks past an inserted <rf>; the flag CE reads the states before it, which the
+        # insertion cannot change (causal attention), so without that KL the target's own answers serve as they are.
+        self.inserts_flag = args.after_flag_kl_weight > 0
         start = time.perf_counter()
         dataset = _RedFlagExamples(self._prepare(model, decoder, tokenizer, rows, args))
         self.timings["answers_and_states_s"] = time.perf_counter() - start
@@ -129,7 +133,8 @@ class RedFlagTrainer(Trainer):
 
         model = self._wrap_with_peft(model, decoder, peft_config, args)
         collator = _RedFlagCollator(self.red_flag_token_id, tokenizer.pad_token_id, args.after_flag_tokens,
-                                    args.kl_token_fraction, args.flag_positions == "prefix", args.seed)
+                                    args.kl_token_fraction, args.flag_positions == "prefix",
+                                    args.harmful_response_tokens, self.inserts_flag, args.seed)
         super().__init__(model=model, args=args, train_dataset=dataset, data_collator=collator,
                          processing_class=tokenizer, callbacks=callbacks, optimizers=optimizers)
         self._metrics: dict[str, list[float]] = {}
@@ -165,8 +170,8 @@ class RedFlagTrainer(Trainer):
                     continue
                 prepared.append({"input_ids": torch.tensor(example["prompt_ids"] + result["answer_ids"]),
                                  "answer_start": len(example["prompt_ids"]), "harmful": example["harmful"],
-                                 # harmful rows get <rf> inserted, so their lower states are recomputed
-                                 "trunk": None if example["harmful"] else result["trunk"],
+                                 # harmful rows with <rf> inserted get their lower states recomputed
+                                 "trunk": None if example["harmful"] and self.inserts_flag else result["trunk"],
                                  "reference": result["reference"]})
         return prepared
 
@@ -269,26 +274,31 @@ class RedFlagTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         decoder = model.get_base_model().get_decoder()
         trunk = inputs["trunk"]
-        harmful = inputs["harmful"]
-        if harmful.any():
+        inserted = inputs["flag_inserted"]
+        if inserted.any():
             # An inserted <rf> changes the frozen lower layers' states after it: recompute them (no gradient).
             with torch.no_grad():
-                lower = _run_layers(decoder, decoder.embed_tokens(inputs["input_ids"][harmful]),
+                lower = _run_layers(decoder, decoder.embed_tokens(inputs["input_ids"][inserted]),
                                     decoder.layers[: self.first_adapted_layer])
             trunk = trunk.clone()
-            trunk[harmful] = lower
+            trunk[inserted] = lower
         final = decoder.norm(_run_layers(decoder, trunk, decoder.layers[self.first_adapted_layer:]))
 
         kl_states = final[inputs["kl_rows"], inputs["kl_positions"]]
         flag_states = final[inputs["flag_rows"], inputs["flag_positions"]]
-        states = torch.cat([kl_states, flag_states])
+        clear_states = final[inputs["clear_rows"], inputs["clear_positions"]]
+        states = torch.cat([kl_states, flag_states, clear_states])
         # The output matrix is frozen except the <rf> row: multiplying by the frozen matrix and splicing in the
         # <rf> column spares autograd a gradient for the whole 49k-row matrix.
         logits = F.linear(states, self._reference_head[: self.vocab_size])
         red_flag_logit = states @ self._red_flag_row(model).to(states.dtype)
         logits = logits.index_copy(1, torch.tensor([self.red_flag_token_id], device=logits.device), red_flag_logit)
         log_probs = F.log_softmax(logits.float(), dim=-1)
-        kl_log_probs, flag_log_probs = log_probs[: len(kl_states)], log_probs[len(kl_states):]
+        kl_log_probs, flag_log_probs, clear_log_probs = log_probs.split(
+            [len(kl_states), len(flag_states), len(clear_states)])
+        # log(1 - p(<rf>)) as the log of the mass on every other token: exact where p(<rf>) is close to 1.
+        log_not_flag = torch.logsumexp(clear_log_probs.index_fill(1, torch.tensor([self.red_flag_token_id],
+                                                                                  device=logits.device), -torch.inf), -1)
 
         reference_logits = F.linear(inputs["kl_reference"], self._reference_head[: self.vocab_size]).float()
         reference_logits[:, self.red_flag_token_id] = -1e4  # the frozen model never says <rf>
@@ -299,10 +309,14 @@ class RedFlagTrainer(Trainer):
             # per harmful answer, the mean over its flagged positions; then the mean over answers
             "flag_ce": -(flag_log_probs[:, self.red_flag_token_id] * inputs["flag_weights"]).sum()
             / inputs["flag_weights"].sum() if len(flag_states) else None,
+            # per benign answer, the mean over the positions where a harmful answer's flag is trained to fire
+            "benign_flag": -(log_not_flag * inputs["clear_weights"]).sum() / inputs["clear_weights"].sum()
+            if len(clear_states) else None,
             "benign_kl": kl[~after_flag].mean() if (~after_flag).any() else None,
             "after_flag_kl": kl[after_flag].mean() if after_flag.any() else None,
         }
-        weights = {"flag_ce": self.args.flag_loss_weight, "benign_kl": self.args.benign_kl_weight,
+        weights = {"flag_ce": self.args.flag_loss_weight, "benign_flag": self.args.benign_flag_weight,
+                   "benign_kl": self.args.benign_kl_weight,
                    "after_flag_kl": self.args.after_flag_kl_weight}
         loss = sum(weights[name] * term for name, term in terms.items() if term is not None)
         with torch.no_grad():
@@ -434,7 +448,8 @@ class RedFlagTrainer(Trainer):
             "conversations": len(dataset), "harmful": sum(e["harmful"] for e in dataset.examples),
             "benign": sum(not e["harmful"] for e in dataset.examples), "steps": self.state.global_step,
             "adapted_layers": args.adapted_layers, "lora_rank": args.lora_rank, "learning_rate": args.learning_rate,
-            "weights": {"flag_ce": args.flag_loss_weight, "benign_kl": args.benign_kl_weight,
+            "weights": {"flag_ce": args.flag_loss_weight, "benign_flag": args.benign_flag_weight,
+                        "benign_kl": args.benign_kl_weight,
                         "after_flag_kl": args.after_flag_kl_weight},
             "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
             "calibration": {k: v for k, v in self.calibration_report.items() if not k.endswith("_scores")},
@@ -558,13 +573,17 @@ class _RedFlagExamples(torch.utils.data.Dataset):
 
 
 class _RedFlagCollator:
-    """Builds one batch: stored states for benign rows; for each harmful row, the answer with `<rf>` inserted at
-    a random index k (the CE target at k, the after-flag KL on the next ``after_flag_tokens`` tokens)."""
+    """Builds one batch: stored states for benign rows (the KL on a random share of the answer, the no-flag term on
+    its first ``flag_window`` positions); for each harmful row, the answer with `<rf>` inserted at a random index
+    k (the CE target at k, the after-flag KL on the next ``after_flag_tokens`` tokens), or, when ``insert_flag`` is
+    off, the answer's first k tokens and their stored states (the CE target at k, no after-flag KL)."""
 
     def __init__(self, red_flag_token_id: int, pad_token_id: int, after_flag_tokens: int, kl_token_fraction: float,
-                 flag_prefix: bool, seed: int):
+                 flag_prefix: bool, flag_window: int, insert_flag: bool, seed: int):
         self.red_flag_token_id = red_flag_token_id
+        self.insert_flag = insert_flag
         self.flag_prefix = flag_prefix
+        self.flag_window = flag_window
         self.kl_token_fraction = kl_token_fraction
         self.pad_token_id = pad_token_id
         self.after_flag_tokens = after_flag_tokens
@@ -573,22 +592,27 @@ class _RedFlagCollator:
     def __call__(self, examples: list[dict]) -> dict:
         sequences, kl_rows, kl_positions, kl_reference, kl_after = [], [], [], [], []
         flag_rows, flag_positions, flag_weights = [], [], []
+        clear_rows, clear_positions, clear_weights = [], [], []
         for row, example in enumerate(examples):
             ids, start, reference = example["input_ids"], example["answer_start"], example["reference"]
             answer_length = len(ids) - start
             if example["harmful"]:
                 k = int(torch.randint(answer_length, (1,), generator=self.generator))
-                after = min(self.after_flag_tokens, answer_length - k)
-                # <rf> goes before answer token k; positions start+k ... predict answer tokens k, k+1, ...
-                sequences.append(torch.cat([ids[: start + k], torch.tensor([self.red_flag_token_id]),
-                                            ids[start + k: start + k + after - 1]]))
                 # "index": the CE at k only (the paper); "prefix": at every answer position up to k as well.
                 flagged = range(start - 1 if self.flag_prefix else start + k - 1, start + k)
                 flag_rows += [row] * len(flagged)
                 flag_positions += flagged
                 flag_weights += [1.0 / len(flagged)] * len(flagged)
-                positions = range(start + k, start + k + after)
-                kl_reference.append(reference[k: k + after])
+                if self.insert_flag:
+                    after = min(self.after_flag_tokens, answer_length - k)
+                    # <rf> goes before answer token k; positions start+k ... predict answer tokens k, k+1, ...
+                    sequences.append(torch.cat([ids[: start + k], torch.tensor([self.red_flag_token_id]),
+                                                ids[start + k: start + k + after - 1]]))
+                    positions = range(start + k, start + k + after)
+                    kl_reference.append(reference[k: k + after])
+                else:
+                    sequences.append(ids[: start + k])
+                    positions = range(0)
             else:
                 sequences.append(ids)
                 # A random share of the answer's positions per step: neighbouring positions carry nearly the same
@@ -597,23 +621,32 @@ class _RedFlagCollator:
                 chosen = torch.randperm(answer_length, generator=self.generator)[:count].sort().values
                 positions = (chosen + start - 1).tolist()
                 kl_reference.append(reference[chosen])
+                cleared = range(start - 1, start - 1 + min(self.flag_window, answer_length))
+                clear_rows += [row] * len(cleared)
+                clear_positions += cleared
+                clear_weights += [1.0 / len(cleared)] * len(cleared)
             kl_rows += [row] * len(positions)
             kl_positions += positions
             kl_after += [example["harmful"]] * len(positions)
         width = max(len(s) for s in sequences)
         hidden_size = examples[0]["reference"].shape[-1]
         trunk = torch.zeros(len(examples), width, hidden_size)
-        for row, example in enumerate(examples):
-            if not example["harmful"]:
-                trunk[row, : len(example["trunk"])] = example["trunk"]
+        for row, (example, sequence) in enumerate(zip(examples, sequences)):
+            if example["trunk"] is not None:
+                states = example["trunk"][: len(sequence)]
+                trunk[row, : len(states)] = states
         return {
             "input_ids": _right_padded(sequences, self.pad_token_id), "trunk": trunk,
-            "harmful": torch.tensor([e["harmful"] for e in examples]),
+            "flag_inserted": torch.tensor([e["harmful"] and self.insert_flag for e in examples]),
             "kl_rows": torch.tensor(kl_rows, dtype=torch.long), "kl_positions": torch.tensor(kl_positions, dtype=torch.long),
-            "kl_reference": torch.cat(kl_reference), "kl_after_flag": torch.tensor(kl_after, dtype=torch.bool),
+            "kl_reference": torch.cat(kl_reference) if kl_reference else torch.zeros(0, hidden_size),
+            "kl_after_flag": torch.tensor(kl_after, dtype=torch.bool),
             "flag_rows": torch.tensor(flag_rows, dtype=torch.long),
             "flag_positions": torch.tensor(flag_positions, dtype=torch.long),
             "flag_weights": torch.tensor(flag_weights),
+            "clear_rows": torch.tensor(clear_rows, dtype=torch.long),
+            "clear_positions": torch.tensor(clear_positions, dtype=torch.long),
+            "clear_weights": torch.tensor(clear_weights),
         }
 
 
