@@ -111,6 +111,20 @@ def test_sampling_scores_each_left_padded_row_as_a_forward_pass_of_the_row_alone
         assert torch.allclose(hidden[row], out.hidden_states[-1][0, predicting], atol=1e-5)
 
 
+def test_a_layer_with_its_own_forward_keeps_it_through_sampling():
+    from hf_sentinel.stackelberg.sampling import onednn_linears
+
+    model, _ = tiny_model()
+    hooked = model.lm_head
+    calls = []
+    hooked.forward = lambda x: calls.append(1) or torch.nn.functional.linear(x, hooked.weight, hooked.bias)
+    own_forward = hooked.forward
+    with onednn_linears(model, rows=2):
+        model(input_ids=torch.tensor([[5, 6, 7]]))
+        assert hooked.forward is own_forward
+    assert calls and hooked.forward is own_forward
+
+
 def test_sampling_holds_eos_back_for_min_new_tokens_then_stops_when_every_row_ends():
     model, tokenizer = tiny_model()
     eos = tokenizer.eos_token_id

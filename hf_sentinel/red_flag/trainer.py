@@ -292,13 +292,13 @@ class RedFlagTrainer(Trainer):
         # <rf> column spares autograd a gradient for the whole 49k-row matrix.
         logits = F.linear(states, self._reference_head[: self.vocab_size])
         red_flag_logit = states @ self._red_flag_row(model).to(states.dtype)
-        logits = logits.index_copy(1, torch.tensor([self.red_flag_token_id], device=logits.device), red_flag_logit)
+        red_flag_index = torch.tensor([self.red_flag_token_id], device=logits.device)
+        logits = logits.index_copy(1, red_flag_index, red_flag_logit)
         log_probs = F.log_softmax(logits.float(), dim=-1)
         kl_log_probs, flag_log_probs, clear_log_probs = log_probs.split(
             [len(kl_states), len(flag_states), len(clear_states)])
         # log(1 - p(<rf>)) as the log of the mass on every other token: exact where p(<rf>) is close to 1.
-        log_not_flag = torch.logsumexp(clear_log_probs.index_fill(1, torch.tensor([self.red_flag_token_id],
-                                                                                  device=logits.device), -torch.inf), -1)
+        log_not_flag = torch.logsumexp(clear_log_probs.index_fill(1, red_flag_index, -torch.inf), -1)
 
         reference_logits = F.linear(inputs["kl_reference"], self._reference_head[: self.vocab_size]).float()
         reference_logits[:, self.red_flag_token_id] = -1e4  # the frozen model never says <rf>
@@ -315,9 +315,7 @@ class RedFlagTrainer(Trainer):
             "benign_kl": kl[~after_flag].mean() if (~after_flag).any() else None,
             "after_flag_kl": kl[after_flag].mean() if after_flag.any() else None,
         }
-        weights = {"flag_ce": self.args.flag_loss_weight, "benign_flag": self.args.benign_flag_weight,
-                   "benign_kl": self.args.benign_kl_weight,
-                   "after_flag_kl": self.args.after_flag_kl_weight}
+        weights = self._loss_weights()
         loss = sum(weights[name] * term for name, term in terms.items() if term is not None)
         with torch.no_grad():
             for name, term in terms.items():
@@ -329,6 +327,12 @@ class RedFlagTrainer(Trainer):
             if len(flag_states):
                 self._metrics.setdefault("harmful_p_rf", []).append(flag_log_probs[:, self.red_flag_token_id].exp().mean().item())
         return (loss, final) if return_outputs else loss
+
+    def _loss_weights(self) -> dict[str, float]:
+        """Each loss term's weight, by the name the term is logged under."""
+        args = self.args
+        return {"flag_ce": args.flag_loss_weight, "benign_flag": args.benign_flag_weight,
+                "benign_kl": args.benign_kl_weight, "after_flag_kl": args.after_flag_kl_weight}
 
     def _red_flag_row(self, model) -> torch.Tensor:
         """The trainable `<rf>` row (shared by the embedding and a tied output layer), as a column vector."""
@@ -448,9 +452,7 @@ class RedFlagTrainer(Trainer):
             "conversations": len(dataset), "harmful": sum(e["harmful"] for e in dataset.examples),
             "benign": sum(not e["harmful"] for e in dataset.examples), "steps": self.state.global_step,
             "adapted_layers": args.adapted_layers, "lora_rank": args.lora_rank, "learning_rate": args.learning_rate,
-            "weights": {"flag_ce": args.flag_loss_weight, "benign_flag": args.benign_flag_weight,
-                        "benign_kl": args.benign_kl_weight,
-                        "after_flag_kl": args.after_flag_kl_weight},
+            "weights": self._loss_weights(),
             "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
             "calibration": {k: v for k, v in self.calibration_report.items() if not k.endswith("_scores")},
         }

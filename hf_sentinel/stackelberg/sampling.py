@@ -93,8 +93,10 @@ def onednn_linears(model, rows: int):
         yield
         return
     # Exactly nn.Linear: subclasses (quantised layers) compute something else. PEFT's LoRA layers are wrappers
-    # around plain nn.Linear (the base layer, A and B), which get packed.
-    linears = [module for module in model.modules() if type(module) is torch.nn.Linear]
+    # around plain nn.Linear (the base layer, A and B), which get packed. A layer whose forward is already replaced
+    # on the instance (accelerate's hooks) keeps it: packing would skip the hook, and restoring would delete it.
+    linears = [module for module in model.modules()
+               if type(module) is torch.nn.Linear and "forward" not in vars(module)]
     for linear in linears:
         linear.forward = _PackedLinear(linear, rows)
     try:
