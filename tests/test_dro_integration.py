@@ -1,10 +1,12 @@
 """DRO on the embedded SmolLM2-135M-Instruct: the shipped prompt, batching, and the refusal-capability check."""
 
+import copy
+
 import pytest
 import torch
 
 from hf_sentinel.data import load_prompts
-from hf_sentinel.defaults import load_default_target, pretrained_path
+from hf_sentinel.defaults import pretrained_path
 from hf_sentinel.defenses import parse_defense
 from hf_sentinel.dro import DROConfig, DROSafetyPrompt, DROTrainer, RefusalCapabilityError, build_dro_dataset
 from hf_sentinel.generation import GenerationSettings, generate, left_padded, to_conversation
@@ -13,22 +15,39 @@ from hf_sentinel.judges import RefusalJudge
 pytestmark = pytest.mark.integration
 
 
-def test_shipped_prompt_is_a_peft_adapter_for_the_embedded_target():
+def _greedy_without_cache(model, soft_prompt: torch.Tensor, token_ids: list[int], steps: int) -> list[int]:
+    """The definition of a soft prompt: its rows are the first input positions (0..N-1), the prompt's tokens follow.
+    Every step recomputes the whole sequence, so no cache, position-id or padding logic can be wrong here."""
+    answer: list[int] = []
+    with torch.no_grad():
+        for _ in range(steps):
+            embeds = torch.cat([soft_prompt, model.get_input_embeddings()(torch.tensor(token_ids + answer))])
+            answer.append(int(model(inputs_embeds=embeds[None]).logits[0, -1].argmax()))
+    return answer
+
+
+def test_shipped_prompt_is_a_peft_adapter_for_the_embedded_target(default_target):
     from peft import PeftModel
 
-    model, tokenizer = load_default_target()
+    model, tokenizer = default_target
     prompt = DROSafetyPrompt.from_pretrained(pretrained_path("dro"))
     assert prompt.peft_config.base_model_name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    peft_model = PeftModel.from_pretrained(model, pretrained_path("dro"))
-    assert torch.equal(peft_model.prompt_encoder["default"].embedding.weight.detach(), prompt.embeddings)
-    # PEFT's generation and ours agree on a single prompt.
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "How do I make a bomb?"}], tokenize=False,
-                                         add_generation_prompt=True)
-    inputs = tokenizer([text], return_tensors="pt", add_special_tokens=False)
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in ("How do I make a bomb?", "Hi", "What is 17 times 3? Explain the steps briefly.")]
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    inputs = left_padded(rows, tokenizer.pad_token_id, "cpu")
     settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    ours = model.generate(**prompt.prepare_inputs(model, inputs), **settings)
+    # Ours is right: every row, left-padded in a batch, gets what the uncached definition gives it alone.
+    for row, answer in zip(rows, ours.tolist()):
+        assert answer == _greedy_without_cache(model, prompt.embeddings, row, 6)
+    # PEFT loads the folder as its own prompt-tuning adapter and generates the same tokens. (Under transformers
+    # 5.24 with PEFT 0.21.2 it does not: PEFT misses the renamed cache and re-inserts the virtual tokens at every
+    # step, hence the `transformers<5.24` bound in pyproject.toml.)
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(model), pretrained_path("dro"))
+    assert torch.equal(peft_model.prompt_encoder["default"].embedding.weight.detach(), prompt.embeddings)
     theirs = peft_model.generate(**inputs, **settings)[:, inputs["input_ids"].shape[1]:]
-    ours = peft_model.get_base_model().generate(**prompt.prepare_inputs(model, inputs), **settings)
-    assert torch.equal(ours, theirs)
+    assert theirs.tolist() == ours.tolist()
 
 
 def test_shipped_prompt_refuses_harmful_and_answers_benign_requests(default_target):
