@@ -22,7 +22,7 @@ def _eval_parser(sub) -> None:
                                    "Or compare earlier results: hf-sentinel eval --compare a.json b.json")
     p.add_argument("--prompts", help="harmful[:train|:test], benign[:train|:test], harmbench, advbench, "
                                      "realtoxicityprompts, xstest, or a JSONL/CSV file with a `prompt` field")
-    p.add_argument("--limit", type=int, help="evaluate only the first N prompts")
+    p.add_argument("--limit", type=int, help="evaluate only the first N prompts (N >= 1)")
     p.add_argument("--shuffle-seed", type=int, help="shuffle the prompt set with this seed before --limit")
     p.add_argument("--judge", default="refusal", help="refusal | toxicity | a classifier or guard model id/path")
     p.add_argument("--target", default="default", help="default (embedded SmolLM2-135M-Instruct), a folder, a Hub id, or "
@@ -44,22 +44,33 @@ def _eval_parser(sub) -> None:
 
 
 def _serve_parser(sub) -> None:
+    from .server import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_PROMPT_TOKENS
+
     p = sub.add_parser("serve", help="Serve a (guarded) target as an OpenAI-compatible chat-completions API.")
     p.add_argument("--target", default="default", help="default (embedded SmolLM2-135M-Instruct), a folder or a Hub id")
     p.add_argument("--defense", action="append", default=None, help="as for eval; repeat to stack")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (loopback by default)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-prompt-tokens", type=int, default=DEFAULT_MAX_PROMPT_TOKENS,
+                   help="answer HTTP 400 to conversations longer than this many tokens, chat template included "
+                        "(and to any longer than the model's context minus the request's max_tokens)")
+    p.add_argument("--max-messages", type=int, default=DEFAULT_MAX_MESSAGES,
+                   help="answer HTTP 400 to requests with more messages than this")
 
 
 def run_serve(args) -> int:
     from .defenses import parse_defense
-    from .evaluation import load_target
-    from .server import serve
+    from .evaluation import check_target, load_target
+    from .server import check_limits, serve
 
+    # Cheap checks first, so bad input fails before any model loads.
+    check_limits(args.max_prompt_tokens, args.max_messages)
+    check_target(args.target)
     defenses = [parse_defense(spec) for spec in (args.defense or ["none"])]
     model, tokenizer = load_target(args.target)
     print(f"serving {args.target} on http://{args.host}:{args.port}/v1", flush=True)
-    serve(model, tokenizer, defenses, host=args.host, port=args.port, model_name=args.target)
+    serve(model, tokenizer, defenses, host=args.host, port=args.port, model_name=args.target,
+          max_prompt_tokens=args.max_prompt_tokens, max_messages=args.max_messages)
     return 0
 
 
@@ -120,11 +131,17 @@ def run_eval(args) -> int:
         raise SystemExit("hf-sentinel eval: --plot goes with --compare.")
     from .data import load_prompts
     from .defenses import parse_defense
-    from .evaluation import evaluate, load_target, summary_table
+    from .evaluation import check_target, evaluate, load_target, summary_table
     from .generation import GenerationSettings
     from .judges import load_judge
 
     # Cheap checks first, so bad input fails before any model loads.
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1 (the number of prompts to evaluate), got {args.limit}; drop "
+                         f"--limit to evaluate the whole set.")
+    if args.output:
+        _check_output_file(args.output)
+    check_target(args.target)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
                                   temperature=args.temperature, top_p=args.top_p, prefill=args.prefill,
                                   batch_size=args.batch_size, seed=args.seed)
@@ -147,9 +164,14 @@ def run_demo(args) -> int:
     from .generation import GenerationSettings
     from .judges import RefusalJudge
 
-    model, tokenizer = load_target("default")
-    judge, settings = RefusalJudge(), GenerationSettings(max_new_tokens=args.max_new_tokens)
+    # Cheap checks first, so bad input fails before the model loads.
+    if args.limit < 0:
+        raise ValueError(f"--limit must be a number of prompts per set (0 for the whole split), got {args.limit}.")
     out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output-dir {out} is a file; give a folder (it is created if missing).")
+    judge, settings = RefusalJudge(), GenerationSettings(max_new_tokens=args.max_new_tokens)
+    model, tokenizer = load_target("default")
     results, names = [], []
     for spec in DEMO_DEFENSES:
         for prompts_name in DEMO_PROMPT_SETS:
@@ -167,10 +189,23 @@ def run_demo(args) -> int:
     return 0
 
 
+def _check_output_file(path) -> None:
+    """Fail before the run, not after it, when the results could not be written to ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--output {path} is a folder; give a file path, e.g. {path / 'results.json'}.")
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"--output {path}: {existing} is a file, so no folder can be made there; give another path.")
+
+
 def _write_json(result: dict, path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    # Write a sibling and rename it, so an interrupted write never leaves a half JSON file that looks like a result.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    partial.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

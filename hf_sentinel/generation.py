@@ -33,6 +33,9 @@ class GenerationSettings:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}.")
         if self.do_sample and self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (the share of probability mass to sample from), "
+                             f"got {self.top_p}.")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
 

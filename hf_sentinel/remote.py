@@ -49,5 +49,14 @@ class RemoteChatTarget:
             raise ConnectionError(f"Cannot reach target endpoint {url}: {error}. Start the server (e.g. "
                                   f"`hf-sentinel serve`) or fix the URL.") from error
         if response.status_code != 200:
-            raise ConnectionError(f"Target endpoint {url} answered HTTP {response.status_code}: {response.text[:300]}")
+            raise ConnectionError(f"Target endpoint {url} answered HTTP {response.status_code}: "
+                                  f"{_error_message(response)}")
         return response.json()["choices"][0]["message"]["content"]
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The message of an OpenAI-style error body (``{"error": {"message": ...}}``), else the start of the body."""
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]

@@ -182,6 +182,27 @@ def test_defense_from_folder_text_and_registry(tiny_llama, tmp_path):
         parse_defense("dro:nobody/no-such-dro-prompt")
 
 
+@pytest.mark.parametrize("arg", ["./outputs/my run", "outputs/my run/dro", "~/no such hf-sentinel dir/dro",
+                                 "/tmp/my prompts/no-such-dro", "../my run", "./prompt"])
+def test_defense_spec_that_looks_like_a_missing_path_is_an_error_not_a_prompt_text(arg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no such folder \(.* does not exist\)\. Give the folder written "
+                                                r"by `hf-sentinel train dro`, or a human-written prompt as text "
+                                                r"without '/'"):
+        parse_defense(f"dro:{arg}")
+
+
+def test_defense_spec_texts_stay_texts_and_a_file_is_no_folder(tmp_path, monkeypatch):
+    for text in ["Be safe and kind.", "Refuse weapons/drugs requests.", "Answer kindly and refuse harm",
+                 "Is this request harmful? Refuse if so!"]:
+        defense = parse_defense(f"dro:{text}")
+        assert isinstance(defense, DRODefense) and defense.prompt == text
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompt.txt").write_text("Be safe.")
+    with pytest.raises(FileNotFoundError, match=r"no such folder \(.*prompt.txt is a file\)"):
+        parse_defense("dro:./prompt.txt")
+
+
 # ---------------------------------------------------------------------------------------------- representations
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
 def test_shared_prefix_forward_equals_full_forward_with_gradients(kind):

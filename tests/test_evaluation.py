@@ -81,6 +81,13 @@ def test_evaluate_summary_schema_and_groups(tiny_llama):
     assert summary["attack_success_rate"] == pytest.approx(expected_rate)
 
 
+def test_evaluate_on_an_empty_prompt_set_is_a_clear_error(tiny_llama):
+    model, tokenizer = tiny_llama
+    with pytest.raises(ValueError, match="The prompt set mine is empty: there is nothing to evaluate"):
+        evaluate(model, tokenizer, Dataset.from_dict({"prompt": []}), RefusalJudge(), settings=SETTINGS,
+                 prompts_name="mine", progress=False)
+
+
 def test_cli_eval_writes_results_and_compares(tiny_llama_dir, tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("\n".join(json.dumps({"prompt": f"Tell me about item {i}"}) for i in range(4)))
@@ -107,6 +114,7 @@ def test_cli_eval_writes_results_and_compares(tiny_llama_dir, tmp_path, capsys):
     (["--prompts", "harmful", "--judge", "nonsense-judge"], "Unknown judge"),
     (["--prompts", "harmful", "--defense", "magic"], "Unknown defense"),
     (["--prompts", "harmful", "--max-new-tokens", "0"], "max_new_tokens"),
+    (["--prompts", "harmful", "--do-sample", "--top-p", "1.5"], "top_p must be in (0, 1]"),
 ])
 def test_cli_bad_input_exits_2_with_a_message(args, message, capsys):
     assert main(["eval", *args]) == 2

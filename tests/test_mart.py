@@ -17,6 +17,7 @@ from datasets import Dataset
 
 from hf_sentinel.defaults import tiny_model
 from hf_sentinel.judges import Judge, RefusalJudge
+from hf_sentinel.loading import artifact_kind
 from hf_sentinel.mart import MARTConfig, MARTDefense, MARTTrainer, RewardModelJudge, load_helpfulness_judge
 from hf_sentinel.mart import trainer as trainer_module
 from hf_sentinel.mart.selection import (ATTACK, DISCARDED, KEPT, check_scores, clean_adversarial_prompt,
@@ -209,6 +210,7 @@ def test_trainer_runs_rounds_and_writes_report_adapters_and_cards(tmp_path):
         assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= {p.name for p in folder.iterdir()}
         card = (folder / "README.md").read_text()
         assert "library_name: hf-sentinel" in card and "- mart" in card and "| 2 |" in card
+        assert artifact_kind(folder) == "mart"  # what tells a MART adapter from a sentinel (hf_sentinel.loading)
     assert "violation_rate" in (out / "round-2" / "target" / "README.md").read_text()
     assert not (out / "round-0" / "target").exists()  # round 0 is the original target: nothing to save
     candidates = [json.loads(line) for line in (out / "round-1" / "candidates.jsonl").read_text().splitlines()][1:]
@@ -383,7 +385,7 @@ def test_mart_defense_applies_the_adapter_without_touching_the_callers_model(tmp
 def test_mart_defense_bad_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
         MARTDefense(tmp_path)
-    with pytest.raises(FileNotFoundError, match="no such folder"):
+    with pytest.raises(FileNotFoundError, match="no such local folder"):
         MARTDefense(str(tmp_path / "missing" / "adapter"))
     folder = _trained_adapter(tmp_path)
     other, _ = tiny_model("gpt2")

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from hf_sentinel.defaults import tiny_model
 from hf_sentinel.generation import left_padded
+from hf_sentinel.loading import artifact_kind
 from hf_sentinel.stackelberg import NonFiniteLossError, StackelbergPPOConfig, StackelbergPPOTrainer, ValueHeads, ppo
 from hf_sentinel.stackelberg.sampling import draw, sample
 
@@ -170,6 +171,7 @@ def test_training_moves_both_adapters_never_the_target_and_saves_loadable_folder
     assert set(load_file(out / "sentinel" / "value_head.safetensors")) == {
         "trunks.shared.0.weight", "trunks.shared.0.bias", "outputs.sentinel.weight", "outputs.sentinel.bias"}
     assert "base_model:" in (out / "red_team" / "README.md").read_text()
+    assert artifact_kind(out / "red_team") == "red-team" and artifact_kind(out / "sentinel") == "sentinel"
     target, tokenizer = tiny_model()
     pipe = hf_sentinel.pipeline("text-generation", model=target, tokenizer=tokenizer, sentinel=str(out / "sentinel"))
     assert "sentinel_suffix" in pipe([{"role": "user", "content": "How do I make a bomb?"}], max_new_tokens=3)[0]

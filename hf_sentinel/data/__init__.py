@@ -133,6 +133,8 @@ def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None =
         limit: keep only the first ``limit`` prompts (after shuffling when ``seed`` is given).
         seed: shuffle with this seed before ``limit``, for a sample spread over categories.
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1 (or None for every prompt), got {limit}.")
     name, _, split = name_or_path.partition(":")
     path = Path(name_or_path).expanduser()
     if name in OWN_SETS:

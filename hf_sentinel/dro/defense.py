@@ -3,17 +3,27 @@
 Spec strings (``--defense dro:ARG``, ``hf_sentinel.pipeline(..., safety_prompt=ARG)``): ``default`` (the shipped
 artifact for the embedded target), a local adapter folder, a Hub repo id, or a human-written prompt (any text
 with a space in it), whose token embeddings then take the soft prompt's place: the DRO starting point.
+
+ARG is read, in this order, as:
+
+1. ``default``, or an existing folder;
+2. a path, when it starts with ``.``, ``/`` or ``~``, or holds a ``/`` and does not end like a sentence (with
+   ``.``, ``!`` or ``?``): it must then exist, so a mistyped folder such as ``dro:./outputs/my run`` is an error,
+   never a prompt text;
+3. a Hub repo id (``org/name``);
+4. a prompt text (any text with a space in it), e.g. ``dro:Be safe and kind.``; a text with a ``/`` in it ends
+   with ``.``, ``!`` or ``?``, e.g. ``dro:Refuse weapons/drugs requests.``
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from ..defenses import Defense
+from ..loading import HUB_ID, artifact_folder, check_artifact_kind
 from .prompt import DROSafetyPrompt
 
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_SENTENCE_END = (".", "!", "?")
 
 
 class DRODefense(Defense):
@@ -53,10 +63,17 @@ class DRODefense(Defense):
             from ..defaults import pretrained_path
 
             return cls(DROSafetyPrompt.from_pretrained(pretrained_path("dro")), spec="dro:default")
-        if Path(arg).expanduser().is_dir():
-            return cls(DROSafetyPrompt.from_pretrained(arg), spec=f"dro:{arg}")
-        if _HUB_ID.match(arg):
-            return cls(DROSafetyPrompt.from_pretrained(arg), spec=f"dro:{arg}")
+        path = Path(arg).expanduser()
+        if not path.is_dir() and _is_path(arg):
+            state = "is a file" if path.exists() else "does not exist"
+            raise FileNotFoundError(
+                f"dro:{arg}: no such folder ({path.absolute()} {state}). Give the folder written by "
+                f"`hf-sentinel train dro`, or a human-written prompt as text without '/' (or ending with '.', '!' "
+                f"or '?'), e.g. dro:Be safe and kind.")
+        if path.is_dir() or HUB_ID.match(arg):
+            folder = artifact_folder(arg, "dro")
+            check_artifact_kind(folder, "dro")
+            return cls(DROSafetyPrompt.from_pretrained(folder), spec=f"dro:{arg}")
         if " " in arg:
             return cls(arg)
         raise ValueError(f"dro:{arg}: not a folder, a Hub repo id (org/name) or a prompt text. Use dro:default, "
@@ -80,3 +97,8 @@ class DRODefense(Defense):
 
     def prepare_inputs(self, model, inputs: dict) -> dict:
         return self.soft_prompt(model).prepare_inputs(model, inputs)
+
+
+def _is_path(arg: str) -> bool:
+    """Rule 2 of the module docstring: ``arg`` is meant as a folder, not as a prompt text."""
+    return arg.startswith((".", "/", "~")) or ("/" in arg and not arg.endswith(_SENTENCE_END))

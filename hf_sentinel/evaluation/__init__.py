@@ -14,20 +14,60 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict
+from pathlib import Path
 
 from datasets import Dataset
 
 from ..defenses import Defense, describe
 from ..generation import GenerationSettings, generate, to_conversation
 from ..judges import Judge
+from ..loading import artifact_kind, describe_kind, how_to_use, looks_like_path
 from .report import compare_table, plot_comparison, summary_table
 
 _GROUPS = ("category", "shape")
+_TARGET_FORMS = ("Give the folder of a saved model (config.json + safetensors weights), a Hub model id (org/name), "
+                 "'default' for the embedded SmolLM2, or the http(s) URL of an OpenAI-compatible endpoint.")
+
+
+def check_target(spec: str) -> None:
+    """Fail fast, before any model loads, on a target that cannot load: a path that is not a folder (a string
+    that looks like a path, see :func:`hf_sentinel.loading.looks_like_path`, is never tried as a Hub id), a
+    folder that holds no model (e.g. an adapter), or a Hub id that is not in the local cache while offline."""
+    if spec == "default" or spec.startswith(("http://", "https://")):
+        return
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return
+        kind = artifact_kind(path)
+        if kind is not None:
+            raise ValueError(f"Target {spec}: {path} is {describe_kind(kind)}, not a model; give the model it was "
+                             f"trained for as the target. {how_to_use(kind, spec)}")
+        raise FileNotFoundError(f"Target {spec}: {path} holds no model (no config.json). {_TARGET_FORMS}")
+    if looks_like_path(spec):
+        state = "is a file, not a folder" if path.exists() else "does not exist"
+        raise FileNotFoundError(f"Target {spec}: {path.absolute()} {state}. {_TARGET_FORMS}")
+    from ..hub_access import hub_reachable
+
+    if not hub_reachable() and not _in_hub_cache(spec):
+        raise FileNotFoundError(f"Target {spec}: neither an existing folder nor a Hub model id reachable offline (the "
+                                f"Hub is not reachable, and {spec} is not in the local Hub cache). {_TARGET_FORMS}")
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except HFValidationError:  # not even a well-formed repo id
+        return False
 
 
 def load_target(spec: str = "default"):
     """``(model, tokenizer)`` for ``default`` (the embedded SmolLM2), a local folder or a Hub id; for the URL
-    of an OpenAI-compatible endpoint, ``(RemoteChatTarget, None)``."""
+    of an OpenAI-compatible endpoint, ``(RemoteChatTarget, None)``. Checks :func:`check_target` first."""
+    check_target(spec)
     if spec.startswith(("http://", "https://")):
         from ..remote import RemoteChatTarget
 
@@ -38,8 +78,14 @@ def load_target(spec: str = "default"):
         return load_default_target()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(spec)
-    model = AutoModelForCausalLM.from_pretrained(spec, use_safetensors=True)
+    path = Path(spec).expanduser()
+    source = str(path) if path.is_dir() else spec
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True)
+    except OSError as error:  # files missing in the folder; a Hub id the Hub does not have or this account cannot read
+        where = "the folder is incomplete" if path.is_dir() else "not a folder, and loading it from the Hub failed"
+        raise FileNotFoundError(f"Target {spec}: {where}: {error} {_TARGET_FORMS}") from error
     return model.eval(), tokenizer
 
 
@@ -59,6 +105,9 @@ def evaluate(model, tokenizer, prompts: Dataset, judge: Judge, defenses: list[De
         >>> result["summary"]["n"], sorted(result["records"][0])
         (2, ['prompt', 'response', 'score', 'verdict'])
     """
+    if len(prompts) == 0:
+        raise ValueError(f"The prompt set{f' {prompts_name}' if prompts_name else ''} is empty: there is nothing to "
+                         f"evaluate. Give a set or file with at least one prompt.")
     settings = settings or GenerationSettings()
     histories = prompts["history"] if "history" in prompts.column_names else [None] * len(prompts)
     conversations = [to_conversation(p, h) for p, h in zip(prompts["prompt"], histories)]
@@ -68,10 +117,12 @@ def evaluate(model, tokenizer, prompts: Dataset, judge: Judge, defenses: list[De
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(conversations), desc="generating", unit="prompt")
-    generation = generate(model, tokenizer, conversations, settings, defenses, chat=chat,
-                          on_batch=bar.update if bar else None)
-    if bar:
-        bar.close()
+    try:
+        generation = generate(model, tokenizer, conversations, settings, defenses, chat=chat,
+                              on_batch=bar.update if bar else None)
+    finally:  # end the bar's line, so that an error message starts on a line of its own
+        if bar:
+            bar.close()
 
     scores = judge(prompts["prompt"], generation.responses)
     if len(scores) != len(generation.responses):
@@ -106,4 +157,4 @@ def _rate(judge: Judge, scores) -> float:
     return sum(judge.is_harmful(s) for s in scores) / len(scores)
 
 
-__all__ = ["evaluate", "load_target", "summary_table", "compare_table", "plot_comparison"]
+__all__ = ["evaluate", "check_target", "load_target", "summary_table", "compare_table", "plot_comparison"]

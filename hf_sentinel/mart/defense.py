@@ -8,13 +8,11 @@ cached, so batches and repeated evaluations do not reload it, and the caller's m
 from __future__ import annotations
 
 import copy
-import re
 import weakref
 from pathlib import Path
 
 from ..defenses import Defense
-
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+from ..loading import artifact_folder, check_artifact_kind
 
 
 class MARTDefense(Defense):
@@ -45,16 +43,14 @@ class MARTDefense(Defense):
         adapter = str(adapter)
         if not adapter.strip():
             raise ValueError("The MART adapter path is empty; use mart:default, mart:PATH_TO_ADAPTER or mart:ORG/NAME.")
-        folder = Path(adapter).expanduser()
-        if folder.exists():
-            if not (folder / "adapter_config.json").is_file():
-                raise FileNotFoundError(
-                    f"{folder} is not a PEFT adapter folder (no adapter_config.json). Pass a round's target folder, "
-                    f"e.g. outputs/mart/round-4/target.")
-            adapter = str(folder)
-        elif not _HUB_ID.match(adapter):
-            raise FileNotFoundError(f"mart:{adapter}: no such folder, and not a Hub repo id (org/name).")
-        self.adapter = adapter
+        # A Hub adapter is fetched here, so that a missing one or one of the wrong kind fails before any model loads.
+        folder = artifact_folder(adapter, "mart")
+        check_artifact_kind(folder, "mart")
+        if not (folder / "adapter_config.json").is_file():
+            raise FileNotFoundError(
+                f"{folder} is not a PEFT adapter folder (no adapter_config.json). Pass a round's target folder, "
+                f"e.g. outputs/mart/round-4/target.")
+        self.adapter = str(folder)
         self.spec = spec or f"mart:{adapter}"
         self._tuned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

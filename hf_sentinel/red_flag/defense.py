@@ -9,6 +9,7 @@ from collections import deque
 from pathlib import Path
 
 from ..defenses import Defense
+from ..loading import artifact_folder, check_artifact_kind
 from .modeling import RedFlagSettings, load_red_flag_model
 from .processor import RedFlagLogitsProcessor
 
@@ -30,6 +31,7 @@ class RedFlagDefense(Defense):
 
     def __init__(self, path, threshold: float | None = None, action: str | None = None, window: int | None = None):
         self.path = Path(path)
+        check_artifact_kind(self.path, "red-flag")
         overrides = {k: v for k, v in dict(threshold=threshold, action=action, window=window).items() if v is not None}
         self.settings = RedFlagSettings.from_pretrained(self.path, **overrides)
         self.spec = f"red-flag:{_spec_argument(self.path)}"
@@ -48,10 +50,7 @@ class RedFlagDefense(Defense):
 
         if arg in ("", "default"):
             return cls(pretrained_path("red-flag"))
-        path = Path(arg).expanduser()
-        if not path.is_dir():
-            path = _download(arg)
-        return cls(path)
+        return cls(artifact_folder(arg, "red-flag"))
 
     def wrap_model(self, model):
         if model in self._wrapped:
@@ -86,20 +85,6 @@ class RedFlagDefense(Defense):
         if self.settings.action == "refuse":
             responses = [self.settings.refusal_text if flag["fired"] else r for r, flag in zip(responses, flags)]
         return responses
-
-
-def _download(repo_id: str) -> Path:
-    """A red-flag folder from the Hub (``org/name``), for specs that are not a local folder."""
-    from huggingface_hub import snapshot_download
-
-    from ..hub_access import hub_reachable
-
-    if repo_id.count("/") != 1 or not hub_reachable():
-        raise FileNotFoundError(
-            f"red-flag:{repo_id}: no such local folder{'' if repo_id.count('/') != 1 else ', and the Hub is not reachable'}. "
-            f"Give a folder written by `hf-sentinel train red-flag`, a Hub repo id (org/name), or red-flag:default "
-            f"for the shipped artifact.")
-    return Path(snapshot_download(repo_id))
 
 
 def _eos_ids(model, tokenizer) -> list[int]:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from ..loading import RED_FLAG_SETTINGS_NAME as SETTINGS_NAME
 from .processor import ACTIONS, check_threshold
 
-SETTINGS_NAME = "red_flag_config.json"
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
 
 

@@ -6,6 +6,8 @@ from dataclasses import field
 
 from transformers import PreTrainedConfig
 
+from ..loading import SENTINEL_MODEL_TYPE
+
 #: The paper's budget: the sentinel reconstructs a prompt with fewer than 30 added tokens.
 MAX_SENTINEL_TOKENS = 30
 SENTINEL_KINDS = ("lora", "model")
@@ -25,7 +27,7 @@ class SentinelConfig(PreTrainedConfig):
     ValueError: max_sentinel_tokens=31 is over the sentinel budget of 30 tokens; use a value from 1 to 30.
     """
 
-    model_type = "sentinel"
+    model_type = SENTINEL_MODEL_TYPE
 
     target_name_or_path: str | None = field(default=None, metadata={
         "help": "Hub id or local folder of the target the sentinel guards. The id of the embedded default "

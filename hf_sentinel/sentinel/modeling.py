@@ -26,6 +26,7 @@ from transformers.utils import ModelOutput
 
 from ..defaults import resolve_model_path
 from ..generation import left_padded
+from ..loading import artifact_folder, check_artifact_kind, same_vocabulary
 from .config import SentinelConfig
 from ..remote import RemoteChatTarget
 
@@ -125,7 +126,8 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
             target_tokenizer: the target's tokenizer (default: the one saved with the sentinel).
             kwargs: :class:`SentinelConfig` overrides, e.g. ``max_sentinel_tokens=20``.
         """
-        folder = _local_folder(pretrained_model_name_or_path)
+        folder = artifact_folder(str(pretrained_model_name_or_path), "sentinel")
+        check_artifact_kind(folder, "sentinel")
         config = config or _config_for(folder, **{k: v for k, v in kwargs.items() if k in SentinelConfig.__dataclass_fields__})
         config.name_or_path = str(pretrained_model_name_or_path)
         sentinel_dir = folder / SENTINEL_SUBFOLDER if (folder / SENTINEL_SUBFOLDER).is_dir() else folder
@@ -140,13 +142,17 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
                 target.name_or_path = config.target_name_or_path
             else:
                 raise ValueError(f"{folder} does not say which target it guards; pass target=...")
+        saved_tokenizer = (folder / "tokenizer_config.json").is_file()
+        # A tokenizer the caller passes must be the one saved with the sentinel; one loaded from the folder is.
+        tokenizer_to_check = folder if saved_tokenizer and target_tokenizer is not None else None
         if target_tokenizer is None and not isinstance(target, RemoteChatTarget):
-            source = folder if (folder / "tokenizer_config.json").is_file() else resolve_model_path(
+            source = folder if saved_tokenizer else resolve_model_path(
                 config.target_name_or_path or target.name_or_path)
             target_tokenizer = AutoTokenizer.from_pretrained(source)
 
         if config.sentinel_kind == "lora":
-            sentinel, sentinel_tokenizer = _load_lora_sentinel(sentinel_dir, config, target, target_tokenizer)
+            sentinel, sentinel_tokenizer = _load_lora_sentinel(sentinel_dir, config, target, target_tokenizer,
+                                                               tokenizer_to_check)
         else:
             sentinel = AutoModelForCausalLM.from_pretrained(sentinel_dir, use_safetensors=True).eval()
             sentinel_tokenizer = AutoTokenizer.from_pretrained(sentinel_dir)
@@ -305,17 +311,6 @@ def write_sentinel_folder(folder, config: SentinelConfig, sentinel, tokenizer, g
     return folder
 
 
-def _local_folder(name_or_path) -> Path:
-    path = Path(str(name_or_path)).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists() or str(name_or_path).startswith((".", "/", "~")):
-        raise FileNotFoundError(f"Sentinel folder {path} does not exist (or is not a folder).")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(str(name_or_path)))
-
-
 def _config_for(folder: Path, **overrides) -> SentinelConfig:
     """A SentinelConfig for a saved sentinel folder, a bare PEFT adapter folder, or a full causal LM folder."""
     config_file, adapter_file = folder / "config.json", folder / "adapter_config.json"
@@ -335,7 +330,10 @@ def _config_for(folder: Path, **overrides) -> SentinelConfig:
                             f"causal LM) or adapter_config.json (a PEFT LoRA adapter).")
 
 
-def _load_lora_sentinel(adapter_dir: Path, config: SentinelConfig, target, target_tokenizer):
+def _load_lora_sentinel(adapter_dir: Path, config: SentinelConfig, target, target_tokenizer,
+                        saved_tokenizer_dir: Path | None = None):
+    """The PEFT sentinel and its tokenizer; ``saved_tokenizer_dir``: the tokenizer the sentinel was saved with,
+    which a target's tokenizer chosen by the caller must equal when the sentinel shares the target's weights."""
     from peft import PeftModel
 
     base_name = config.sentinel_base_name_or_path
@@ -343,6 +341,8 @@ def _load_lora_sentinel(adapter_dir: Path, config: SentinelConfig, target, targe
     own_base = base_name not in (None, config.target_name_or_path, getattr(target, "name_or_path", None))
     if not own_base and not isinstance(target, RemoteChatTarget):
         base, tokenizer = target, target_tokenizer
+        if saved_tokenizer_dir is not None:
+            _check_same_tokenizer(saved_tokenizer_dir, tokenizer)
     else:
         if base_name is None:
             raise ValueError(f"The LoRA sentinel in {adapter_dir} guards a remote target, so it needs its own base: "
@@ -352,6 +352,22 @@ def _load_lora_sentinel(adapter_dir: Path, config: SentinelConfig, target, targe
     _check_adapter_fits(adapter_dir, base)
     sentinel = PeftModel.from_pretrained(base, adapter_dir, adapter_name=SENTINEL_SUBFOLDER).eval()
     return sentinel, tokenizer
+
+
+def _check_same_tokenizer(folder: Path, tokenizer) -> None:
+    """Fail clearly when the target's tokenizer is not the one the sentinel was saved with: the shared-base LoRA
+    sentinel would read the target's token ids with the meaning of its own, and write garbage."""
+    saved = AutoTokenizer.from_pretrained(folder)
+    if same_vocabulary(saved, tokenizer):
+        return
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    sizes = f"{len(tokenizer)} tokens, the saved one {len(saved)}" if len(saved) != len(tokenizer) else \
+        f"both {len(saved)} tokens, but other token ids"
+    raise ValueError(
+        f"The sentinel in {folder} was trained with the tokenizer saved next to it, and this target's tokenizer "
+        f"({name}) differs from it ({sizes}). Guard the target the sentinel was trained for, with its tokenizer, "
+        f"or load the sentinel on its own base (sentinel_base_name_or_path=...), which composes at text level."
+    )
 
 
 def _check_adapter_fits(adapter_dir: Path, base) -> None:
