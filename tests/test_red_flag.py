@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 from datasets import Dataset
-from transformers import LogitsProcessorList
+from transformers import LogitsProcessorList, TrainerCallback
 
 from hf_sentinel.defaults import tiny_model, tiny_tokenizer
 from hf_sentinel.defenses import DEFENSES, parse_defense
@@ -261,15 +261,43 @@ def test_the_merged_model_matches_the_trained_adapter(trained):
         assert torch.allclose(merged(input_ids=ids).logits, expected, atol=1e-4)
 
 
+class _StopAt(TrainerCallback):
+    """Ends training after ``step`` (its checkpoint saved), as a killed run would: the schedule keeps its length."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def _trained_weights(trainer) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+
+
 def test_training_resumes_from_its_last_checkpoint(tmp_path):
     model, tokenizer = tiny_model()
-    RedFlagTrainer(model, _config(tmp_path, max_steps=3), train_dataset=DATA, processing_class=tokenizer).train()
-    assert (tmp_path / "run" / "checkpoint-3").is_dir()
+    straight = RedFlagTrainer(model, _config(tmp_path / "a", threshold=0.5), train_dataset=DATA,
+                              processing_class=tokenizer)
+    straight.train()
     model, tokenizer = tiny_model()
-    resumed = RedFlagTrainer(model, _config(tmp_path), train_dataset=DATA, processing_class=tokenizer)
+    interrupted = RedFlagTrainer(model, _config(tmp_path / "b", threshold=0.5), train_dataset=DATA,
+                                 processing_class=tokenizer, callbacks=[_StopAt(3)])
+    interrupted.train()
+    assert interrupted.state.global_step == 3 and (tmp_path / "b" / "run" / "checkpoint-3").is_dir()
+    model, tokenizer = tiny_model()
+    resumed = RedFlagTrainer(model, _config(tmp_path / "b", threshold=0.5), train_dataset=DATA,
+                             processing_class=tokenizer)
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == 6
     assert [h["step"] for h in resumed.state.log_history if "loss" in h] == [3, 6]
+    # The LoRA matrices and the <rf> row: the same updates in the same order as the uninterrupted run.
+    expected, weights = _trained_weights(straight), _trained_weights(resumed)
+    assert weights.keys() == expected.keys() and any("trainable_tokens" in name for name in weights)
+    assert any(not torch.equal(p, w) for p, w in zip(_trained_weights(interrupted).values(), weights.values()))
+    for name, weight in weights.items():
+        torch.testing.assert_close(weight, expected[name], atol=1e-6, rtol=0, msg=name)
 
 
 def test_trainer_bad_input(tmp_path, tiny_gpt2):

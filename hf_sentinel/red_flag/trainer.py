@@ -30,6 +30,7 @@ import json
 import time
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,7 @@ from .modeling import RedFlagSettings, add_red_flag_token, vocabulary_fingerprin
 from .processor import RedFlagLogitsProcessor
 
 LABELS = ("harmful", "benign")
+BATCH_COUNT_FILE = "red_flag_batches.json"  # in each checkpoint: how many batches were trained on
 
 
 class RedFlagTrainer(Trainer):
@@ -138,6 +140,7 @@ class RedFlagTrainer(Trainer):
         super().__init__(model=model, args=args, train_dataset=dataset, data_collator=collator,
                          processing_class=tokenizer, callbacks=callbacks, optimizers=optimizers)
         self._metrics: dict[str, list[float]] = {}
+        self._batches_trained = 0  # saved with each checkpoint: a resumed run's collator continues from there
 
     # ------------------------------------------------------------------ data
     def _prepare(self, model, decoder, tokenizer, rows, args) -> list[dict]:
@@ -328,6 +331,25 @@ class RedFlagTrainer(Trainer):
                 self._metrics.setdefault("harmful_p_rf", []).append(flag_log_probs[:, self.red_flag_token_id].exp().mean().item())
         return (loss, final) if return_outputs else loss
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self._batches_trained += 1
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        (Path(output_dir) / BATCH_COUNT_FILE).write_text(json.dumps({"batches_trained": self._batches_trained}))
+
+    def _restore_batch_count(self, checkpoint: str | bool) -> None:
+        """Start the collator at the first batch the checkpoint has not trained on. The data loader skips the
+        trained batches without building them, so the collator must be told how many there were."""
+        from transformers.trainer_utils import get_last_checkpoint
+
+        folder = get_last_checkpoint(self.args.output_dir) if checkpoint is True else checkpoint
+        path = Path(folder) / BATCH_COUNT_FILE if folder else None
+        if path is None or not path.is_file():
+            return  # Trainer.train reports a missing checkpoint; an older one resumes with fresh draws
+        self._batches_trained = self.data_collator.batches = json.loads(path.read_text())["batches_trained"]
+
     def _loss_weights(self) -> dict[str, float]:
         """Each loss term's weight, by the name the term is logged under."""
         args = self.args
@@ -364,10 +386,12 @@ class RedFlagTrainer(Trainer):
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------ calibration and saving
-    def train(self, *args, **kwargs):
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """Train (``resume_from_checkpoint`` works as in ``transformers.Trainer``), then calibrate the threshold."""
+        if resume_from_checkpoint:
+            self._restore_batch_count(resume_from_checkpoint)
         start = time.perf_counter()
-        output = super().train(*args, **kwargs)
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
         self.timings["train_s"] = time.perf_counter() - start
         if self.args.threshold is None and self._calibration_rows:
             start = time.perf_counter()
@@ -426,8 +450,6 @@ class RedFlagTrainer(Trainer):
         return merged.eval()
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        from pathlib import Path
-
         output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         # Only the <rf> row of the grown embedding is trained: PEFT would otherwise save all 49k rows. And
@@ -589,9 +611,15 @@ class _RedFlagCollator:
         self.kl_token_fraction = kl_token_fraction
         self.pad_token_id = pad_token_id
         self.after_flag_tokens = after_flag_tokens
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.batches = 0
 
     def __call__(self, examples: list[dict]) -> dict:
+        # Each batch draws from its own generator, seeded by the batch's number: a resumed run draws what the
+        # uninterrupted one drew, though its data loader never builds the batches it skips (one running generator
+        # would restart at the checkpoint, and the loader builds a batch ahead of the one being trained on).
+        generator = torch.Generator().manual_seed((self.seed << 32) + self.batches)
+        self.batches += 1
         sequences, kl_rows, kl_positions, kl_reference, kl_after = [], [], [], [], []
         flag_rows, flag_positions, flag_weights = [], [], []
         clear_rows, clear_positions, clear_weights = [], [], []
@@ -599,7 +627,7 @@ class _RedFlagCollator:
             ids, start, reference = example["input_ids"], example["answer_start"], example["reference"]
             answer_length = len(ids) - start
             if example["harmful"]:
-                k = int(torch.randint(answer_length, (1,), generator=self.generator))
+                k = int(torch.randint(answer_length, (1,), generator=generator))
                 # "index": the CE at k only (the paper); "prefix": at every answer position up to k as well.
                 flagged = range(start - 1 if self.flag_prefix else start + k - 1, start + k)
                 flag_rows += [row] * len(flagged)
@@ -620,7 +648,7 @@ class _RedFlagCollator:
                 # A random share of the answer's positions per step: neighbouring positions carry nearly the same
                 # signal, and the 49k-way softmax per position is most of a step's cost.
                 count = max(1, round(self.kl_token_fraction * answer_length))
-                chosen = torch.randperm(answer_length, generator=self.generator)[:count].sort().values
+                chosen = torch.randperm(answer_length, generator=generator)[:count].sort().values
                 positions = (chosen + start - 1).tolist()
                 kl_reference.append(reference[chosen])
                 cleared = range(start - 1, start - 1 + min(self.flag_window, answer_length))
