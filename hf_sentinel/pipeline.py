@@ -26,7 +26,7 @@ def pipeline(task: str | None = None, model=None, sentinel=None, red_flag=None, 
         task, model, kwargs: as for ``transformers.pipeline``. ``model="default"`` is the embedded
             SmolLM2-135M-Instruct.
         sentinel: folder or Hub id of a sentinel (a saved ``SentinelForCausalLM``, a LoRA adapter, or a full
-            causal LM). A LoRA sentinel over the target's own base shares the target's weights.
+            causal LM), or ``"default"``. A LoRA sentinel over the target's own base shares the target's weights.
         red_flag: folder or Hub id of a red-flag adapter (``<rf>`` token), or ``"default"``.
         safety_prompt: folder or Hub id of a DRO soft prompt, ``"default"``, or a human-written text prompt.
 

@@ -46,7 +46,11 @@ def test_the_journey_names_every_step():
     commands = journey_commands()
     for method in ("sentinel", "red-flag", "dro", "mart"):
         assert any(c.startswith(f"hf-sentinel train {method} ") for c in commands), method
-    assert "pip install --quiet -e \".[dev]\"" in (REPO / "Makefile").read_text()  # what the install block says
+    # What the install block says `make setup` runs: the package from the lock.
+    assert 'pip install --constraint constraints.txt -e ".[dev]"' in text
+    makefile = (REPO / "Makefile").read_text()
+    assert "LOCK := constraints.txt" in makefile and "$(call install,$(VENV),--constraint $(LOCK)" in makefile
+    assert '-e ".[dev]"' in makefile
 
 
 def test_from_zero_journey_runs_verbatim(tmp_path):

@@ -1,3 +1,4 @@
+import copy
 import json
 import socket
 import subprocess
@@ -230,7 +231,7 @@ def test_server_answers_openai_chat_completions_and_guards_a_remote_target(serve
     assert body["choices"][0]["message"]["content"] == generate(
         model, tokenizer, [HELLO], GenerationSettings(max_new_tokens=5)).responses[0]
     bad = httpx.post(f"{server}/v1/chat/completions", json={"messages": [{"role": "user", "content": " "}]}, timeout=30)
-    assert bad.status_code == 400 and "empty" in bad.json()["detail"]
+    assert bad.status_code == 400 and "empty" in bad.json()["error"]["message"]
 
     # Black-box path: the sentinel runs here on its own base, the target answers behind the server.
     adapter = _adapter(tmp_path / "adapter", tiny_llama_dir)
@@ -262,8 +263,8 @@ def test_config_rejects_unknown_kind():
 def test_eval_with_a_sentinel_defense_on_the_embedded_target(default_target, tmp_path, capsys):
     model, tokenizer = default_target
     adapter = tmp_path / "untrained"
-    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
-    model.unload() if hasattr(model, "unload") else None
+    # get_peft_model injects LoRA layers into the model it is given: a copy, so the session's target stays plain.
+    get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
     out = tmp_path / "sentinel.json"
     code = cli_main(["eval", "--prompts", "harmful:test", "--limit", "4", "--defense", f"sentinel:{adapter}",
                                  "--max-new-tokens", "8", "--output", str(out)])
@@ -272,6 +273,7 @@ def test_eval_with_a_sentinel_defense_on_the_embedded_target(default_target, tmp
     assert result["summary"]["defense"] == f"sentinel:{adapter}"
     assert all("sentinel_suffix" in r for r in result["records"])
     assert Path(adapter, "adapter_config.json").is_file()
+    assert not hasattr(model, "peft_config") and not any(type(m).__name__.startswith("Lora") for m in model.modules())
 
 
 @pytest.mark.integration
@@ -282,7 +284,9 @@ def test_shipped_sentinel_appends_its_instruction_to_harmful_requests_only(defau
     from hf_sentinel.generation import to_conversation
 
     model, tokenizer = default_target
-    sentinel = SentinelForCausalLM.from_pretrained(pretrained_path("sentinel"), target=model, target_tokenizer=tokenizer)
+    # The LoRA sentinel is injected into the target it shares: a copy, so the session's target stays plain.
+    sentinel = SentinelForCausalLM.from_pretrained(pretrained_path("sentinel"), target=copy.deepcopy(model),
+                                                   target_tokenizer=tokenizer)
     harmful = [to_conversation(p) for p in load_prompts("harmful:test", limit=10, seed=1)["prompt"]]
     benign = [to_conversation(r["prompt"], r["history"]) for r in load_prompts("benign:test", limit=10, seed=1)]
     _, harmful_suffixes = sentinel.refine(harmful)
