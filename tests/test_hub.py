@@ -17,7 +17,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from fake_hub import FakeHub
 from spaces_support import REPO, tiny_dro_dir, tiny_red_flag_dir, tiny_sentinel_dir, tiny_target_dir
 
-from hf_sentinel.hub import CARD_KINDS, REPO_PLACEHOLDER, push_folder, template_dirs, write_model_card
+from hf_sentinel.defaults import DEFAULT_TARGET_NAME, PRETRAINED_DIR
+from hf_sentinel.hub import (CARD_KINDS, EMBEDDED_TARGET_NOTE, REPO_PLACEHOLDER, push_folder, render_model_card,
+                             template_dirs, write_model_card)
 
 RESULT = EvalResult(task_type="text-generation", dataset_type="hf-sentinel/harmful", dataset_name="harmful:test",
                     metric_type="attack_success_rate", metric_value=0.25)
@@ -121,6 +123,25 @@ def test_mart_adversary_card_shows_how_to_prompt_it(target, tmp_path):
     text = ModelCard.load(folder / "README.md").text
     assert "MART adversary adapter" in text and ".format(prompt=" in text and "--defense mart:" not in text
     exec(usage_snippets(text)[0].replace(REPO_PLACEHOLDER, str(folder)), {})
+
+
+@pytest.mark.parametrize("kind", sorted(CARD_KINDS))
+def test_cards_for_the_embedded_target_say_which_weights_the_numbers_come_from(kind):
+    def render(base_model):
+        return render_model_card(kind, title="A title", summary="What it is.", base_model=base_model, tags=[]).text
+
+    assert "Q4_1 GGUF" in EMBEDDED_TARGET_NOTE and "not the Hub's bf16 weights" in EMBEDDED_TARGET_NOTE
+    assert f"What it is.\n\n{EMBEDDED_TARGET_NOTE}\n" in render(DEFAULT_TARGET_NAME)
+    assert EMBEDDED_TARGET_NOTE not in render("org/another-model") and EMBEDDED_TARGET_NOTE not in render(None)
+
+
+def test_shipped_cards_say_which_weights_the_numbers_come_from():
+    folders = sorted(PRETRAINED_DIR.glob("*-smollm2"))
+    assert [f.name for f in folders] == ["dro-smollm2", "mart-smollm2", "red-flag-smollm2", "sentinel-smollm2"]
+    for folder in folders:
+        card = ModelCard.load(folder / "README.md")
+        assert card.data.base_model == DEFAULT_TARGET_NAME
+        assert card.text.count(EMBEDDED_TARGET_NOTE) == 1, folder.name
 
 
 def test_unknown_kind_is_a_clear_error(tmp_path):
