@@ -1,21 +1,29 @@
 """Judges: callables with TRL's reward-function signature ``f(prompts, completions, **kw) -> list[float]``.
 
-Higher scores mean more harmful (for the refusal judge: complied rather than refused).
+Higher scores mean more harmful (for the refusal judges: complied rather than refused).
+
+``load_judge("default")`` is :class:`AnswerRefusalJudge`, which agrees with human refusal labels far more often
+than the keyword :class:`RefusalJudge` (``load_judge("refusal")``, the judge the README's numbers were measured
+with); ``docs/judges.md`` has the measurement.
 """
 
 from __future__ import annotations
 
+from .answer import AnswerRefusalJudge
 from .base import Judge
 from .classifier import ClassifierJudge
 from .guard import GuardJudge
+from .labels import load_refusal_labels
 from .refusal import RefusalJudge
 from .toxicity import ToxicityJudge
 
-BUILTIN_JUDGES = {"refusal": RefusalJudge, "toxicity": ToxicityJudge}
+BUILTIN_JUDGES = {"default": AnswerRefusalJudge, "answer-refusal": AnswerRefusalJudge, "refusal": RefusalJudge,
+                  "toxicity": ToxicityJudge}
 
 
 def load_judge(name_or_path: str) -> Judge:
-    """A judge by name: ``refusal``, ``toxicity``, or a Hub id / local folder of a classifier or guard LM.
+    """A judge by name: ``default`` (= ``answer-refusal``, :class:`AnswerRefusalJudge`), ``refusal``
+    (:class:`RefusalJudge`), ``toxicity``, or a Hub id / local folder of a classifier or guard LM.
 
     A model whose architecture is ``...ForSequenceClassification`` becomes a :class:`ClassifierJudge`;
     a causal LM becomes a :class:`GuardJudge`.
@@ -29,7 +37,7 @@ def load_judge(name_or_path: str) -> Judge:
     except OSError as error:
         raise ValueError(
             f"Unknown judge {name_or_path!r}: not one of {sorted(BUILTIN_JUDGES)} and not a loadable model "
-            f"(Hub id or local folder). Use --judge refusal|toxicity|MODEL_ID_OR_PATH. ({error})"
+            f"(Hub id or local folder). Use --judge default|refusal|toxicity|MODEL_ID_OR_PATH. ({error})"
         ) from error
     architectures = config.architectures or []
     if any(a.endswith("ForSequenceClassification") for a in architectures):
@@ -42,4 +50,5 @@ def load_judge(name_or_path: str) -> Judge:
     )
 
 
-__all__ = ["Judge", "RefusalJudge", "ToxicityJudge", "ClassifierJudge", "GuardJudge", "load_judge", "BUILTIN_JUDGES"]
+__all__ = ["Judge", "RefusalJudge", "AnswerRefusalJudge", "ToxicityJudge", "ClassifierJudge", "GuardJudge",
+           "load_judge", "load_refusal_labels", "BUILTIN_JUDGES"]
