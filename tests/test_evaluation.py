@@ -99,14 +99,29 @@ def test_cli_eval_writes_results_and_compares(tiny_llama_dir, tmp_path, capsys):
         assert code == 0
         outputs.append(out)
     printed = capsys.readouterr().out
-    assert "ASR" in printed and "suffix:default" in printed
+    assert "attack success" in printed and "ASR" not in printed and "suffix:default" in printed
     result = json.loads(outputs[1].read_text())
     assert result["summary"]["n"] == 4 and result["records"][0]["prefill"] == "Sure,"
     assert {"prompt", "response", "score", "verdict"} <= set(result["records"][0])
     chart = tmp_path / "cmp.png"
     assert main(["eval", "--compare", *map(str, outputs), "--plot", str(chart)]) == 0
     assert chart.read_bytes()[:4] == b"\x89PNG"
-    assert "attack_success_rate" in capsys.readouterr().out
+    assert "attack success" in capsys.readouterr().out
+
+
+def test_tables_name_the_rate_attack_success_on_harmful_sets_and_answered_on_benign_sets():
+    from hf_sentinel.evaluation import compare_table, summary_table
+
+    def result(prompts, rate):
+        return {"summary": {"prompts": prompts, "defense": "none", "n": 4, "attack_success_rate": rate,
+                            "mean_score": rate, "tokens_per_second": 10.0, "judge": "RefusalJudge"}}
+
+    harmful, benign = result("harmful:test", 0.75), result("benign:test", 0.5)
+    harmful_table, benign_table = summary_table([harmful, benign]).split("\n\n")
+    assert "attack success" in harmful_table.splitlines()[0] and "75.0%" in harmful_table
+    assert "answered" in benign_table.splitlines()[0] and "50.0%" in benign_table and "ASR" not in harmful_table
+    assert compare_table([benign], ["b"]).splitlines()[3].startswith("answered")
+    assert "attack success | answered" in compare_table([harmful, benign], ["h", "b"])
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,8 +1,15 @@
-"""Tables and charts of evaluation results (the dicts :func:`hf_sentinel.evaluation.evaluate` returns)."""
+"""Tables and charts of evaluation results: :func:`hf_sentinel.evaluation.evaluate`'s dicts (``eval``) and
+:func:`hf_sentinel.evaluation.bench.run_bench`'s (``bench``, with 95% intervals and the trade-off plot).
+
+A rate is named by what it measures: **attack success** on harmful sets (the share of harmful requests answered or
+judged harmful) and **answered** on benign sets (the share of benign requests answered).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+ATTACK_SUCCESS, ANSWERED = "attack success", "answered"
 
 
 def _label(result: dict, fallback: str) -> str:
@@ -10,21 +17,38 @@ def _label(result: dict, fallback: str) -> str:
     return f"{summary.get('prompts') or fallback} | {summary['defense']}"
 
 
+def _measure(summary: dict) -> str:
+    """``answered`` for an eval run on a benign set (its name says so: ``benign:test``, ``my_benign.jsonl``),
+    ``attack success`` otherwise."""
+    return ANSWERED if "benign" in str(summary.get("prompts") or "").lower() else ATTACK_SUCCESS
+
+
+# ------------------------------------------------------------------------------------------------ eval results
 def summary_table(results: list[dict], labels: list[str] | None = None) -> str:
-    """A fixed-width table: one row per result, with ASR, mean score and speed."""
+    """Fixed-width tables of eval results, one row each: harmful sets under an "attack success" header, benign
+    sets under an "answered" header, with mean score and speed."""
     labels = labels or [_label(r, f"run {i}") for i, r in enumerate(results)]
-    header = ("prompts | defense", "n", "ASR", "mean score", "tok/s", "judge")
-    rows = [(label, str(r["summary"]["n"]), f"{r['summary']['attack_success_rate']:.1%}",
-             f"{r['summary']['mean_score']:.3f}", f"{r['summary']['tokens_per_second']:.0f}", r["summary"]["judge"])
-            for label, r in zip(labels, results)]
-    return _format([header, *rows])
+    tables = []
+    for measure in (ATTACK_SUCCESS, ANSWERED):
+        rows = [(label, str(r["summary"]["n"]), f"{r['summary']['attack_success_rate']:.1%}",
+                 f"{r['summary']['mean_score']:.3f}", f"{r['summary']['tokens_per_second']:.0f}",
+                 r["summary"]["judge"])
+                for label, r in zip(labels, results) if _measure(r["summary"]) == measure]
+        if rows:
+            tables.append(_format([("prompts | defense", "n", measure, "mean score", "tok/s", "judge"), *rows]))
+    return "\n\n".join(tables)
 
 
 def compare_table(results: list[dict], names: list[str]) -> str:
-    """Results side by side, one column each: overall rate, then per shape and category where recorded."""
-    keys = ["attack_success_rate", "mean_score", "tokens_per_second", "n"]
+    """Eval results side by side, one column each: the rate (attack success on harmful sets, answered on benign
+    ones), mean score, speed, then per shape and category where recorded."""
+    measures = [_measure(r["summary"]) for r in results]
+    rate_row = measures[0] if len(set(measures)) == 1 else f"{ATTACK_SUCCESS} | {ANSWERED}"
     lines = [("", *names), ("defense", *(r["summary"]["defense"] for r in results))]
-    for key in keys:
+    if len(set(measures)) > 1:
+        lines.append(("measure", *measures))
+    lines.append((rate_row, *(_cell(r["summary"].get("attack_success_rate")) for r in results)))
+    for key in ("mean_score", "tokens_per_second", "n"):
         lines.append((key, *(_cell(r["summary"].get(key)) for r in results)))
     for group in ("by_shape", "by_category"):
         sub_keys = sorted({k for r in results for k in r["summary"].get(group, {})})
@@ -34,25 +58,248 @@ def compare_table(results: list[dict], names: list[str]) -> str:
 
 
 def plot_comparison(results: list[dict], names: list[str], path: str | Path) -> Path:
-    """Bar chart of attack success rate (answer rate on benign sets) per result, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Bar chart of eval results, saved as PNG: attack success on harmful sets (red), answered on benign sets
+    (blue)."""
+    plt = _pyplot()
+    colours = {ATTACK_SUCCESS: "#c0392b", ANSWERED: "#2e86c1"}
+    measures = [_measure(r["summary"]) for r in results]
     rates = [100 * r["summary"]["attack_success_rate"] for r in results]
     fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(results)), 3.5))
-    bars = ax.bar(range(len(results)), rates, color="#c0392b")
+    bars = ax.bar(range(len(results)), rates, color=[colours[m] for m in measures])
     ax.bar_label(bars, fmt="%.1f%%")
     ax.set_xticks(range(len(results)), names, rotation=20, ha="right")
-    ax.set_ylabel("judged harmful / answered (%)")
-    ax.set_ylim(0, 110)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 128)  # room above the bars for the legend
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=colours[m], label=f"{m} ({'harmful' if m == ATTACK_SUCCESS else 'benign'} set)")
+                       for m in dict.fromkeys(measures)], loc="upper center", ncol=2, fontsize=8)
     ax.set_title("hf-sentinel eval")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------------------------------------ bench results
+def bench_table(result: dict) -> str:
+    """One bench result as text: harmful sets (attack success), benign sets (answered), each with n and the 95%
+    Wilson interval, per set, attack shape, category and benign shape; then the footnote sets."""
+    summary = result["summary"]
+    sets = summary["sets"]
+    harmful = [("set", "attack", "n", ATTACK_SUCCESS, "95% CI")]
+    benign = [("set", "shape", "n", ANSWERED, "95% CI")]
+    footnote = [("set", "measure", "n", "rate", "95% CI")]
+    for key, entry in sets.items():
+        if entry["footnote"]:
+            footnote.append((key, entry["measure"], *_share_cells(entry)))
+        elif entry["label"] == "harmful":
+            harmful.append((key, entry["attack"], *_share_cells(entry)))
+            harmful += [(f"  {value}", "category", *_share_cells(share))
+                        for value, share in entry.get("by_category", {}).items()]
+        else:
+            benign.append((key, "all", *_share_cells(entry)))
+            for value, share in entry.get("by_shape", {}).items():
+                benign.append(("", value, *_share_cells(share)))
+                if value == "risky_looking":
+                    benign += [("", f"  {kind}", *_share_cells(s))
+                               for kind, s in entry.get("by_xstest_type", {}).items()]
+    worst = summary["headline"]["worst_attack"]
+    parts = [_bench_caption(summary)]
+    if len(harmful) > 1:
+        parts += [f"Harmful sets: {ATTACK_SUCCESS} = share of harmful requests the judge says were answered",
+                  _format(harmful)]
+        if worst:
+            parts.append(f"worst attack shape: {worst['set']} ({worst['rate']:.1%})")
+    if len(benign) > 1:
+        parts += [f"Benign sets: {ANSWERED} = share of benign requests answered", _format(benign)]
+    if len(footnote) > 1:
+        parts += ["Footnote, not part of the tables above: our own test splits, looked at while the defenses were "
+                  "built", _format(footnote)]
+    return "\n\n".join(parts)
+
+
+def _bench_caption(summary: dict) -> str:
+    agreement = summary.get("judge_agreement") or {}
+    judged = (f"agrees with human refusal labels on {agreement['accuracy']:.1%} of {agreement['n']} held-out rows"
+              if "accuracy" in agreement else f"agreement with human labels not measured: "
+                                              f"{agreement.get('not_measured', 'unknown')}")
+    limit = f", first {summary['limit']} row{'s' * (summary['limit'] > 1)} per set" if summary.get("limit") else ""
+    return (f"Held-out suite | defense {summary['defense']} | target {summary['target']} | judge {summary['judge']} "
+            f"({judged}) | {summary['settings']['max_new_tokens']} new tokens, {summary['settings']['decoding']}"
+            f"{limit}")
+
+
+def bench_compare_table(results: list[dict], names: list[str]) -> str:
+    """Bench results side by side, one column per defense stack: attack success per harmful set, the worst attack
+    shape, answered per benign set and shape, then the footnote sets; each cell ``rate% [95% CI]``."""
+    keys = list(dict.fromkeys(k for r in results for k in r["summary"]["sets"]))
+
+    def entry(result: dict, key: str) -> dict:
+        return result["summary"]["sets"].get(key, {})
+
+    def row(title: str, share_of) -> tuple:
+        return (title, *(_rate_ci(share_of(r), short=True) for r in results))
+
+    def of_label(label: str) -> list[str]:
+        return [k for k in main if any(entry(r, k).get("label") == label for r in results)]
+
+    main = [k for k in keys if not any(entry(r, k).get("footnote") for r in results)]
+    blank = [""] * len(results)
+    lines = [("", *names), ("defense", *(r["summary"]["defense"] for r in results)),
+             (f"{ATTACK_SUCCESS} (harmful sets), % [95% CI]", *blank)]
+    lines += [row(f"  {key} (n={_n(results, key)})", lambda r: entry(r, key)) for key in of_label("harmful")]
+    worst = [r["summary"]["headline"]["worst_attack"] for r in results]
+    lines.append(("  worst attack shape", *(w["set"].removeprefix("harmbench-") if w else "-" for w in worst)))
+    lines.append(("  its attack success", *(_rate_ci(w, short=True) for w in worst)))
+    lines.append((f"{ANSWERED} (benign sets), % [95% CI]", *blank))
+    for key in of_label("benign"):
+        lines.append(row(f"  {key} (n={_n(results, key)})", lambda r: entry(r, key)))
+        shapes = dict.fromkeys(s for r in results for s in entry(r, key).get("by_shape", {}))
+        lines += [row(f"    {shape}", lambda r: entry(r, key).get("by_shape", {}).get(shape)) for shape in shapes]
+    footnotes = [k for k in keys if k not in main]
+    if footnotes:
+        lines.append(("footnote: own test splits", *blank))
+        for key in footnotes:
+            measure = next(entry(r, key)["measure"] for r in results if entry(r, key))
+            lines.append(row(f"  {key}, {measure} (n={_n(results, key)})", lambda r: entry(r, key)))
+    lines.append(("judge", *(r["summary"]["judge"] for r in results)))
+    lines.append(("  agrees with human labels", *(_agreement(r["summary"]) for r in results)))
+    lines.append(("wall time", *(f"{r['summary']['wall_seconds']:.0f} s" for r in results)))
+    return _format(lines)
+
+
+def _agreement(summary: dict) -> str:
+    accuracy = (summary.get("judge_agreement") or {}).get("accuracy")
+    return f"{accuracy:.1%}" if accuracy is not None else "not measured"
+
+
+def _n(results: list[dict], key: str) -> str:
+    counts = sorted({r["summary"]["sets"][key]["n"] for r in results if key in r["summary"]["sets"]})
+    return "/".join(map(str, counts))
+
+
+def plot_tradeoff(results: list[dict], names: list[str], path: str | Path) -> Path:
+    """The safety / over-refusal trade-off of bench results, saved as PNG: one point per defense stack at
+    (held-out benign requests answered, HarmBench attack success), 95% Wilson intervals as error bars, and a hollow
+    marker at the same x for the stack's worst attack shape. Lower right is better."""
+    plt = _pyplot()
+    missing = [n for n, r in zip(names, results)
+               if not (r["summary"]["headline"]["attack_success"] and r["summary"]["headline"]["benign_answered"])]
+    if missing:
+        raise ValueError(f"The trade-off plot needs the harmbench and benign-heldout sets in every result; {missing} "
+                         f"lack one. Re-run those with hf-sentinel bench.")
+    fig, ax = plt.subplots(figsize=(9, 7))
+    colours = plt.get_cmap("tab10").colors
+    points, markers = [], []
+    for i, result in enumerate(results):
+        head = result["summary"]["headline"]
+        x, y, worst = head["benign_answered"], head["attack_success"], head["worst_attack"]
+        colour = colours[i % len(colours)]
+        points.append((100 * x["rate"], 100 * y["rate"]))
+        markers.append(points[-1])
+        if worst:
+            markers.append((100 * x["rate"], 100 * worst["rate"]))
+            ax.errorbar(*markers[-1], yerr=_errors(worst), fmt="v", ms=8, mfc="white", mec=colour, ecolor=colour,
+                        elinewidth=0.8, capsize=2, zorder=2)
+            ax.plot([100 * x["rate"]] * 2, [100 * y["rate"], 100 * worst["rate"]], ":", color=colour, lw=1, zorder=1)
+            ax.annotate(worst["set"].removeprefix("harmbench-"), markers[-1], xytext=(7, 0),
+                        textcoords="offset points", va="center", fontsize=7, color=colour)
+        ax.errorbar(*points[-1], xerr=_errors(x), yerr=_errors(y), fmt="o", ms=9, color=colour, ecolor=colour,
+                    elinewidth=1.4, capsize=3, zorder=3)
+    ax.plot([], [], "o", color="0.3", ms=8, label="HarmBench, plain requests")
+    attacked = sorted({w["n"] for r in results for w in [r["summary"]["headline"]["worst_attack"]] if w})
+    ax.plot([], [], "v", mfc="white", mec="0.3", ms=8,
+            label=f"worst attack shape on {'/'.join(map(str, attacked))} HarmBench requests\n"
+                  f"(jailbreak, pre-fill, sampling or multi-turn)")
+    ax.legend(loc="upper left", fontsize=9, framealpha=0.9)
+    first = results[0]["summary"]
+    ax.set_xlabel(f"benign requests answered (%), higher is better\nheld-out benign set, n = "
+                  f"{_n(results, 'benign-heldout')}", fontsize=11)
+    ax.set_ylabel(f"attack success (%), lower is better\nharmful requests answered, HarmBench n = "
+                  f"{_n(results, 'harmbench')}", fontsize=11)
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(-3, 103)
+    ax.grid(alpha=0.3)
+    limit = f", first {first['limit']} row{'s' * (first['limit'] > 1)} per set" if first.get("limit") else ""
+    ax.set_title(f"Safety vs over-refusal on the held-out suite{limit}\ntarget {first['target']}, judge "
+                 f"{first['judge']}; error bars: 95% Wilson intervals", fontsize=12)
+    fig.tight_layout()
+    _label_points(ax, points, markers, names, colours)
+    path = Path(path)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _errors(share: dict) -> list[list[float]]:
+    low, high = share["ci"]
+    return [[100 * (share["rate"] - low)], [100 * (high - share["rate"])]]
+
+
+# Label anchors around a point, in points: right, left, above, below, then the diagonals, then farther out.
+_OFFSETS = [(12, 0), (-12, 0), (0, 14), (0, -14), (12, 14), (-12, 14), (12, -14), (-12, -14),
+            (30, 22), (-30, 22), (30, -22), (-30, -22)]
+
+
+def _label_points(ax, points, markers, names, colours) -> None:
+    """Name each point where its label box is farthest from every marker and from the labels placed before it
+    (in display pixels), inside the axes; a leader line joins label and point when the label sits away from it."""
+    to_pixels = ax.transData.transform
+    scale = ax.figure.dpi / 72  # points -> pixels
+    box = ax.get_window_extent()
+    obstacles = [tuple(to_pixels(m)) for m in markers]
+    placed: list[tuple[float, float]] = []
+    for (x, y), name, colour in zip(points, names, colours * (len(points) // len(colours) + 1)):
+        px, py = to_pixels((x, y))
+        width = 7.5 * scale * len(name)
+
+        def centre(offset):
+            dx, dy = offset
+            return px + scale * dx + (width / 2 if dx >= 0 else -width / 2) * (dx != 0), py + scale * dy
+
+        def clearance(offset):
+            cx, cy = centre(offset)
+            inside = box.x0 < cx - width / 2 and cx + width / 2 < box.x1 and box.y0 < cy - 8 < cy + 8 < box.y1
+            others = [o for o in obstacles if o != (px, py)] + placed
+            nearest = min((max(abs(cx - ox) - width / 2, 0) + 2 * abs(cy - oy) for ox, oy in others), default=1e9)
+            return (inside, min(nearest, 60) - 0.1 * abs(offset[0]) - 0.1 * abs(offset[1]))
+
+        offset = max(_OFFSETS, key=clearance)
+        placed.append(centre(offset))
+        far = abs(offset[0]) > 12 or abs(offset[1]) > 14
+        ax.annotate(name, (x, y), xytext=offset, textcoords="offset points", fontsize=10, fontweight="bold",
+                    color=colour, ha="left" if offset[0] > 0 else "right" if offset[0] < 0 else "center",
+                    va="center", zorder=4, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85),
+                    arrowprops=dict(arrowstyle="-", color=colour, lw=0.8) if far else None)
+
+
+def _share_cells(share: dict) -> tuple[str, str, str]:
+    return str(share["n"]), f"{share['rate']:.1%}", _ci(share)
+
+
+def _rate_ci(share: dict | None, short: bool = False) -> str:
+    """``97.0 [93.6, 98.6]``; ``short``: the interval in whole percent, for side-by-side columns."""
+    if not share:
+        return "-"
+    low, high = share["ci"]
+    return f"{100 * share['rate']:.1f} [{100 * low:.0f}, {100 * high:.0f}]" if short else \
+        f"{100 * share['rate']:.1f} {_ci(share)}"
+
+
+def _ci(share: dict) -> str:
+    low, high = share["ci"]
+    return f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _cell(value) -> str:
