@@ -45,7 +45,9 @@ def main() -> None:
             for prompts in PROMPT_SETS:
                 name = f"{prompts.replace(':', '-')}__{'red-flag' if defense != 'none' else 'none'}__" \
                        f"{decoding.split()[0].strip(chr(34))}"
-                argv = ["eval", "--prompts", prompts, "--defense", defense, *flags, "--output", str(out / f"{name}.json")]
+                # The keyword judge: the card's table and docs/red_flag.md were measured with it.
+                argv = ["eval", "--judge", "refusal", "--prompts", prompts, "--defense", defense, *flags,
+                        "--output", str(out / f"{name}.json")]
                 if args.limit:
                     argv += ["--limit", str(args.limit)]
                 print("$ hf-sentinel " + " ".join(shlex.quote(a) for a in argv), flush=True)

@@ -26,7 +26,9 @@ def _eval_parser(sub) -> None:
                                      "realtoxicityprompts, xstest, or a JSONL/CSV file with a `prompt` field")
     p.add_argument("--limit", type=int, help="evaluate only the first N prompts (N >= 1)")
     p.add_argument("--shuffle-seed", type=int, help="shuffle the prompt set with this seed before --limit")
-    p.add_argument("--judge", default="refusal", help="refusal | toxicity | a classifier or guard model id/path")
+    p.add_argument("--judge", default="default",
+                   help="default (AnswerRefusalJudge, 91.9%% agreement with human refusal labels) | refusal (keywords) | "
+                        "toxicity | a classifier or guard model id/path")
     p.add_argument("--target", default="default", help="default (embedded SmolLM2-135M-Instruct), a folder, a Hub id, or "
                                                         "the URL of an OpenAI-compatible endpoint (black-box target)")
     p.add_argument("--defense", action="append", default=None,
