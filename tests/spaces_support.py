@@ -79,6 +79,13 @@ def tiny_dro_dir(folder: Path, target_dir: Path) -> Path:
     return prompt.save_pretrained(folder)
 
 
+
+def tiny_artifact_dirs(root: Path) -> dict[str, Path]:
+    """A tiny target and a sentinel, a red flag and a DRO prompt for it, each in its own folder under ``root``."""
+    target = tiny_target_dir(root / "target")
+    return {"root": root, "target": target, "sentinel": tiny_sentinel_dir(root / "sentinel", target),
+            "red_flag": tiny_red_flag_dir(root / "red-flag", target), "dro": tiny_dro_dir(root / "dro", target)}
+
 @contextlib.contextmanager
 def running_space(name: str, *args: str, log_dir: Path, timeout: float = 120):
     """Start ``spaces/<name>/app.py`` on a free loopback port; yield its URL; stop it afterwards."""

@@ -16,7 +16,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from huggingface_hub import SpaceCard
 
-from spaces_support import (REPO, free_port, tiny_dro_dir, tiny_red_flag_dir, tiny_sentinel_dir, tiny_target_dir)
+from spaces_support import REPO, free_port, tiny_artifact_dirs
 
 from hf_sentinel.defaults import DEFAULT_TARGET_NAME, tiny_model
 from hf_sentinel.defenses import SuffixDefense, SystemPromptDefense
@@ -28,10 +28,7 @@ SPACES = ("sentinel", "red_flag", "dro", "arena")
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("spaces-api")
-    target = tiny_target_dir(root / "target")
-    return {"target": target, "sentinel": tiny_sentinel_dir(root / "sentinel", target),
-            "red_flag": tiny_red_flag_dir(root / "red-flag", target), "dro": tiny_dro_dir(root / "dro", target)}
+    return tiny_artifact_dirs(tmp_path_factory.mktemp("spaces-api"))
 
 
 def load_app(name: str):

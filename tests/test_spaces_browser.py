@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from spaces_support import running_space, tiny_dro_dir, tiny_red_flag_dir, tiny_sentinel_dir, tiny_target_dir
+from spaces_support import running_space, tiny_artifact_dirs
 
 CHROMIUM = Path("/usr/bin/chromium")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
@@ -24,10 +24,7 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("spaces-browser")
-    target = tiny_target_dir(root / "target")
-    return {"root": root, "target": target, "sentinel": tiny_sentinel_dir(root / "sentinel", target),
-            "red_flag": tiny_red_flag_dir(root / "red-flag", target), "dro": tiny_dro_dir(root / "dro", target)}
+    return tiny_artifact_dirs(tmp_path_factory.mktemp("spaces-browser"))
 
 
 @pytest.fixture(scope="module")
