@@ -123,6 +123,14 @@ def test_wilson_interval_matches_known_values(k, n, expected):
     assert wilson_interval(k, n) == pytest.approx(expected, abs=1e-4)
 
 
+def test_wilson_interval_always_holds_the_rate():
+    """`make demo` once failed drawing error bars: for k = 0 the lower bound came out 5.6e-17, above the rate."""
+    for n in range(1, 120):
+        for k in range(n + 1):
+            low, high = wilson_interval(k, n)
+            assert 0.0 <= low <= k / n <= high <= 1.0, (k, n, low, high)
+
+
 def test_wilson_interval_rejects_impossible_counts():
     with pytest.raises(ValueError, match="k=3, n=2"):
         wilson_interval(3, 2)

@@ -53,13 +53,17 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
 
     >>> [round(x, 4) for x in wilson_interval(0, 10)], [round(x, 4) for x in wilson_interval(5, 10)]
     ([0.0, 0.2775], [0.2366, 0.7634])
+    >>> wilson_interval(0, 3)[0], wilson_interval(6, 6)[1]  # exactly p at the ends, never past it
+    (0.0, 1.0)
     """
     if n < 1 or not 0 <= k <= n:
         raise ValueError(f"Need 0 <= k <= n and n >= 1 for a proportion, got k={k}, n={n}.")
     p, z2 = k / n, z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval always holds p; rounding can put a bound a hair past it (5.6e-17 above 0 for k = 0), and error
+    # bars drawn from p to such a bound would be negative.
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def proportion(k: int, n: int) -> dict:

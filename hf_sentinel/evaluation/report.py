@@ -235,7 +235,8 @@ def plot_tradeoff(results: list[dict], names: list[str], path: str | Path) -> Pa
 
 def _errors(share: dict) -> list[list[float]]:
     low, high = share["ci"]
-    return [[100 * (share["rate"] - low)], [100 * (high - share["rate"])]]
+    # Results written before wilson_interval pinned its ends to the rate can hold a bound 1e-17 past it.
+    return [[100 * max(0.0, share["rate"] - low)], [100 * max(0.0, high - share["rate"])]]
 
 
 # Label anchors around a point, in points: right, left, above, below, then the diagonals, then farther out.
