@@ -64,9 +64,12 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
-def load_target(spec: str = "default"):
+def load_target(spec: str = "default", torch_dtype=None):
     """``(model, tokenizer)`` for ``default`` (the embedded SmolLM2), a local folder or a Hub id; for the URL
-    of an OpenAI-compatible endpoint, ``(RemoteChatTarget, None)``. Checks :func:`check_target` first."""
+    of an OpenAI-compatible endpoint, ``(RemoteChatTarget, None)``. Checks :func:`check_target` first.
+
+    ``torch_dtype``: a ``torch.dtype``, its name (``"bfloat16"``) or ``"auto"``; default float32 for the embedded
+    target (its dequantised GGUF) and the checkpoint's own dtype (``"auto"``) otherwise."""
     check_target(spec)
     if spec.startswith(("http://", "https://")):
         from ..remote import RemoteChatTarget
@@ -75,18 +78,30 @@ def load_target(spec: str = "default"):
     if spec == "default":
         from ..defaults import load_default_target
 
-        return load_default_target()
+        return load_default_target(dtype=_dtype(torch_dtype) if torch_dtype not in (None, "auto") else None)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(spec).expanduser()
     source = str(path) if path.is_dir() else spec
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True,
+                                                     dtype=_dtype(torch_dtype) if torch_dtype else "auto")
     except OSError as error:  # files missing in the folder; a Hub id the Hub does not have or this account cannot read
         where = "the folder is incomplete" if path.is_dir() else "not a folder, and loading it from the Hub failed"
         raise FileNotFoundError(f"Target {spec}: {where}: {error} {_TARGET_FORMS}") from error
     return model.eval(), tokenizer
+
+
+def _dtype(value):
+    import torch
+
+    if value == "auto" or isinstance(value, torch.dtype):
+        return value
+    dtype = getattr(torch, str(value), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"torch_dtype={value!r} is not a torch dtype; give e.g. 'bfloat16', 'float16' or 'float32'.")
+    return dtype
 
 
 def evaluate(model, tokenizer, prompts: Dataset, judge: Judge, defenses: list[Defense] = (),
