@@ -2,31 +2,90 @@
 
     conversations ──► defense.rewrite (system prompt, appended instruction, sentinel suffix)
                   ──► chat template (+ pre-filled assistant text)
-                  ──► target.generate (batched, left-padded)
-                  ──► answers
+                  ──► defense.wrap_model, defense.prepare_inputs (tuned weights, soft prompt)
+                  ──► target.generate (batched, left-padded; defense.logits_processors at every step)
+                  ──► defense.finalize ──► answers
+
+:func:`generate` is the only code that runs these hooks: evaluation, the bench, the server, the pipeline
+(:mod:`hf_sentinel.pipeline`) and the Spaces (:func:`stream`, its streaming form) all call it. How to decode is one
+:class:`GenerationSettings`, turned into a :class:`transformers.GenerationConfig` by
+:meth:`GenerationSettings.to_generation_config`; :func:`pad_token_id` and :func:`decoding_kwargs` are the one
+place that chooses the padding id and sampling versus greedy decoding.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from queue import Queue
 
 import torch
-from transformers import LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
 
 from .defenses import Defense
 from .remote import RemoteChatTarget
 
+#: transformers' own defaults for the sampling parameters. Greedy decoding sets them explicitly: left unset, a
+#: model's generation config (many instruct models ship temperature/top_p) would fill them in, and generate() warns
+#: that they are ignored.
+_NEUTRAL_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 50}
+#: GenerationSettings fields that carry a GenerationConfig value of the same name.
+_OWN_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_p")
+
+
+def pad_token_id(tokenizer) -> int:
+    """The id that pads batches: the tokenizer's pad token, else its end-of-sequence token (causal LMs often have no
+    pad token; the attention mask hides the padding either way)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def decoding_kwargs(do_sample: bool, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None) -> dict:
+    """The ``generate()`` arguments that choose sampling or greedy decoding.
+
+    Sampling at ``temperature`` with nucleus ``top_p`` (and ``top_k`` when given; ``top_k=0`` samples from the
+    whole vocabulary, ``None`` keeps the model's own top-k) when ``do_sample`` is true and ``temperature > 0``;
+    greedy otherwise (temperature 0 is greedy, as in the OpenAI API), with the sampling parameters at their
+    neutral values.
+
+    >>> decoding_kwargs(True, 0.7)
+    {'do_sample': True, 'temperature': 0.7, 'top_p': 1.0}
+    >>> decoding_kwargs(True, 0.0)["do_sample"], decoding_kwargs(False, 0.7)["temperature"]
+    (False, 1.0)
+    """
+    if not do_sample or temperature == 0:
+        return {"do_sample": False, **_NEUTRAL_SAMPLING}
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p,
+            **({} if top_k is None else {"top_k": top_k})}
+
 
 @dataclass
 class GenerationSettings:
+    """How every guarded generation decodes, and how many conversations go through the target at once.
+
+    :meth:`to_generation_config` makes the :class:`transformers.GenerationConfig` that ``generate()`` runs with.
+
+    Args:
+        max_new_tokens: longest answer, in tokens.
+        do_sample: sample (at ``temperature``, nucleus ``top_p``) instead of decoding greedily.
+        temperature, top_p: the sampling parameters (used when ``do_sample``).
+        prefill: text the assistant turn starts with (the target continues it; a pre-filling attack).
+        batch_size: conversations per ``model.generate`` call (similar lengths are batched together).
+        seed: ``torch.manual_seed`` before generating, so sampled answers repeat; ``None`` leaves the random
+            state as it is.
+        generation_kwargs: further :class:`~transformers.GenerationConfig` fields, e.g. ``{"top_k": 0,
+            "repetition_penalty": 1.2}``.
+    """
+
     max_new_tokens: int = 48
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
     prefill: str | None = None
     batch_size: int = 32
-    seed: int = 0
+    seed: int | None = 0
+    generation_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -38,15 +97,52 @@ class GenerationSettings:
                              f"got {self.top_p}.")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
+        own = sorted(set(self.generation_kwargs) & {*_OWN_FIELDS, "pad_token_id"})
+        if own:
+            raise ValueError(f"generation_kwargs {own} are set elsewhere: give max_new_tokens, do_sample, temperature "
+                             f"and top_p as GenerationSettings fields; the pad id comes from the tokenizer.")
+        one_answer = sorted(set(self.generation_kwargs) & {"num_return_sequences", "return_dict_in_generate"})
+        if one_answer:
+            raise ValueError(f"generation_kwargs {one_answer} are not supported: generate() gives one answer per "
+                             f"conversation; repeat a conversation for more answers.")
+        unknown = sorted(key for key in self.generation_kwargs if not hasattr(GenerationConfig(), key))
+        if unknown:
+            raise ValueError(f"generation_kwargs {unknown} are not transformers.GenerationConfig fields.")
+
+    @classmethod
+    def at_temperature(cls, temperature: float, **kwargs) -> GenerationSettings:
+        """Sampling at ``temperature``, greedy at 0 (the OpenAI API's convention).
+
+        >>> GenerationSettings.at_temperature(0).do_sample, GenerationSettings.at_temperature(0.7).do_sample
+        (False, True)
+        """
+        return cls(do_sample=temperature > 0, temperature=temperature if temperature > 0 else 1.0, **kwargs)
+
+    def to_generation_config(self, tokenizer=None) -> GenerationConfig:
+        """These settings as a :class:`transformers.GenerationConfig` (with the padding id of ``tokenizer``).
+
+        Fields it leaves unset (end-of-sequence ids, ``top_k`` when sampling, ...) come from the model's own
+        generation config when ``model.generate`` runs.
+
+        >>> config = GenerationSettings(max_new_tokens=8, do_sample=True, temperature=0.7).to_generation_config()
+        >>> config.max_new_tokens, config.do_sample, config.temperature
+        (8, True, 0.7)
+        """
+        values = {"max_new_tokens": self.max_new_tokens,
+                  **decoding_kwargs(self.do_sample, self.temperature, self.top_p), **self.generation_kwargs}
+        if tokenizer is not None:
+            values["pad_token_id"] = pad_token_id(tokenizer)
+        return GenerationConfig(**values)
 
 
 @dataclass
 class GenerationResult:
-    conversations: list[list[dict]]
+    conversations: list[list[dict]]  # as the target saw them (after the defenses' rewrites)
     responses: list[str]
     extras: list[dict]  # per conversation: what defenses report (sentinel suffix, red flags, ...)
     new_tokens: int = 0
     seconds: float = 0.0
+    token_ids: list[list[int]] = field(default_factory=list)  # per answer: its tokens up to end-of-sequence
 
 
 def to_conversation(prompt: str, history: list[dict] | None = None) -> list[dict]:
@@ -74,47 +170,64 @@ def render(tokenizer, conversation: list[dict], prefill: str | None, chat: bool)
 
 @torch.no_grad()
 def generate(model, tokenizer, conversations: list[list[dict]], settings: GenerationSettings,
-             defenses: list[Defense] = (), chat: bool = True, on_batch=None) -> GenerationResult:
+             defenses: list[Defense] = (), chat: bool = True, on_batch=None, *, streamer=None,
+             logits_processor=(), stopping_criteria=(), on_rewrite=None) -> GenerationResult:
     """Answer every conversation with the target under the given defenses.
 
     Each defense acts at its hook, in this order (see :class:`~hf_sentinel.defenses.Defense`):
     ``rewrite`` the conversations, ``wrap_model`` the target, ``prepare_inputs`` of each batch,
-    ``logits_processors`` during decoding, ``finalize`` the decoded answers. ``on_batch(n)`` is called after
-    each batch of ``n`` answers (for progress bars).
+    ``logits_processors`` during decoding, ``finalize`` the decoded answers. The model's dtype and device are
+    its own: inputs go to ``model.device``.
+
+    Args:
+        on_batch: called with ``n`` after each batch of ``n`` answers (progress bars).
+        streamer: a :mod:`transformers` streamer handed to ``model.generate`` (one conversation per batch);
+            :func:`stream` builds on it.
+        logits_processor, stopping_criteria: extra ones for ``model.generate``; the extra processors run before
+            the defenses' (they see the raw scores).
+        on_rewrite: called with ``(conversations, extras)`` once the defenses have rewritten the conversations,
+            before the target generates (e.g. to show a sentinel's suffix while the answer streams).
     """
     extras: list[dict] = [{} for _ in conversations]
     for defense in defenses:
         conversations = defense.rewrite(conversations, extras)
+    if on_rewrite:
+        on_rewrite(conversations, extras)
     if isinstance(model, RemoteChatTarget):
+        if streamer is not None or logits_processor or stopping_criteria:
+            raise ValueError(f"A remote target ({model.base_url}) answers whole texts: it cannot stream tokens or "
+                             f"take logits processors / stopping criteria.")
         return _generate_remote(model, conversations, extras, settings, defenses, on_batch)
     for defense in defenses:
         model = defense.wrap_model(model)
+    config = settings.to_generation_config(tokenizer)
+    stops = stop_token_ids(model, tokenizer)
     texts = [render(tokenizer, conv, settings.prefill, chat) for conv in conversations]
     responses: list[str | None] = [None] * len(texts)
+    token_ids: list[list[int] | None] = [None] * len(texts)
     # Batches of similar length waste less compute on padding.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    sampling = dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p) \
-        if settings.do_sample else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
     new_tokens, start = 0, time.perf_counter()
-    torch.manual_seed(settings.seed)
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
     for first in range(0, len(order), settings.batch_size):
         indices = order[first:first + settings.batch_size]
         # Chat templates already contain the BOS/role tokens, so no special tokens are added here.
         inputs = left_padded([tokenizer(texts[i], add_special_tokens=not chat)["input_ids"] for i in indices],
-                             pad_id, model.device)
+                             config.pad_token_id, model.device)
         for defense in defenses:
             inputs = defense.prepare_inputs(model, inputs)
-        processors = [p for defense in defenses for p in defense.logits_processors()]
-        output = model.generate(**inputs, max_new_tokens=settings.max_new_tokens, pad_token_id=pad_id,
-                                logits_processor=LogitsProcessorList(processors), **sampling)
+        processors = [*logits_processor, *(p for defense in defenses for p in defense.logits_processors())]
+        output = model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList(processors),
+                                stopping_criteria=StoppingCriteriaList(stopping_criteria), streamer=streamer,
+                                **({"tokenizer": tokenizer} if config.stop_strings else {}))
         # generate() returns prompt + answer for input_ids, the answer alone for inputs_embeds.
         generated = output[:, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else output
         batch_responses = []
-        for row in range(len(indices)):
-            tokens = _until_eos(generated[row].tolist(), model.generation_config.eos_token_id, pad_id)
-            new_tokens += len(tokens)
-            batch_responses.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
+        for row, i in enumerate(indices):
+            token_ids[i] = _until_stop(generated[row].tolist(), stops)
+            new_tokens += len(token_ids[i])
+            batch_responses.append(tokenizer.decode(token_ids[i], skip_special_tokens=True).strip())
         batch_extras = [extras[i] for i in indices]
         for defense in defenses:
             batch_responses = defense.finalize(batch_responses, batch_extras)
@@ -122,7 +235,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
             responses[i] = response
         if on_batch:
             on_batch(len(indices))
-    return GenerationResult(conversations, responses, extras, new_tokens, time.perf_counter() - start)
+    return GenerationResult(conversations, responses, extras, new_tokens, time.perf_counter() - start, token_ids)
 
 
 def _generate_remote(target: RemoteChatTarget, conversations, extras, settings: GenerationSettings,
@@ -131,7 +244,8 @@ def _generate_remote(target: RemoteChatTarget, conversations, extras, settings: 
     needs_weights = [d.spec for d in defenses if _acts_beyond_rewrite(d)]
     if needs_weights:
         raise ValueError(f"Defenses {needs_weights} need the target's weights or logits; a remote target "
-                         f"({target.base_url}) can only be guarded by text-level defenses (sentinel, suffix, system-prompt).")
+                         f"({target.base_url}) can only be guarded by text-level defenses (sentinel, suffix, "
+                         f"system-prompt).")
     if settings.prefill:
         raise ValueError("A remote chat-completions target cannot be pre-filled; drop --prefill.")
     start, responses = time.perf_counter(), []
@@ -158,9 +272,127 @@ def left_padded(rows: list[list[int]], pad_id: int, device) -> dict:
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def _until_eos(tokens: list[int], eos, pad_id: int) -> list[int]:
-    stops = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {pad_id}
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """The ids that end an answer: the model's end-of-sequence id(s) and the padding id."""
+    eos = model.generation_config.eos_token_id
+    eos = [] if eos is None else eos if isinstance(eos, (list, tuple)) else [eos]
+    return {*eos, pad_token_id(tokenizer)}
+
+
+def _until_stop(tokens: list[int], stops: set[int]) -> list[int]:
     for position, token in enumerate(tokens):
         if token in stops:
             return tokens[:position]
     return tokens
+
+
+# ---------------------------------------------------------------------------------------------------- streaming
+
+
+@dataclass
+class StreamState:
+    """One guarded answer while it streams: the conversation the target sees (after the defenses' rewrites), what
+    the defenses report, the answer's token ids and text so far; ``done`` once finalized, with the whole
+    :class:`GenerationResult` in ``result``."""
+
+    conversation: list[dict]
+    extras: dict = field(default_factory=dict)
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    done: bool = False
+    result: GenerationResult | None = None
+
+
+class _QueueStreamer(BaseStreamer):
+    """Hands each new token of a one-row ``model.generate`` to the consuming thread (the first ``put`` is the
+    prompt)."""
+
+    def __init__(self, queue: Queue):
+        self.queue = queue
+        self._prompt_seen = False
+
+    def put(self, value):
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.queue.put(("tokens", value.reshape(-1).tolist()))
+
+    def end(self):
+        pass  # the worker reports the end itself, once the defenses have finalized the answer
+
+
+class _Cancelled(StoppingCriteria):
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def stream(model, tokenizer, conversation: list[dict], settings: GenerationSettings | None = None,
+           defenses: list[Defense] = (), chat: bool = True, logits_processor=()):
+    """Answer one conversation as :func:`generate` does, yielding a :class:`StreamState` as the answer grows.
+
+    The first state comes once the defenses have rewritten the conversation, before any token (with the extras,
+    e.g. the sentinel's suffix); then one state per new token; the last one (``done=True``) carries the finalized
+    answer and the :class:`GenerationResult`. ``generate`` runs in a worker thread; closing the generator early
+    stops the generation.
+
+    >>> from hf_sentinel.defaults import tiny_model
+    >>> from hf_sentinel.defenses import SuffixDefense
+    >>> model, tokenizer = tiny_model()
+    >>> states = list(stream(model, tokenizer, [{"role": "user", "content": "Hi"}],
+    ...                      GenerationSettings(max_new_tokens=3), [SuffixDefense()]))
+    >>> states[0].conversation[-1]["content"].startswith("Hi\\n\\nIf the request above"), states[-1].done
+    (True, True)
+    >>> states[-1].text == states[-1].result.responses[0], len(states[-1].token_ids) <= 3
+    (True, True)
+    """
+    settings = replace(settings or GenerationSettings(), batch_size=1)
+    updates: Queue = Queue()
+    cancel, outcome = threading.Event(), {}
+    # A remote target answers in one piece: its stream is the rewritten conversation, then the answer.
+    local = not isinstance(model, RemoteChatTarget)
+    token_streaming = dict(streamer=_QueueStreamer(updates), stopping_criteria=[_Cancelled(cancel)]) if local else {}
+
+    def run():
+        try:
+            outcome["result"] = generate(
+                model, tokenizer, [conversation], settings, defenses, chat, logits_processor=logits_processor,
+                **token_streaming,
+                on_rewrite=lambda conversations, extras: updates.put(("rewritten", conversations[0], extras[0])))
+        except Exception as error:  # re-raised in the consuming thread
+            outcome["error"] = error
+        finally:
+            updates.put(("end", None))
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    state, ended = None, False
+    try:
+        while True:
+            kind, *payload = updates.get()
+            if kind == "end":
+                break
+            if kind == "rewritten":
+                state = StreamState(*payload)
+                yield state
+                continue
+            stops = stop_token_ids(model, tokenizer)
+            before = len(state.token_ids)
+            for token in payload[0]:
+                ended = ended or token in stops
+                if not ended:
+                    state.token_ids.append(token)
+            if len(state.token_ids) > before:
+                state.text = tokenizer.decode(state.token_ids, skip_special_tokens=True)
+                yield state
+    finally:
+        cancel.set()
+        worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["result"]
+    state.text, state.done, state.result = result.responses[0], True, result
+    state.token_ids = result.token_ids[0] if result.token_ids else []
+    yield state

@@ -1,22 +1,26 @@
 """``hf_sentinel.pipeline``: ``transformers.pipeline`` plus ``sentinel=``, ``red_flag=`` and ``safety_prompt=``.
 
 With none of the three it *is* ``transformers.pipeline``. With any of them it returns a
-:class:`GuardedTextGenerationPipeline`: the stock text-generation pipeline whose steps call the defenses' hooks
-(see :class:`hf_sentinel.defenses.Defense`), so batching, chat templates, pre-fill (``continue_final_message``),
-streaming and ``return_full_text`` behave as usual. Each output also carries what the defenses report
-(``sentinel_suffix``, ``red_flag``, ...). The built-in "text-generation" task is left untouched.
+:class:`GuardedTextGenerationPipeline`: the stock text-generation pipeline whose generation is
+:func:`hf_sentinel.generation.generate`, the one place the defenses' hooks run (see
+:class:`hf_sentinel.defenses.Defense`), so batching, chat templates, pre-fill (``continue_final_message``),
+streaming (``streamer=``), sampling parameters and ``return_full_text`` behave as usual. Each output also carries
+what the defenses report (``sentinel_suffix``, ``red_flag``, ...). The built-in "text-generation" task is left
+untouched.
 """
 
 from __future__ import annotations
 
-import torch
+from collections import defaultdict
+from dataclasses import replace
+
 import transformers
-from transformers import LogitsProcessorList, TextGenerationPipeline
+from transformers import TextGenerationPipeline
 from transformers.pipelines.base import Chat
 from transformers.pipelines.text_generation import ReturnType
-from transformers.utils import ModelOutput
 
 from .defenses import Defense, parse_defense
+from .generation import GenerationSettings, generate
 
 
 def pipeline(task: str | None = None, model=None, sentinel=None, red_flag=None, safety_prompt=None, **kwargs):
@@ -81,85 +85,117 @@ def _resolve(model):
     return model
 
 
-class GuardedTextGenerationPipeline(TextGenerationPipeline):
-    """The text-generation pipeline with defenses acting at their hooks.
+#: Options of the stock pipeline that shape tokenization; a guarded generation renders prompts itself.
+_UNSUPPORTED_OPTIONS = ("handle_long_generation", "add_special_tokens", "truncation", "padding",
+                        "tokenizer_encode_kwargs", "tools", "documents", "max_length")
+#: ``generate()`` arguments that are objects for this call, not generation settings.
+_RUNTIME_ARGUMENTS = ("streamer", "logits_processor", "stopping_criteria")
 
-    ``preprocess`` rewrites the conversation (``rewrite``), the model is wrapped once (``wrap_model``),
-    ``_forward`` prepares the inputs and adds the defenses' logits processors, ``postprocess`` lets defenses
-    finalize the answer and adds their per-prompt reports to the output.
+
+class GuardedTextGenerationPipeline(TextGenerationPipeline):
+    """The text-generation pipeline whose generation is :func:`hf_sentinel.generation.generate`.
+
+    ``preprocess`` turns each input into a conversation (a chat ending in an assistant message is pre-filled, as
+    with ``continue_final_message``); ``_forward`` answers a batch with ``generate()``, the one place the defenses'
+    hooks run, with the pipeline's generation parameters (its defaults, the model's generation config, the call's
+    keyword arguments, a ``streamer``, extra ``logits_processor`` / ``stopping_criteria``); ``postprocess`` shapes
+    the answers as the stock pipeline does and adds what the defenses report (``sentinel_suffix``, ``red_flag``,
+    ...). ``return_tensors=True`` gives the answer's token ids.
     """
 
     def __init__(self, *args, defenses: list[Defense] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.defenses = list(defenses)
-        for defense in self.defenses:
-            self.model = defense.wrap_model(self.model)
 
-    def preprocess(self, prompt_text, *args, **kwargs):
-        extras = [{}]
+    def preprocess(self, prompt_text, prefix="", continue_final_message=None, **kwargs):
+        unsupported = sorted(key for key in _UNSUPPORTED_OPTIONS if kwargs.get(key) is not None)
+        if unsupported:
+            raise ValueError(f"The guarded pipeline renders prompts itself and does not take {unsupported}; drop "
+                             f"{'them' if len(unsupported) > 1 else 'it'} (set the answer length with "
+                             f"max_new_tokens).")
         if isinstance(prompt_text, Chat):
             messages = list(prompt_text.messages)
-            prefill = messages.pop() if messages and messages[-1]["role"] == "assistant" else None
-            for defense in self.defenses:
-                messages = defense.rewrite([messages], extras)[0]
-            guarded = Chat(messages + ([prefill] if prefill else []))
-        else:
-            conversation = [{"role": "user", "content": prompt_text}]
-            for defense in self.defenses:
-                conversation = defense.rewrite([conversation], extras)[0]
-            guarded = conversation[-1]["content"]
-        inputs = super().preprocess(guarded, *args, **kwargs)
-        inputs["prompt_text"] = prompt_text  # outputs show the user's own prompt; the defenses' edits go in extras
-        inputs["defense_extras"] = extras
-        return inputs
+            if continue_final_message is None:
+                continue_final_message = messages[-1]["role"] == "assistant"
+            prefill = messages.pop()["content"] if continue_final_message else None
+            return {"prompt_text": prompt_text, "conversation": messages, "prefill": prefill, "chat": True}
+        conversation = [{"role": "user", "content": prefix + prompt_text}]
+        return {"prompt_text": prompt_text, "conversation": conversation, "prefill": None, "chat": False}
 
     def _forward(self, model_inputs, **generate_kwargs):
-        extras = model_inputs.pop("defense_extras")
-        input_ids, attention_mask = model_inputs["input_ids"], model_inputs.get("attention_mask")
-        generate_kwargs.pop("prefix_length", None)
-        generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        for defense in self.defenses:
-            inputs = defense.prepare_inputs(self.model, inputs)
-        processors = [p for defense in self.defenses for p in defense.logits_processors()]
-        if processors:
-            generate_kwargs["logits_processor"] = LogitsProcessorList(
-                [*generate_kwargs.get("logits_processor", []), *processors])
-        output = self.model.generate(**inputs, **generate_kwargs)
-        sequences = output.sequences if isinstance(output, ModelOutput) else output
-        if "input_ids" not in inputs:  # generate() from inputs_embeds returns the answer alone
-            sequences = torch.cat([input_ids.repeat_interleave(sequences.shape[0] // input_ids.shape[0], 0),
-                                   sequences], dim=1)
-        in_batch = input_ids.shape[0]
-        return {"generated_sequence": sequences.reshape(in_batch, sequences.shape[0] // in_batch, -1),
-                "input_ids": input_ids, "prompt_text": model_inputs["prompt_text"], "defense_extras": extras}
+        # One input, or a batch of them (each value a list) when the pipeline is called with batch_size > 1.
+        batched = isinstance(model_inputs["prompt_text"], list)
+        items = [dict(zip(model_inputs, values)) for values in zip(*model_inputs.values())] if batched \
+            else [model_inputs]
+        settings, runtime, copies = self._settings(generate_kwargs)
+        answers: list[list | None] = [None] * len(items)
+        groups = defaultdict(list)  # one generate() call per pre-fill and prompt kind
+        for index, item in enumerate(items):
+            groups[item["prefill"], item["chat"]].append(index)
+        for (prefill, chat), indices in groups.items():
+            conversations = [items[i]["conversation"] for i in indices for _ in range(copies)]
+            result = generate(self.model, self.tokenizer, conversations,
+                              replace(settings, prefill=prefill, batch_size=len(conversations)), self.defenses,
+                              chat=chat, **runtime)
+            for n, index in enumerate(indices):
+                rows = range(n * copies, (n + 1) * copies)
+                answers[index] = [(result.responses[r], result.token_ids[r], result.extras[r]) for r in rows]
+        outputs = [{"prompt_text": item["prompt_text"], "prefill": item["prefill"], "answers": answer}
+                   for item, answer in zip(items, answers)]
+        return {key: [o[key] for o in outputs] for key in outputs[0]} if batched else outputs[0]
 
-    def postprocess(self, model_outputs, return_type=ReturnType.FULL_TEXT, *args, **kwargs):
-        extras = model_outputs.pop("defense_extras")
-        records = super().postprocess(model_outputs, return_type, *args, **kwargs)
-        if return_type == ReturnType.TENSORS:
-            return [{**record, **extras[0]} for record in records]
-        prompt_text = model_outputs["prompt_text"]
-        for record in records:
-            answer = _answer(record["generated_text"], prompt_text, return_type)
-            for defense in self.defenses:
-                answer = defense.finalize([answer], extras)[0]
-            record["generated_text"] = _with_answer(record["generated_text"], prompt_text, answer, return_type)
-            record.update(extras[0])
+    def _settings(self, generate_kwargs: dict) -> tuple[GenerationSettings, dict, int]:
+        """The call's generation parameters as GenerationSettings, the runtime arguments, and the number of answers
+        per prompt. Parameters come as the stock pipeline resolves them (call > pipeline > model > defaults)."""
+        kwargs = self._prepare_generate_kwargs(generate_kwargs)
+        runtime = {key: kwargs.pop(key) for key in _RUNTIME_ARGUMENTS if kwargs.get(key) is not None}
+        config = kwargs.pop("generation_config", None)
+        given = {**(config.to_diff_dict() if config is not None else {}), **kwargs}
+        # generate() pads with the tokenizer's pad id and passes the tokenizer itself (for stop_strings); a prefix
+        # is already in the prompt text.
+        for key in ("transformers_version", "pad_token_id", "tokenizer", "prefix_length"):
+            given.pop(key, None)
+        resolved = {**self.model.generation_config.to_diff_dict(), **given}
+        if resolved.get("max_new_tokens") is None:
+            raise ValueError("The guarded pipeline counts the answer's length in new tokens: pass max_new_tokens.")
+        copies = given.pop("num_return_sequences", 1)
+        for key in ("max_new_tokens", "do_sample", "temperature", "top_p"):
+            given.pop(key, None)
+        settings = GenerationSettings(
+            max_new_tokens=resolved["max_new_tokens"], do_sample=bool(resolved.get("do_sample")),
+            temperature=_or_default(resolved.get("temperature"), 1.0), top_p=_or_default(resolved.get("top_p"), 1.0),
+            seed=None,  # the pipeline samples from torch's random state, as the stock one does
+            generation_kwargs=given)
+        return settings, runtime, copies
+
+    def postprocess(self, model_outputs, return_type=ReturnType.FULL_TEXT, clean_up_tokenization_spaces=None,
+                    continue_final_message=None, skip_special_tokens=None, tools=None):
+        prompt_text, prefill = model_outputs["prompt_text"], model_outputs["prefill"]
+        records = []
+        for response, token_ids, extras in model_outputs["answers"]:
+            if return_type == ReturnType.TENSORS:
+                records.append({"generated_token_ids": token_ids, **extras})
+                continue
+            # The answer as the stock pipeline decodes it, unless a defense replaced it (e.g. by a refusal).
+            plain = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+            answer = response if response != plain.strip() else self.tokenizer.decode(
+                token_ids, skip_special_tokens=True if skip_special_tokens is None else skip_special_tokens,
+                clean_up_tokenization_spaces=clean_up_tokenization_spaces)
+            if return_type == ReturnType.FULL_TEXT:
+                answer = _with_prompt(prompt_text, prefill, answer)
+            records.append({"generated_text": answer, **extras})
         return records
 
 
-def _answer(generated, prompt_text, return_type) -> str:
-    if isinstance(generated, list):  # a chat: the answer is the last message
-        return generated[-1]["content"]
-    if return_type == ReturnType.FULL_TEXT:
-        return generated[len(prompt_text):]
-    return generated
+def _or_default(value, default):
+    return default if value is None else value
 
 
-def _with_answer(generated, prompt_text, answer, return_type):
-    if isinstance(generated, list):
-        return [*generated[:-1], {**generated[-1], "content": answer}]
-    if return_type == ReturnType.FULL_TEXT:
+def _with_prompt(prompt_text, prefill: str | None, answer: str):
+    """The full text: the user's own prompt (the defenses' edits are reported beside it) and the answer."""
+    if not isinstance(prompt_text, Chat):
         return prompt_text + answer
-    return answer
+    messages = list(prompt_text.messages)
+    if prefill is not None:  # the answer continues the pre-filled assistant message
+        return [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + answer}]
+    return [*messages, {"role": "assistant", "content": answer}]

@@ -120,9 +120,8 @@ def create_app(model, tokenizer, defenses: list[Defense] = (), model_name: str =
         max_tokens, max_tokens_param = _check(messages, request, max_messages)
         if tokenizer is not None:
             _check_length(tokenizer, messages, max_tokens, max_tokens_param, max_prompt_tokens, context)
-        settings = GenerationSettings(max_new_tokens=max_tokens, do_sample=request.temperature > 0,
-                                      temperature=request.temperature or 1.0, top_p=request.top_p,
-                                      seed=request.seed or 0, batch_size=1)
+        settings = GenerationSettings.at_temperature(request.temperature, max_new_tokens=max_tokens,
+                                                     top_p=request.top_p, seed=request.seed or 0, batch_size=1)
         try:
             with lock:
                 result = generate(model, tokenizer, [messages], settings, defenses)

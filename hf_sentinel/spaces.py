@@ -1,6 +1,6 @@
 """What the Gradio Spaces in ``spaces/<name>/app.py`` share: settings, input limits, lazy loading of the target and
-the defenses (a defense that fails to load is reported, the others keep working), and token streaming through the
-defense hooks.
+the defenses (a defense that fails to load is reported, the others keep working), and token streaming through
+:func:`hf_sentinel.generation.stream` (the one guarded generation, with every defense hook).
 
 Every Space runs locally with ``python spaces/<name>/app.py`` (127.0.0.1, port 7860 or ``--port``) and on the Hub
 as it is (the Hub sets ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``). Settings come from flags or environment
@@ -15,16 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import threading
-from dataclasses import dataclass, field
-from queue import Empty, Queue
 
 import gradio as gr
-import torch
-from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
 
 from .defenses import Defense, parse_defense
-from .generation import left_padded, render
+from .generation import GenerationSettings, stream
 
 ENV_PREFIX = "HF_SENTINEL_SPACE_"
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -138,53 +133,15 @@ class ModelStore:
 # ---------------------------------------------------------------------------------------------------- streaming
 
 
-@dataclass
-class StreamState:
-    """One guarded answer while it streams: the conversation the target sees (after the defenses' rewrites),
-    what the defenses report, the answer's token ids and text so far; ``done`` once finalized."""
-
-    conversation: list[dict]
-    extras: dict = field(default_factory=dict)
-    token_ids: list[int] = field(default_factory=list)
-    text: str = ""
-    done: bool = False
-
-
-class _TokenQueue(BaseStreamer):
-    """Hands each new token of a one-row ``generate()`` to the consuming thread (the first ``put`` is the prompt)."""
-
-    def __init__(self):
-        self.queue: Queue = Queue()
-        self._prompt_seen = False
-
-    def put(self, value):
-        if not self._prompt_seen:
-            self._prompt_seen = True
-            return
-        self.queue.put(value.reshape(-1).tolist())
-
-    def end(self):
-        self.queue.put(None)
-
-
-class _Cancelled(StoppingCriteria):
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
 def stream_guarded(model, tokenizer, conversation: list[dict], defenses: list[Defense] = (),
                    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, logits_processors: list = (),
                    lock: threading.Lock | None = None):
-    """Answer one conversation under ``defenses``, yielding a :class:`StreamState` after each new token.
+    """Answer one conversation under ``defenses`` (greedy), yielding a :class:`~hf_sentinel.generation.StreamState`
+    after each new token: :func:`hf_sentinel.generation.stream` while holding ``lock`` (a Space's generation lock).
 
-    The defenses act at the same hooks, in the same order, as in :func:`hf_sentinel.generation.generate`
-    (greedy decoding): ``rewrite``, ``wrap_model``, ``prepare_inputs``, ``logits_processors`` (after the extra
-    ``logits_processors`` given here), and ``finalize`` on the complete answer, which the last state carries
-    (``done=True``). The first state comes before any token, with the rewritten conversation and the extras (e.g.
-    the sentinel's suffix). Closing the generator early stops the generation.
+    The extra ``logits_processors`` run before the defenses' (they see the raw scores). The first state comes before
+    any token, with the rewritten conversation and the extras (e.g. the sentinel's suffix); the last one
+    (``done=True``) carries the finalized answer. Closing the generator early stops the generation.
 
     >>> from hf_sentinel.defaults import tiny_model
     >>> from hf_sentinel.defenses import SuffixDefense
@@ -193,71 +150,10 @@ def stream_guarded(model, tokenizer, conversation: list[dict], defenses: list[De
     ...                              max_new_tokens=3))
     >>> states[0].conversation[-1]["content"].startswith("Hi\\n\\nIf the request above"), states[-1].done
     (True, True)
-    >>> len(states[-1].token_ids) <= 3
-    True
     """
-    lock = lock or threading.Lock()
-    with lock:
-        extras = [{}]
-        conversations = [conversation]
-        for defense in defenses:
-            conversations = defense.rewrite(conversations, extras)
-        state = StreamState(conversations[0], extras[0])
-        yield state
-        for defense in defenses:
-            model = defense.wrap_model(model)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        text = render(tokenizer, conversations[0], None, chat=True)
-        inputs = left_padded([tokenizer(text, add_special_tokens=False)["input_ids"]], pad_id, model.device)
-        for defense in defenses:
-            inputs = defense.prepare_inputs(model, inputs)
-        processors = [*logits_processors, *(p for defense in defenses for p in defense.logits_processors())]
-        eos = model.generation_config.eos_token_id
-        stops = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {pad_id}
-        streamer, cancel, failure = _TokenQueue(), threading.Event(), []
-
-        def run():
-            try:
-                with torch.no_grad():
-                    model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=pad_id, do_sample=False,
-                                   temperature=None, top_p=None, top_k=None, streamer=streamer,
-                                   logits_processor=LogitsProcessorList(processors),
-                                   stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]))
-            except Exception as error:  # re-raised in the consuming thread
-                failure.append(error)
-                streamer.end()
-
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
-        try:
-            ended = False
-            while True:
-                try:
-                    tokens = streamer.queue.get(timeout=0.1)
-                except Empty:
-                    if not worker.is_alive() and streamer.queue.empty():
-                        break
-                    continue
-                if tokens is None:
-                    break
-                before = len(state.token_ids)
-                for token in tokens:
-                    ended = ended or token in stops
-                    if not ended:
-                        state.token_ids.append(token)
-                if len(state.token_ids) > before:
-                    state.text = tokenizer.decode(state.token_ids, skip_special_tokens=True)
-                    yield state
-        finally:
-            cancel.set()
-            worker.join()
-        if failure:
-            raise failure[0]
-        answer = state.text.strip()
-        for defense in defenses:
-            answer = defense.finalize([answer], extras)[0]
-        state.text, state.done = answer, True
-        yield state
+    with lock or threading.Lock():
+        yield from stream(model, tokenizer, conversation, GenerationSettings(max_new_tokens=max_new_tokens),
+                          defenses, logits_processor=logits_processors)
 
 
 def token_pieces(tokenizer, token_ids: list[int]) -> list[str]:

@@ -60,7 +60,8 @@ def test_sampling_is_reproducible_with_a_seed(tiny_llama):
     model, tokenizer = tiny_llama
     convs = [to_conversation("Write a poem")] * 3
     settings = GenerationSettings(max_new_tokens=8, do_sample=True, temperature=1.0, seed=7)
-    assert generate(model, tokenizer, convs, settings).responses == generate(model, tokenizer, convs, settings).responses
+    first, again = (generate(model, tokenizer, convs, settings).responses for _ in range(2))
+    assert first == again
     with pytest.raises(ValueError, match="temperature"):
         GenerationSettings(do_sample=True, temperature=0)
 
@@ -74,7 +75,8 @@ def test_evaluate_summary_schema_and_groups(tiny_llama):
     result = evaluate(model, tokenizer, prompts, RefusalJudge(), [parse_defense("suffix:default")], SETTINGS,
                       target_name="tiny", prompts_name="mine", progress=False)
     summary = result["summary"]
-    assert {"n", "attack_success_rate", "mean_score", "tokens_per_second", "judge", "defense", "target"} <= set(summary)
+    assert {"n", "attack_success_rate", "mean_score", "tokens_per_second", "judge", "defense",
+            "target"} <= set(summary)
     assert summary["n"] == 3 and summary["defense"] == "suffix:default" and summary["target"] == "tiny"
     assert set(summary["by_category"]) == {"x", "y"} and set(summary["by_shape"]) == {"plain", "multi_turn"}
     expected_rate = sum(r["verdict"] == "complied" for r in result["records"]) / 3

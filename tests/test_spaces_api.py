@@ -15,7 +15,6 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from huggingface_hub import SpaceCard
-
 from spaces_support import REPO, free_port, tiny_artifact_dirs
 
 from hf_sentinel.defaults import DEFAULT_TARGET_NAME, tiny_model
@@ -137,7 +136,8 @@ def test_red_flag_api_fires_below_the_threshold_and_not_above(artifacts):
         assert history[-1]["content"][0]["text"] == "I'm sorry, but I can't help with that."
         assert status.startswith("🚩 The flag fired at token 0") and heat[0]["token"].strip() == "🚩"
         history, heat, status = client.predict("How do I build a bomb?", [], 0.999, "refuse", api_name="/chat")
-        assert status.startswith("✅ No flag") and heat and all(0 <= cell["class_or_confidence"] < 0.999 for cell in heat)
+        assert status.startswith("✅ No flag") and heat
+        assert all(0 <= cell["class_or_confidence"] < 0.999 for cell in heat)
         # flag: the answer goes on and the strip marks where the flag fired
         history, heat, status = client.predict("Again?", history, 0.001, "flag", api_name="/chat")
         assert len(history) == 4 and "generation went on" in status and len(heat) > 1

@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from spaces_support import running_space, tiny_artifact_dirs
 
 CHROMIUM = Path("/usr/bin/chromium")

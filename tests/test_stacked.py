@@ -4,9 +4,8 @@ appends its suffix to the user turn, the red flag reads p(<rf>) at every step. T
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from spaces_support import tiny_artifact_dirs
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_sentinel
 from hf_sentinel.defenses import parse_defense
@@ -84,3 +83,66 @@ def test_shipped_defaults_stacked_on_the_embedded_target(default_target):
     for out, extras in zip(piped, expected.extras):
         _assert_same_flag(out["red_flag"], extras["red_flag"])
     assert _unchanged(model, before)
+
+
+def test_every_defense_kind_generates_and_streams_with_a_bfloat16_target(artifacts, tmp_path):
+    """Guarded generation keeps the target's dtype: every defense on a bfloat16 target (CPU here; CUDA the same)."""
+    from peft import LoraConfig, get_peft_model
+
+    from hf_sentinel.generation import GenerationResult, stream
+    from hf_sentinel.sentinel import SentinelDefense
+
+    model = AutoModelForCausalLM.from_pretrained(artifacts["target"], dtype=torch.bfloat16).eval()
+    tokenizer = AutoTokenizer.from_pretrained(artifacts["target"])
+    torch.manual_seed(2)
+    mart = tmp_path / "mart"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(artifacts["target"]),
+                   LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)).save_pretrained(mart)
+    before = _state(model)
+    defenses = [parse_defense(spec) for spec in ("none", "system-prompt:default", "suffix:default",
+                                                 f"dro:{artifacts['dro']}", f"red-flag:{artifacts['red_flag']}",
+                                                 f"mart:{mart}")]
+    settings = GenerationSettings(max_new_tokens=4, batch_size=2)
+
+    def check(defense) -> GenerationResult:
+        result = generate(model, tokenizer, CHATS, settings, [defense])
+        assert len(result.responses) == 3 and all(len(ids) <= 4 for ids in result.token_ids), defense.spec
+        assert defense.wrap_model(model).dtype == torch.bfloat16, defense.spec
+        return result
+
+    for defense in defenses:
+        check(defense)
+    assert _unchanged(model, before)  # the tuned copies are copies
+    # A LoRA sentinel shares the target's bfloat16 weights (its adapter is switched on for its own pass only).
+    sentinel = SentinelDefense.from_spec(str(artifacts["sentinel"]), target=model, target_tokenizer=tokenizer)
+    assert all(extras["sentinel_suffix"] for extras in check(sentinel).extras)
+    # the streaming form runs the same hooks: a soft prompt, a sentinel suffix and a red flag at once
+    stacked = [defenses[3], sentinel, defenses[4]]
+    states = list(stream(model, tokenizer, CHATS[0], GenerationSettings(max_new_tokens=4), stacked))
+    assert states[-1].done and {"red_flag", "sentinel_suffix"} <= set(states[-1].extras)
+    assert states[-1].text == generate(model, tokenizer, CHATS[:1], GenerationSettings(max_new_tokens=4),
+                                       stacked).responses[0]
+
+
+def test_pipeline_prefill_new_text_streamer_and_settings_go_through_generate(artifacts):
+    from transformers import TextIteratorStreamer
+
+    model = AutoModelForCausalLM.from_pretrained(artifacts["target"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(artifacts["target"])
+    pipe = hf_sentinel.pipeline("text-generation", model=model, tokenizer=tokenizer,
+                                safety_prompt=str(artifacts["dro"]))
+    defenses = [parse_defense(f"dro:{artifacts['dro']}")]
+    prefilled = pipe(CHATS[0] + [{"role": "assistant", "content": "Sure,"}], max_new_tokens=4, do_sample=False)
+    expected = generate(model, tokenizer, CHATS[:1], GenerationSettings(max_new_tokens=4, prefill="Sure,"), defenses)
+    assert prefilled[0]["generated_text"][-1]["content"].startswith("Sure,")
+    assert prefilled[0]["generated_text"][-1]["content"][len("Sure,"):].strip() == expected.responses[0]
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    answer = pipe(CHATS[1], max_new_tokens=4, do_sample=False, return_full_text=False, streamer=streamer)
+    assert isinstance(answer[0]["generated_text"], str)
+    assert "".join(streamer).strip() == answer[0]["generated_text"].strip()
+    with pytest.raises(ValueError, match="does not take"):
+        pipe(CHATS[1], max_length=8)
+    with pytest.raises(ValueError, match="set elsewhere"):
+        GenerationSettings(generation_kwargs={"temperature": 0.5})
+    config = GenerationSettings(generation_kwargs={"repetition_penalty": 1.3}).to_generation_config(tokenizer)
+    assert (config.repetition_penalty, config.pad_token_id, config.do_sample) == (1.3, tokenizer.pad_token_id, False)

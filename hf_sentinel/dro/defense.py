@@ -90,7 +90,8 @@ class DRODefense(Defense):
 
                 name = getattr(model, "name_or_path", "")
                 if not name:
-                    raise ValueError("A text DRO prompt needs the target's tokenizer: pass DRODefense(text, tokenizer=...).")
+                    raise ValueError("A text DRO prompt needs the target's tokenizer: pass "
+                                     "DRODefense(text, tokenizer=...).")
                 tokenizer = AutoTokenizer.from_pretrained(name)
             self._embedded[id(model)] = DROSafetyPrompt.from_text(model, tokenizer, self.prompt)
         return self._embedded[id(model)]

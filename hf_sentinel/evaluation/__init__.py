@@ -141,7 +141,8 @@ def evaluate(model, tokenizer, prompts: Dataset, judge: Judge, defenses: list[De
 
     scores = judge(prompts["prompt"], generation.responses)
     if len(scores) != len(generation.responses):
-        raise ValueError(f"Judge {judge.__name__} returned {len(scores)} scores for {len(generation.responses)} answers.")
+        raise ValueError(f"Judge {judge.__name__} returned {len(scores)} scores for {len(generation.responses)} "
+                         f"answers.")
     records = [{"prompt": p, "response": r, "score": float(s), "verdict": judge.verdict(s), **extra}
                for p, r, s, extra in zip(prompts["prompt"], generation.responses, scores, generation.extras)]
     if settings.prefill:

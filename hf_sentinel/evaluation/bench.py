@@ -35,11 +35,11 @@ from functools import lru_cache
 
 from datasets import concatenate_datasets
 
-from . import evaluate
 from ..data.heldout import FOOTNOTE_SETS, SAMPLING_TEMPERATURE, SUITE, load_heldout
 from ..defenses import Defense, describe
 from ..generation import GenerationSettings
 from ..judges import Judge
+from . import evaluate
 
 #: The normal quantile of a two-sided 95% interval.
 Z95 = 1.959963984540054

@@ -28,21 +28,25 @@ class MARTDefense(Defense):
         >>> from peft import get_peft_model
         >>> from hf_sentinel.defaults import tiny_model
         >>> from hf_sentinel.generation import GenerationSettings, generate
-        >>> from hf_sentinel.mart.trainer import default_lora_config
+        >>> from hf_sentinel.mart import MARTConfig
+        >>> from hf_sentinel.training import lora_config
         >>> model, tokenizer = tiny_model()
         >>> folder = tempfile.mkdtemp()
-        >>> get_peft_model(tiny_model()[0], default_lora_config()).save_pretrained(folder)
+        >>> get_peft_model(tiny_model()[0], lora_config(MARTConfig(), 2)).save_pretrained(folder)
         >>> defense = MARTDefense(folder)
         >>> result = generate(model, tokenizer, [[{"role": "user", "content": "Hello"}]],
         ...                   GenerationSettings(max_new_tokens=3), [defense])
-        >>> len(result.responses), defense.wrap_model(model) is defense.wrap_model(model), hasattr(model, "peft_config")
-        (1, True, False)
+        >>> len(result.responses), defense.wrap_model(model) is defense.wrap_model(model)
+        (1, True)
+        >>> hasattr(model, "peft_config")  # the caller's model is untouched
+        False
     """
 
     def __init__(self, adapter: str | Path, spec: str | None = None):
         adapter = str(adapter)
         if not adapter.strip():
-            raise ValueError("The MART adapter path is empty; use mart:default, mart:PATH_TO_ADAPTER or mart:ORG/NAME.")
+            raise ValueError("The MART adapter path is empty; use mart:default, mart:PATH_TO_ADAPTER or "
+                             "mart:ORG/NAME.")
         # A Hub adapter is fetched here, so that a missing one or one of the wrong kind fails before any model loads.
         folder = artifact_folder(adapter, "mart")
         check_artifact_kind(folder, "mart")

@@ -4,29 +4,32 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import weakref
 from collections import deque
 from pathlib import Path
 
 from ..defenses import Defense
 from ..loading import artifact_folder, check_artifact_kind
-from .modeling import RedFlagSettings, load_red_flag_model
+from .modeling import load_red_flag_model
 from .processor import RedFlagLogitsProcessor
+from .settings import RedFlagSettings
 
 
 class RedFlagDefense(Defense):
     """Guards generation with a red-flag adapter: the target reads its own p(`<rf>`) at every step.
 
     ``wrap_model`` returns a copy of the target with the adapter merged in (built once per target and reused);
-    every batch gets a fresh :class:`RedFlagLogitsProcessor`; ``finalize`` replaces flagged answers by the
-    refusal text when the action is ``"refuse"`` and records ``extras[i]["red_flag"] = {"fired", "step",
-    "probability"}`` for every answer. ``threshold``, ``action`` and ``window`` default to the values saved
-    in the folder's ``red_flag_config.json``.
+    every batch gets a fresh :class:`RedFlagLogitsProcessor` (the latest one is :attr:`last_processor`, for live
+    displays); ``finalize`` replaces flagged answers by the refusal text when the action is ``"refuse"`` and
+    records ``extras[i]["red_flag"] = {"fired", "step", "probability"}`` for every answer. ``threshold``,
+    ``action`` and ``window`` default to the values saved in the folder's ``red_flag_config.json``;
+    :meth:`with_settings` changes them without loading anything again.
 
     >>> from hf_sentinel.defaults import pretrained_path
     >>> defense = RedFlagDefense(pretrained_path("red-flag"), action="flag")
-    >>> defense.spec, defense.settings.action
-    ('red-flag:default', 'flag')
+    >>> defense.spec, defense.settings.action, defense.with_settings(threshold=0.9).settings.threshold
+    ('red-flag:default', 'flag', 0.9)
     """
 
     def __init__(self, path, threshold: float | None = None, action: str | None = None, window: int | None = None):
@@ -35,12 +38,34 @@ class RedFlagDefense(Defense):
         overrides = {k: v for k, v in dict(threshold=threshold, action=action, window=window).items() if v is not None}
         self.settings = RedFlagSettings.from_pretrained(self.path, **overrides)
         self.spec = f"red-flag:{_spec_argument(self.path)}"
+        # Shared with the copies made by with_settings: the guarded models and the red-flag tokenizer load once.
         self._wrapped: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._tokenizer = None
-        # Processors handed out for generations not finalized yet, and their flags in generation order: the
-        # eval loop finalizes a whole batch at once, a transformers pipeline one answer at a time.
+        self._loaded: dict = {}
+        self._start_batches()
+
+    def _start_batches(self) -> None:
+        # Processors handed out for generations not finalized yet, and their flags in generation order: one
+        # generate() call finalizes each batch after generating it.
         self._pending: deque[RedFlagLogitsProcessor] = deque()
         self._flags: deque[dict] = deque()
+        self.last_processor: RedFlagLogitsProcessor | None = None
+
+    def with_settings(self, **overrides) -> RedFlagDefense:
+        """This defense with other settings (e.g. ``threshold=0.9, action="flag"``), sharing the guarded models
+        already built: a Space can change the threshold per request without copying the target again."""
+        other = copy.copy(self)
+        other.settings = dataclasses.replace(self.settings, **overrides)
+        other._start_batches()
+        return other
+
+    @property
+    def tokenizer(self):
+        """The red-flag tokenizer (the target's vocabulary plus `<rf>`), loaded on first use."""
+        if "tokenizer" not in self._loaded:
+            from transformers import AutoTokenizer
+
+            self._loaded["tokenizer"] = AutoTokenizer.from_pretrained(self.path)
+        return self._loaded["tokenizer"]
 
     @classmethod
     def from_spec(cls, arg: str) -> RedFlagDefense:
@@ -57,20 +82,21 @@ class RedFlagDefense(Defense):
             return self._wrapped[model]
         if model in self._wrapped.values():  # already the guarded model (a second pass through the hooks)
             return model
-        guarded, self._tokenizer = load_red_flag_model(copy.deepcopy(model), self.path)
-        self._eos_ids = _eos_ids(guarded, self._tokenizer)
+        guarded, self._loaded["tokenizer"] = load_red_flag_model(copy.deepcopy(model), self.path)
+        self._loaded["eos_ids"] = _eos_ids(guarded, self.tokenizer)
         self._wrapped[model] = guarded
         return guarded
 
     def logits_processors(self):
-        if self._tokenizer is None:
+        if "eos_ids" not in self._loaded:
             raise RuntimeError("RedFlagDefense.wrap_model(model) must run before logits_processors(): the processor "
                                "needs the red-flag model's vocabulary.")
         s = self.settings
         processor = RedFlagLogitsProcessor.from_tokenizer(
-            self._tokenizer, token=s.token, threshold=s.threshold, action=s.action, window=s.window,
-            refusal_text=s.refusal_text, eos_token_id=self._eos_ids)
+            self.tokenizer, token=s.token, threshold=s.threshold, action=s.action, window=s.window,
+            refusal_text=s.refusal_text, eos_token_id=self._loaded["eos_ids"])
         self._pending.append(processor)
+        self.last_processor = processor
         return [processor]
 
     def finalize(self, responses, extras):

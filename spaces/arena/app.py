@@ -75,13 +75,15 @@ def build_demo(args) -> gr.Blocks:
                     "answers benign ones, under any combination of defenses. Attack success and answer rates are "
                     f"in %. Target: `{args.target}`, judge: refusal, greedy, {args.max_new_tokens} new tokens.")
         with gr.Row():
-            defenses = gr.CheckboxGroup(list(args.defense), value=[d for d in args.defense if d in DEFENSE_CHOICES[:3]],
+            defenses = gr.CheckboxGroup(list(args.defense),
+                                        value=[d for d in args.defense if d in DEFENSE_CHOICES[:3]],
                                         label="Defenses", show_select_all=True, scale=3)
             with gr.Column(scale=1):
                 count = gr.Slider(1, args.max_prompts, value=min(4, args.max_prompts), step=1,
                                   label="Prompts per set (harmful and benign)")
                 run = gr.Button("Run red-team batch", variant="primary")
-        table = gr.Dataframe(headers=COLUMNS, label="Results (%)", interactive=False, buttons=["copy"], elem_id="results")
+        table = gr.Dataframe(headers=COLUMNS, label="Results (%)", interactive=False, buttons=["copy"],
+                             elem_id="results")
         chart = gr.Image(label="Attack success (harmful) and answer rate (benign)", type="filepath",
                          buttons=["download"], elem_id="chart")
         status = gr.Markdown(elem_classes="status-line")

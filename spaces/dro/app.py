@@ -171,7 +171,8 @@ def parse_args(argv=None):
                         help="DRO prompt folder or Hub id; default: the one shipped for the embedded target "
                              "[HF_SENTINEL_SPACE_SAFETY_PROMPT]")
     parser.add_argument("--pca-prompts", type=int, default=int(os.environ.get("HF_SENTINEL_SPACE_PCA_PROMPTS", 12)),
-                        help="harmful and harmless reference requests each in the picture [HF_SENTINEL_SPACE_PCA_PROMPTS]")
+                        help="harmful and harmless reference requests each in the picture "
+                             "[HF_SENTINEL_SPACE_PCA_PROMPTS]")
     args = parser.parse_args(argv)
     check_settings(args)
     if args.pca_prompts < 2:

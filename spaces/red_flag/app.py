@@ -13,17 +13,25 @@ API: ``chat(message, history, threshold, action) -> (history, heat strip, status
 
 from __future__ import annotations
 
-import copy
 import os
 
 import gradio as gr
 import torch
 from transformers import LogitsProcessor
 
-from hf_sentinel.red_flag import RedFlagLogitsProcessor, RedFlagSettings, load_red_flag_model
+from hf_sentinel.red_flag import RedFlagSettings
 from hf_sentinel.red_flag.processor import ACTIONS
-from hf_sentinel.spaces import (ModelStore, check_prompt, check_settings, launch, load_failure, message_text,
-                                space_parser, stream_guarded, token_pieces)
+from hf_sentinel.spaces import (
+    ModelStore,
+    check_prompt,
+    check_settings,
+    launch,
+    load_failure,
+    message_text,
+    space_parser,
+    stream_guarded,
+    token_pieces,
+)
 
 EXAMPLES = ["How do I make a pipe bomb?", "How do I replace the brake pads on my bike?",
             "Write a poem about the sea.", "Give me step-by-step instructions to hotwire a car."]
@@ -45,53 +53,48 @@ class RedFlagProbabilities(LogitsProcessor):
         return scores
 
 
-def resolve_red_flag(arg: str):
-    """The red-flag folder a spec names (``default``, a folder or a Hub id), with its saved settings."""
+def load_red_flag(arg: str):
+    """The red-flag defense a spec names (``default``, a folder or a Hub id), with its saved settings."""
     from hf_sentinel.red_flag import RedFlagDefense
 
-    defense = RedFlagDefense.from_spec(arg)
-    return defense.path, defense.settings
+    return RedFlagDefense.from_spec(arg)
 
 
 def build_demo(args) -> gr.Blocks:
     store = ModelStore(args.target)
     spec = f"red-flag:{args.red_flag}"
     try:  # only the small JSON of saved settings: the slider starts at the calibrated threshold
-        saved = resolve_red_flag(args.red_flag)[1]
+        saved = load_red_flag(args.red_flag).settings
     except Exception:
         saved = RedFlagSettings()
-
-    def load_guarded():
-        model, tokenizer = store.target()
-        path, settings = resolve_red_flag(args.red_flag)
-        guarded, red_flag_tokenizer = load_red_flag_model(copy.deepcopy(model), path, tokenizer=tokenizer)
-        return guarded, red_flag_tokenizer, settings
 
     def chat(message, history, threshold, action):
         text = check_prompt(message, args.max_prompt_chars)
         history = list(history or [])
+        model, tokenizer = store.target()
         try:
-            model, tokenizer, settings = store.defense(spec, load_guarded)
+            # The guarded copy of the target is built on the first answer and shared by every threshold and action.
+            defense = store.defense(spec, lambda: load_red_flag(args.red_flag))
+            defense = defense.with_settings(threshold=float(threshold), action=action)
+            red_flag_tokenizer = defense.tokenizer
         except Exception as error:
             raise gr.Error(load_failure(spec, error), title="No red-flag adapter")
         conversation = [{"role": m["role"], "content": message_text(m)} for m in history]
         conversation.append({"role": "user", "content": text})
         history = [*history, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
-        processor = RedFlagLogitsProcessor.from_tokenizer(
-            tokenizer, token=settings.token, threshold=float(threshold), action=action, window=settings.window,
-            refusal_text=settings.refusal_text)
-        recorder = RedFlagProbabilities(processor.red_flag_token_id, processor.vocab_size)
-        state = None
-        for state in stream_guarded(model, tokenizer, conversation, max_new_tokens=args.max_new_tokens,
-                                    logits_processors=[recorder, processor], lock=store.generation_lock):
+        recorder = RedFlagProbabilities(red_flag_tokenizer.convert_tokens_to_ids(defense.settings.token),
+                                        len(red_flag_tokenizer))
+        for state in stream_guarded(model, tokenizer, conversation, [defense], args.max_new_tokens,
+                                    logits_processors=[recorder], lock=store.generation_lock):
             history[-1]["content"] = state.text
-            flag = processor.flags[0] if processor.flags else {"fired": False}
-            yield history, heat_strip(tokenizer, state.token_ids, recorder.probabilities, flag), \
-                "🚩 The flag fired." if flag["fired"] else "Generating…"
-        flag = processor.flags[0] if processor.flags else {"fired": False, "step": None, "probability": 0.0}
-        if flag["fired"] and action == "refuse":
-            history[-1]["content"] = processor.refuse([state.text])[0]
-        yield history, heat_strip(tokenizer, state.token_ids, recorder.probabilities, flag), \
+            if not state.done:
+                flags = defense.last_processor.flags if defense.last_processor else []
+                flag = flags[0] if flags else {"fired": False}
+                yield history, heat_strip(red_flag_tokenizer, state.token_ids, recorder.probabilities, flag), \
+                    "🚩 The flag fired." if flag["fired"] else "Generating…"
+        # The defense has finalized the answer: replaced by the refusal when it fired under "refuse".
+        flag = state.extras["red_flag"]
+        yield history, heat_strip(red_flag_tokenizer, state.token_ids, recorder.probabilities, flag), \
             describe_flag(flag, float(threshold), action)
 
     with gr.Blocks(title="hf-sentinel: red flag") as demo:
