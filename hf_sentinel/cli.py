@@ -27,10 +27,11 @@ def _eval_parser(sub) -> None:
     p.add_argument("--limit", type=int, help="evaluate only the first N prompts (N >= 1)")
     p.add_argument("--shuffle-seed", type=int, help="shuffle the prompt set with this seed before --limit")
     p.add_argument("--judge", default="default",
-                   help="default (AnswerRefusalJudge, 91.9%% agreement with human refusal labels) | refusal (keywords) | "
-                        "toxicity | a classifier or guard model id/path")
-    p.add_argument("--target", default="default", help="default (embedded SmolLM2-135M-Instruct), a folder, a Hub id, or "
-                                                        "the URL of an OpenAI-compatible endpoint (black-box target)")
+                   help="default (AnswerRefusalJudge, 91.9%% agreement with human refusal labels) | "
+                        "refusal (keywords) | toxicity | a classifier or guard model id/path")
+    p.add_argument("--target", default="default",
+                   help="default (embedded SmolLM2-135M-Instruct), a folder, a Hub id, or the URL of an "
+                        "OpenAI-compatible endpoint (black-box target)")
     p.add_argument("--defense", action="append", default=None,
                    help="METHOD[:ARG] (ARG 'default' = the shipped artifact or text), METHOD one of: "
                         f"{', '.join(DEFENSES)}; repeat to stack defenses")
@@ -41,7 +42,8 @@ def _eval_parser(sub) -> None:
     p.add_argument("--prefill", help="pre-filled start of the assistant answer, e.g. 'Sure, here is'")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
-    p.add_argument("--raw-prompts", action="store_true", help="feed prompts as plain text (base models without a chat template)")
+    p.add_argument("--raw-prompts", action="store_true",
+                   help="feed prompts as plain text (base models without a chat template)")
     p.add_argument("--output", help="write the summary and per-prompt records to this JSON file")
     p.add_argument("--compare", nargs="+", metavar="RESULTS_JSON", help="print earlier results side by side")
     p.add_argument("--plot", help="with --compare: also write a bar chart PNG here")
@@ -51,7 +53,8 @@ def _serve_parser(sub) -> None:
     from .server import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_PROMPT_TOKENS
 
     p = sub.add_parser("serve", help="Serve a (guarded) target as an OpenAI-compatible chat-completions API.")
-    p.add_argument("--target", default="default", help="default (embedded SmolLM2-135M-Instruct), a folder or a Hub id")
+    p.add_argument("--target", default="default",
+                   help="default (embedded SmolLM2-135M-Instruct), a folder or a Hub id")
     p.add_argument("--defense", action="append", default=None, help="as for eval; repeat to stack")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (loopback by default)")
     p.add_argument("--port", type=int, default=8000)
@@ -118,21 +121,28 @@ def _demo_parser(sub) -> None:
                         f"shipped defense: {', '.join(DEMO_DEFENSES)})")
 
 
-# `hf-sentinel train METHOD ...`: each method's folder has a cli.py with add_arguments(parser) and run(args).
-TRAIN_COMMANDS: dict[str, str] = {"dro": "hf_sentinel.dro.cli", "sentinel": "hf_sentinel.stackelberg.cli",
+# `hf-sentinel train METHOD ...`: each method's folder has a cli.py with ScriptArguments (a subclass of
+# training.TrainScriptArguments), CONFIG_CLASS (its TrainingArguments subclass) and run(script_args, config). The
+# flags come from those two dataclasses through HfArgumentParser, so a concept has one flag in every method and
+# --help shows every field's help.
+TRAIN_COMMANDS: dict[str, str] = {"dro": "hf_sentinel.dro.cli", "sentinel": "hf_sentinel.sentinel.cli",
                                   "mart": "hf_sentinel.mart.cli", "red-flag": "hf_sentinel.red_flag.cli"}
 
 
 def _train_parser(sub) -> None:
     import importlib
 
+    from transformers import HfArgumentParser
+
     p = sub.add_parser("train", help="Train a defense on the embedded target (or any target).")
-    methods = p.add_subparsers(dest="method", required=True)
+    methods = p.add_subparsers(dest="method", required=True, parser_class=HfArgumentParser)
     for method, module in TRAIN_COMMANDS.items():
         cli = importlib.import_module(module)
-        method_parser = methods.add_parser(method, help=cli.__doc__.strip().splitlines()[0], description=cli.__doc__)
-        cli.add_arguments(method_parser)
-        method_parser.set_defaults(run=cli.run)
+        classes = (cli.ScriptArguments, cli.CONFIG_CLASS)
+        method_parser = methods.add_parser(method, dataclass_types=classes, description=cli.__doc__,
+                                           help=cli.__doc__.strip().splitlines()[0],
+                                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        method_parser.set_defaults(run=cli.run, dataclass_types=classes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args) -> int:
-    return args.run(args)
+    from dataclasses import fields
+
+    values = vars(args)
+    script_args, config = (cls(**{f.name: values[f.name] for f in fields(cls) if f.init and f.name in values})
+                           for cls in args.dataclass_types)  # invalid settings fail here, before any model loads
+    return args.run(script_args, config)
 
 
 def run_eval(args) -> int:

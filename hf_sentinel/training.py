@@ -1,7 +1,8 @@
 """What every hf-sentinel trainer shares, written once.
 
-* :class:`SentinelTrainingArguments`: the ``TrainingArguments`` defaults every method's config starts from, and the
-  LoRA fields (``lora_rank``, ``lora_alpha``, ``lora_layers``) under one name in every method.
+* :class:`SentinelTrainingArguments`: the ``TrainingArguments`` defaults every method's config starts from;
+  :class:`LoraTrainingArguments` adds the LoRA fields (``lora_rank``, ``lora_alpha``, ``lora_layers``) under one name
+  in every method that trains adapters.
 * :class:`ArtifactPushMixin`: the one push path (``save_model`` writes the artifact and its card, then
   :func:`hf_sentinel.hub.push_folder` uploads it), mixed into every trainer.
 * Datasets: one shape for every trainer, ``prompt`` (+ optional ``history``) and ``label`` in :data:`LABELS`
@@ -59,19 +60,9 @@ def resume_argument(args: TrainingArguments):
 
 @dataclass
 class SentinelTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` with the defaults and fields every hf-sentinel method shares.
+    """``TrainingArguments`` with the defaults every hf-sentinel method shares.
 
     Parameters:
-        > LoRA (methods that train adapters)
-
-        lora_rank (`int`, *optional*, defaults to `16`):
-            Rank of the LoRA adapters.
-        lora_alpha (`int` or `None`, *optional*, defaults to `None`):
-            LoRA scaling alpha; `None` means 2 x `lora_rank`.
-        lora_layers (`int`, *optional*, defaults to `0`):
-            Put LoRA on the top N decoder layers only (0 = every layer): the layers below then need no backward
-            pass, which makes each update several times cheaper on a CPU.
-
         > Overrides of `TrainingArguments` defaults
 
         report_to (`str` or `list[str]`, *optional*, defaults to `"none"`):
@@ -83,18 +74,36 @@ class SentinelTrainingArguments(TrainingArguments):
             path of every method). Checkpoints are never pushed.
     """
 
-    lora_rank: int = field(default=16, metadata={"help": "Rank of the LoRA adapters."})
-    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA scaling alpha (default: 2 x lora_rank)."})
-    lora_layers: int = field(default=0, metadata={
-        "help": "LoRA on the top N decoder layers only (0 = all): the layers below then need no backward pass, "
-                "which makes each update several times cheaper on a CPU."})
-
     report_to: None | str | list[str] = field(default="none", metadata={
         "help": "Trackers to log to: none, tensorboard, trackio, wandb, ..."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept in output_dir (the newest)."})
     push_to_hub: bool = field(default=False, metadata={
         "help": "After training, push the finished artifact with its model card to hub_model_id (checkpoints are "
                 "never pushed)."})
+
+
+@dataclass
+class LoraTrainingArguments(SentinelTrainingArguments):
+    """:class:`SentinelTrainingArguments` of a method that trains LoRA adapters (sentinel, red flag, MART), with the
+    LoRA fields under one name in every method.
+
+    Parameters:
+        > LoRA
+
+        lora_rank (`int`, *optional*, defaults to `16`):
+            Rank of the LoRA adapters.
+        lora_alpha (`int` or `None`, *optional*, defaults to `None`):
+            LoRA scaling alpha; `None` means 2 x `lora_rank`.
+        lora_layers (`int`, *optional*, defaults to `0`):
+            Put LoRA on the top N decoder layers only (0 = every layer): the layers below then need no backward
+            pass, which makes each update several times cheaper on a CPU.
+    """
+
+    lora_rank: int = field(default=16, metadata={"help": "Rank of the LoRA adapters."})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA scaling alpha (default: 2 x lora_rank)."})
+    lora_layers: int = field(default=0, metadata={
+        "help": "LoRA on the top N decoder layers only (0 = all): the layers below then need no backward pass, "
+                "which makes each update several times cheaper on a CPU."})
 
     def __post_init__(self):
         if self.lora_rank < 1:
@@ -108,7 +117,7 @@ class SentinelTrainingArguments(TrainingArguments):
         return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_rank
 
 
-def lora_config(args: SentinelTrainingArguments, num_hidden_layers: int, target_modules="all-linear", **kwargs):
+def lora_config(args: LoraTrainingArguments, num_hidden_layers: int, target_modules="all-linear", **kwargs):
     """The ``peft.LoraConfig`` a config's LoRA fields describe, for a model of ``num_hidden_layers`` layers."""
     from peft import LoraConfig
 
@@ -132,9 +141,11 @@ class ArtifactPushMixin:
     """
 
     def push_to_hub(self, repo_id: str | None = None, token: str | None = None, private: bool | None = None,
-                    commit_message: str | None = None, **kwargs) -> str:
+                    commit_message: str | None = None, **kwargs) -> str | None:
         from .hub import push_folder
 
+        if self.args.process_index != 0:  # data parallel: the main process saves and pushes the artifact
+            return None
         repo_id = repo_id or self.args.hub_model_id
         if not repo_id:
             raise ValueError("No repo to push to: pass repo_id (e.g. 'you/sentinel-smollm2') or set hub_model_id "
@@ -180,7 +191,7 @@ def labelled_prompts(harmful, benign):
 
     >>> from datasets import Dataset
     >>> data = labelled_prompts(Dataset.from_dict({"prompt": ["a"]}), Dataset.from_dict({"prompt": ["b", "c"]}))
-    >>> data["label"]
+    >>> list(data["label"])
     ['harmful', 'benign', 'benign']
     """
     from datasets import concatenate_datasets
@@ -194,8 +205,16 @@ def labelled_prompts(harmful, benign):
         parts.append(data.add_column("label", [label] * len(data)))
     if not parts:
         raise ValueError("Both harmful and benign prompt sets are empty; give at least one prompt.")
-    columns = set.intersection(*(set(p.column_names) for p in parts))
-    return concatenate_datasets([p.select_columns([c for c in p.column_names if c in columns]) for p in parts])
+    # A column only one side has (benign `history`, harmful `category`) is kept, None in the other side's rows.
+    columns = [c for c in ("prompt", "history", "category", "shape", "answer", "label")
+               if any(c in p.column_names for p in parts)]
+    filled = []
+    for part in parts:
+        for column in columns:
+            if column not in part.column_names:
+                part = part.add_column(column, [None] * len(part))
+        filled.append(part.select_columns(columns))
+    return concatenate_datasets(filled)
 
 
 def split_by_label(dataset) -> dict:
