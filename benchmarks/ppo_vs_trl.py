@@ -195,7 +195,8 @@ def our_trainer(mode: str, seed: int, output_dir: str):
     from datasets import Dataset
     from peft import LoraConfig
 
-    from hf_sentinel.stackelberg import StackelbergPPOConfig, StackelbergPPOTrainer
+    from hf_sentinel.sentinel import StackelbergPPOConfig, StackelbergPPOTrainer
+    from hf_sentinel.training import labelled_prompts
 
     learning_rate = LEARNING_RATES[mode]
     args = StackelbergPPOConfig(
@@ -205,19 +206,23 @@ def our_trainer(mode: str, seed: int, output_dir: str):
         kl_estimator="k1", clip_range=PPO["clip_range"], clip_range_value=PPO["clip_range_value"],
         vf_coef=PPO["vf_coef"], entropy_coef=0.0, gamma=PPO["gamma"], lam=PPO["lam"],
         max_grad_norm=PPO["max_grad_norm"], learning_rate=learning_rate, value_learning_rate=learning_rate,
-        report_to="none", disable_tqdm=True, save_steps=0)
+        report_to="none", disable_tqdm=True, save_strategy="no")
     peft_config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=0.0,
                              target_modules=LORA["target_modules"])
     torch.manual_seed(seed)
-    trainer = StackelbergPPOTrainer("default", args, Dataset.from_dict({"prompt": PROMPTS}),
-                                    reward_funcs=[lambda prompts, completions, **kw: [0.0] * len(completions)],
+    trainer = StackelbergPPOTrainer("default", args, labelled_prompts(Dataset.from_dict({"prompt": PROMPTS}), None),
+                                    safety_judge=lambda prompts, completions, **kw: [0.0] * len(completions),
                                     peft_config=peft_config)
     if mode == "full":
         policy = trainer.model.unload()  # the LoRA layers out: the plain model, every weight trainable
         trainer.model = FullFineTuning(policy)
-        # Built as the trainer builds its agents' optimizers.
-        trainer.agent_optimizers["sentinel"] = torch.optim.AdamW(policy.parameters(), lr=learning_rate,
-                                                                 weight_decay=0.0, fused=True)
+        # As the trainer builds its optimizer (create_optimizer): one fused AdamW, a group per agent and the heads.
+        trainer.optimizer = torch.optim.AdamW(
+            [{"name": "sentinel", "params": list(policy.parameters()), "lr": learning_rate},
+             {"name": "value_heads", "params": list(trainer.value_heads.parameters()), "lr": learning_rate}],
+            lr=learning_rate, weight_decay=0.0, fused=True)
+    else:
+        trainer.create_optimizer()  # Trainer would create it in train(); the benchmark steps the PPO update alone
     return trainer
 
 
@@ -270,7 +275,7 @@ def our_maths(trainer, queries: list[str], folder: Path, seed: int) -> dict:
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import save_file
 
-    from hf_sentinel.stackelberg import ppo
+    from hf_sentinel.sentinel import ppo
 
     generator = torch.Generator().manual_seed(seed)
     model, heads = trainer.model, trainer.value_heads
@@ -313,7 +318,7 @@ def our_maths(trainer, queries: list[str], folder: Path, seed: int) -> dict:
         forwards.append((torch.is_grad_enabled(), agent, rows, result))
         return result
 
-    groups = [g for o in (*trainer.agent_optimizers.values(), trainer.value_optimizer) for g in o.param_groups]
+    groups = trainer.optimizer.param_groups
     learning_rates, mini_batches = [g["lr"] for g in groups], trainer.args.num_mini_batches
     trainer.args.num_mini_batches = 1
     for group in groups:

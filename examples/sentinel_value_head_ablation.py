@@ -4,7 +4,7 @@
 
 On the embedded target, the shipped sentinel's recipe (agents from its warm start, LoRA on the top 8 layers,
 KL coefficient 0.005; the warm start comes from `hf-sentinel train sentinel --output-dir outputs/sentinel-warm
---max-steps 0 --warm-start-steps 40 --lora-layers 8`):
+--max-steps 40 --warm-start-steps 40 --lora-layers 8`):
 
     python examples/sentinel_value_head_ablation.py --init-from outputs/sentinel-warm --lora-layers 8 \
         --kl-coef 0.005 --max-steps 4 --seeds 0 --output-dir outputs/ablation
@@ -21,10 +21,10 @@ import json
 from pathlib import Path
 
 from hf_sentinel.data import load_prompts
-from hf_sentinel.stackelberg import StackelbergPPOConfig, StackelbergPPOTrainer
-from hf_sentinel.stackelberg.cli import lora_config
-from hf_sentinel.stackelberg.plots import plot_rewards
-from hf_sentinel.stackelberg.value_heads import STRATEGIES
+from hf_sentinel.sentinel import StackelbergPPOConfig, StackelbergPPOTrainer
+from hf_sentinel.sentinel.plots import plot_rewards
+from hf_sentinel.sentinel.value_heads import STRATEGIES
+from hf_sentinel.training import labelled_prompts
 
 
 def main() -> None:
@@ -36,29 +36,31 @@ def main() -> None:
     parser.add_argument("--kl-coef", type=float, default=StackelbergPPOConfig.kl_coef)
     parser.add_argument("--lora-layers", type=int, default=0, help="LoRA on the top N decoder layers (0 = all)")
     parser.add_argument("--init-from", metavar="RUN_DIR",
-                        help="start both agents of every run from this run's adapters (e.g. a warm start)")
+                        help="start both agents of every run from this run's adapters (a warm start's output dir)")
     parser.add_argument("--tiny", action="store_true", help="tiny random target instead of the embedded SmolLM2")
     args = parser.parse_args()
-    peft_config = None if args.tiny else lora_config(top_layers=args.lora_layers)
-    initial = dict(red_team=f"{args.init_from}/red_team", sentinel=f"{args.init_from}/sentinel") if args.init_from else {}
+    initial = dict(red_team=args.init_from, sentinel=args.init_from) if args.init_from else {}
 
-    corpus, benign = load_prompts("harmful:train"), load_prompts("benign:train")
+    prompts = labelled_prompts(load_prompts("harmful:train"), load_prompts("benign:train"))
     runs: dict[str, list[list[dict]]] = {}
     for strategy in STRATEGIES:
         for seed in args.seeds:
-            config = StackelbergPPOConfig(output_dir=f"{args.output_dir}/{strategy}-seed{seed}", max_steps=args.max_steps,
+            config = StackelbergPPOConfig(output_dir=f"{args.output_dir}/{strategy}-seed{seed}",
+                                          max_steps=args.max_steps,
                                           rollout_batch_size=args.rollout_batch_size, value_head_strategy=strategy,
-                                          seed=seed, kl_coef=args.kl_coef, save_steps=0, disable_tqdm=True,
+                                          seed=seed, kl_coef=args.kl_coef, save_strategy="no", disable_tqdm=True,
+                                          lora_layers=0 if args.tiny else args.lora_layers,
                                           **(dict(red_team_max_tokens=6, max_sentinel_tokens=4,
                                                   target_max_new_tokens=4) if args.tiny else {}))
             if args.tiny:
                 from hf_sentinel.defaults import tiny_model
 
                 target, tokenizer = tiny_model(seed=seed, tie_word_embeddings=False)
-                trainer = StackelbergPPOTrainer(target, config, corpus, benign, processing_class=tokenizer, **initial)
+                trainer = StackelbergPPOTrainer(target, config, prompts, processing_class=tokenizer, **initial)
             else:
-                trainer = StackelbergPPOTrainer("default", config, corpus, benign, peft_config=peft_config, **initial)
-            runs.setdefault(strategy, []).append(trainer.train().log_history)
+                trainer = StackelbergPPOTrainer("default", config, prompts, **initial)
+            trainer.train()
+            runs.setdefault(strategy, []).append(trainer.state.log_history)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "log_histories.json").write_text(json.dumps(runs))

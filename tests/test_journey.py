@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from fake_hub import FakeHub
 from spaces_support import REPO, free_port
 
@@ -72,7 +71,7 @@ def test_from_zero_journey_runs_verbatim(tmp_path):
         pushed = hub.repos["your-name/red-flag-smollm2"]["files"]
         assert {"README.md", "adapter_model.safetensors", "red_flag_config.json"} <= set(pushed)
         assert 'red_flag="your-name/red-flag-smollm2"' in pushed["README.md"].decode()
-    for artifact in ("sentinel/sentinel", "red-flag/final", "dro", "mart/round-1/target"):
+    for artifact in ("sentinel", "red-flag/final", "dro", "mart/round-1/target"):
         assert (tmp_path / "outputs/journey" / artifact / "README.md").is_file(), artifact
     assert (tmp_path / "outputs/journey/compare.png").is_file()
 

@@ -49,7 +49,8 @@ def target(tiny_llama_dir):
 def guarded(target, tiny_llama_dir, tmp_path):
     model, tokenizer = target
     adapter = _adapter(tmp_path / "adapter", tiny_llama_dir)
-    return SentinelForCausalLM.from_pretrained(adapter, target=model, target_tokenizer=tokenizer, max_sentinel_tokens=6)
+    return SentinelForCausalLM.from_pretrained(adapter, target=model, target_tokenizer=tokenizer,
+                                               max_sentinel_tokens=6)
 
 
 def test_suffix_goes_inside_the_user_turn_before_the_assistant_header(tiny_llama):
@@ -188,7 +189,8 @@ def test_hf_sentinel_pipeline_is_transformers_pipeline_without_defenses(target, 
     assert out["generated_text"][-1]["content"].strip() == expected["response"]
 
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    thread = threading.Thread(target=pipe, args=(HELLO,), kwargs=dict(max_new_tokens=5, do_sample=False, streamer=streamer))
+    thread = threading.Thread(target=pipe, args=(HELLO,),
+                              kwargs=dict(max_new_tokens=5, do_sample=False, streamer=streamer))
     thread.start()
     streamed = "".join(streamer)
     thread.join()
@@ -230,17 +232,20 @@ def test_server_answers_openai_chat_completions_and_guards_a_remote_target(serve
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"] == generate(
         model, tokenizer, [HELLO], GenerationSettings(max_new_tokens=5)).responses[0]
-    bad = httpx.post(f"{server}/v1/chat/completions", json={"messages": [{"role": "user", "content": " "}]}, timeout=30)
+    bad = httpx.post(f"{server}/v1/chat/completions", json={"messages": [{"role": "user", "content": " "}]},
+                     timeout=30)
     assert bad.status_code == 400 and "empty" in bad.json()["error"]["message"]
 
     # Black-box path: the sentinel runs here on its own base, the target answers behind the server.
     adapter = _adapter(tmp_path / "adapter", tiny_llama_dir)
     remote = RemoteChatTarget(f"{server}/v1", timeout=30)
-    guarded = SentinelForCausalLM.from_pretrained(adapter, target=remote, sentinel_base_name_or_path=str(tiny_llama_dir))
+    guarded = SentinelForCausalLM.from_pretrained(adapter, target=remote,
+                                                  sentinel_base_name_or_path=str(tiny_llama_dir))
     [result] = guarded.chat([HELLO], max_new_tokens=5)
     refined = [{"role": "user", "content": HELLO[0]["content"] + result["sentinel_suffix"]}]
     assert result["sentinel_suffix"]
-    assert result["response"] == generate(model, tokenizer, [refined], GenerationSettings(max_new_tokens=5)).responses[0]
+    expected = generate(model, tokenizer, [refined], GenerationSettings(max_new_tokens=5)).responses[0]
+    assert result["response"] == expected
 
     # The eval CLI drives the same path: remote target, local sentinel defense.
     saved = tmp_path / "saved"

@@ -1,12 +1,16 @@
-"""SentinelConfig: how a sentinel prefix model and its target are composed."""
+"""The sentinel's two configurations: :class:`SentinelConfig` (how a sentinel prefix model and its target are
+composed) and :class:`StackelbergPPOConfig` (how the sentinel is trained against a red team)."""
 
 from __future__ import annotations
 
-from dataclasses import field
+from dataclasses import dataclass, field
 
 from transformers import PreTrainedConfig
 
+from ..defenses import DEFAULT_SAFETY_SUFFIX
 from ..loading import SENTINEL_MODEL_TYPE
+from ..training import LoraTrainingArguments
+from .value_heads import STRATEGIES
 
 #: The paper's budget: the sentinel reconstructs a prompt with fewer than 30 added tokens.
 MAX_SENTINEL_TOKENS = 30
@@ -61,3 +65,197 @@ class SentinelConfig(PreTrainedConfig):
         if self.request_timeout <= 0:
             raise ValueError(f"request_timeout must be positive, got {self.request_timeout}.")
         super().__post_init__(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ training
+RED_TEAM_INSTRUCTION = (
+    "Rewrite the following request in your own words, keeping exactly what it asks for. "
+    "Reply with the rewritten request only.\n\nRequest: {prompt}"
+)
+
+
+@dataclass
+class StackelbergPPOConfig(LoraTrainingArguments):
+    r"""Configuration of :class:`~hf_sentinel.sentinel.StackelbergPPOTrainer`: a red team (leader) and a sentinel
+    (follower) trained by interleaved PPO.
+
+    One training step is one round of the game: ``leader_steps`` PPO updates of the red team, then
+    ``follower_steps`` PPO updates of the sentinel against the red team's current prompts. The first
+    ``warm_start_steps`` training steps (if any) are supervised steps of the sentinel instead, so ``max_steps``
+    counts both: ``warm_start_steps=40, max_steps=46`` is a warm start then 6 rounds.
+
+    Parameters:
+        > The game
+
+        rollout_batch_size (`int`, *optional*, defaults to `16`):
+            Episodes per PPO update of each agent (per process).
+        leader_steps (`int`, *optional*, defaults to `1`):
+            Red-team (leader) PPO updates per round.
+        follower_steps (`int`, *optional*, defaults to `1`):
+            Sentinel (follower) PPO updates per round.
+        red_team_instruction (`str`, *optional*):
+            Chat instruction the red team follows to write an attack from a harmful prompt (`{prompt}`).
+        red_team_max_tokens (`int`, *optional*, defaults to `40`):
+            Most tokens in a red-team attack.
+        max_sentinel_tokens (`int`, *optional*, defaults to `30`):
+            Most tokens the sentinel appends (at most 30, the paper's budget).
+        target_max_new_tokens (`int`, *optional*, defaults to `32`):
+            Tokens of the target's greedy answer that the judges read.
+        corpus_fraction (`float`, *optional*, defaults to `0.5`):
+            Share of the sentinel's attacks taken straight from the harmful prompts rather than written by the red
+            team (keeps the sentinel trained on real harmful requests while the red team is still weak).
+        benign_fraction (`float`, *optional*, defaults to `0.5`):
+            Share of each sentinel batch drawn from the benign rows (prompts it must keep answered).
+        benign_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the helpfulness reward (benign prompt answered) against the safety reward.
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature of both agents in rollouts.
+
+        > PPO
+
+        ppo_epochs (`int`, *optional*, defaults to `2`):
+            Passes over each rollout batch.
+        num_mini_batches (`int`, *optional*, defaults to `2`):
+            Minibatches per PPO epoch (`rollout_batch_size` must be divisible by it).
+        clip_range (`float`, *optional*, defaults to `0.2`):
+            Policy ratio clipping ε.
+        clip_range_value (`float`, *optional*, defaults to `0.2`):
+            Value clipping range.
+        vf_coef (`float`, *optional*, defaults to `0.5`):
+            Weight of the value loss.
+        entropy_coef (`float`, *optional*, defaults to `0.0`):
+            Weight of the entropy bonus.
+        gamma (`float`, *optional*, defaults to `1.0`):
+            Discount factor.
+        lam (`float`, *optional*, defaults to `0.95`):
+            GAE λ.
+        kl_coef (`float`, *optional*, defaults to `0.05`):
+            β of the per-token KL penalty to the reference (the target: adapters off).
+        kl_estimator (`str`, *optional*, defaults to `"k1"`):
+            KL estimator in the reward: `"k1"` or `"k3"`.
+        whiten_advantages (`bool`, *optional*, defaults to `True`):
+            Normalise advantages per batch.
+
+        > Value heads
+
+        value_head_strategy (`str`, *optional*, defaults to `"partial"`):
+            `"separate"`, `"shared"` or `"partial"` (shared trunk, one output layer per agent; MAPPO-inspired).
+        value_head_size (`int`, *optional*, defaults to `128`):
+            Width of the value heads' hidden layer.
+        value_learning_rate (`float`, *optional*, defaults to `1e-3`):
+            Learning rate of the value heads.
+
+        > Supervised warm start of the sentinel (optional)
+
+        warm_start_steps (`int`, *optional*, defaults to `0`):
+            The first N training steps teach the sentinel `warm_start_suffix` after harmful prompts and an
+            immediate end of turn after benign ones (0 = PPO from scratch).
+        warm_start_suffix (`str`, *optional*):
+            Suffix the warm start teaches after harmful prompts: by default the `suffix:default` instruction,
+            which the target obeys (it refuses), so the sentinel starts by learning *when* to append it.
+        warm_start_learning_rate (`float`, *optional*, defaults to `1e-3`):
+            Learning rate of the warm-start steps (supervised steps take a larger one than PPO updates).
+
+        > Overrides of `TrainingArguments` defaults
+
+        learning_rate (`float`, *optional*, defaults to `2e-4`):
+            Learning rate of the agents' LoRA adapters.
+        lr_scheduler_type (`str`, *optional*, defaults to `"constant"`):
+            Learning-rate schedule over the training steps.
+        logging_steps (`float`, *optional*, defaults to `1`):
+            Log every N steps (the game's metrics are averaged over them).
+        save_steps (`float`, *optional*, defaults to `10`):
+            Checkpoint every N steps; each `checkpoint-N` folder is itself a loadable sentinel.
+
+    The agents' LoRA adapters come from `lora_rank`, `lora_alpha` and `lora_layers` (on the attention
+    projections) unless the trainer is given a `peft_config`. One optimizer (AdamW, fused) holds both adapters and
+    the value heads; `optim` and `optim_args` are not used.
+
+    >>> config = StackelbergPPOConfig(output_dir="out", max_steps=2)
+    >>> config.value_head_strategy, config.max_sentinel_tokens, config.lr_scheduler_type
+    ('partial', 30, <SchedulerType.CONSTANT: 'constant'>)
+    """
+
+    # The game
+    rollout_batch_size: int = field(default=16, metadata={"help": "Episodes per PPO update of each agent."})
+    leader_steps: int = field(default=1, metadata={"help": "Red-team (leader) PPO updates per round."})
+    follower_steps: int = field(default=1, metadata={"help": "Sentinel (follower) PPO updates per round."})
+    red_team_instruction: str = field(default=RED_TEAM_INSTRUCTION, metadata={
+        "help": "Chat instruction the red team follows to write an attack from a harmful prompt ({prompt})."})
+    red_team_max_tokens: int = field(default=40, metadata={"help": "Most tokens in a red-team attack."})
+    max_sentinel_tokens: int = field(default=MAX_SENTINEL_TOKENS, metadata={
+        "help": f"Most tokens the sentinel appends (at most {MAX_SENTINEL_TOKENS})."})
+    target_max_new_tokens: int = field(default=32, metadata={
+        "help": "Tokens of the target's (greedy) answer that the judges read."})
+    corpus_fraction: float = field(default=0.5, metadata={
+        "help": "Share of the sentinel's attacks taken straight from the harmful prompts rather than written by the "
+                "red team (keeps the sentinel trained on real harmful requests while the red team is still weak)."})
+    benign_fraction: float = field(default=0.5, metadata={
+        "help": "Share of each sentinel batch drawn from the benign rows (prompts it must keep answered)."})
+    benign_weight: float = field(default=1.0, metadata={
+        "help": "Weight of the helpfulness reward (benign prompt answered) against the safety reward."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of both agents in rollouts."})
+
+    # PPO
+    ppo_epochs: int = field(default=2, metadata={"help": "Passes over each rollout batch."})
+    num_mini_batches: int = field(default=2, metadata={"help": "Minibatches per PPO epoch."})
+    clip_range: float = field(default=0.2, metadata={"help": "Policy ratio clipping ε."})
+    clip_range_value: float = field(default=0.2, metadata={"help": "Value clipping range."})
+    vf_coef: float = field(default=0.5, metadata={"help": "Weight of the value loss."})
+    entropy_coef: float = field(default=0.0, metadata={"help": "Weight of the entropy bonus."})
+    gamma: float = field(default=1.0, metadata={"help": "Discount factor."})
+    lam: float = field(default=0.95, metadata={"help": "GAE λ."})
+    kl_coef: float = field(default=0.05, metadata={
+        "help": "β of the per-token KL penalty to the reference (the target: adapters off)."})
+    kl_estimator: str = field(default="k1", metadata={"help": "KL estimator in the reward: 'k1' or 'k3'."})
+    whiten_advantages: bool = field(default=True, metadata={"help": "Normalise advantages per batch."})
+
+    # Value heads
+    value_head_strategy: str = field(default="partial", metadata={
+        "help": f"Value heads: one of {STRATEGIES}; 'partial' = shared trunk, one output layer per agent "
+                f"(MAPPO-inspired)."})
+    value_head_size: int = field(default=128, metadata={"help": "Width of the value heads' hidden layer."})
+    value_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the value heads."})
+
+    # Supervised warm start of the sentinel (optional)
+    warm_start_steps: int = field(default=0, metadata={
+        "help": "The first N training steps teach the sentinel warm_start_suffix after harmful prompts and an "
+                "immediate end of turn after benign ones (0 = PPO from scratch); max_steps counts them."})
+    warm_start_suffix: str = field(default=f"\n\n{DEFAULT_SAFETY_SUFFIX}", metadata={
+        "help": "Suffix the warm start teaches after harmful prompts: by default the `suffix:default` instruction, "
+                "which the target obeys (it refuses), so the sentinel starts by learning *when* to append it."})
+    warm_start_learning_rate: float = field(default=1e-3, metadata={
+        "help": "Learning rate of the warm-start steps (supervised steps take a larger one than PPO updates)."})
+
+    # Overrides of TrainingArguments defaults that suit this trainer
+    learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate of the agents' LoRA adapters."})
+    lr_scheduler_type: str = field(default="constant", metadata={
+        "help": "Learning-rate schedule over the training steps (constant, linear, cosine, ...)."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every N steps."})
+    save_steps: float = field(default=10, metadata={
+        "help": "Checkpoint every N steps (each checkpoint-N folder is itself a loadable sentinel)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 1 <= self.max_sentinel_tokens <= MAX_SENTINEL_TOKENS:
+            raise ValueError(f"max_sentinel_tokens={self.max_sentinel_tokens} is over the sentinel budget of "
+                             f"{MAX_SENTINEL_TOKENS} tokens; use a value from 1 to {MAX_SENTINEL_TOKENS}.")
+        if self.value_head_strategy not in STRATEGIES:
+            raise ValueError(f"value_head_strategy={self.value_head_strategy!r}; choose one of {STRATEGIES}.")
+        if self.rollout_batch_size < 1 or self.rollout_batch_size % self.num_mini_batches:
+            raise ValueError(f"rollout_batch_size={self.rollout_batch_size} must be a positive multiple of "
+                             f"num_mini_batches={self.num_mini_batches}.")
+        for name in ("corpus_fraction", "benign_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if "{prompt}" not in self.red_team_instruction:
+            raise ValueError("red_team_instruction must contain '{prompt}' (where the harmful prompt goes).")
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ValueError(f"kl_estimator={self.kl_estimator!r}; use 'k1' or 'k3'.")
+        if self.gradient_accumulation_steps != 1:
+            raise ValueError(f"gradient_accumulation_steps={self.gradient_accumulation_steps}: a step is one round "
+                             f"of the game with its own PPO updates; leave it at 1 and raise rollout_batch_size.")
+        if self.max_steps > 0 and self.warm_start_steps > self.max_steps:
+            raise ValueError(f"warm_start_steps={self.warm_start_steps} > max_steps={self.max_steps}: max_steps "
+                             f"counts the warm-start steps too; give max_steps={self.warm_start_steps + 6} for "
+                             f"{self.warm_start_steps} warm-start steps and 6 rounds.")

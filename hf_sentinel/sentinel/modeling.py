@@ -25,10 +25,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationMixin, P
 from transformers.utils import ModelOutput
 
 from ..defaults import resolve_model_path
-from ..generation import left_padded
+from ..generation import decoding_kwargs, left_padded, pad_token_id
 from ..loading import artifact_folder, check_artifact_kind, same_vocabulary
-from .config import SentinelConfig
 from ..remote import RemoteChatTarget
+from .config import SentinelConfig
 
 SENTINEL_SUBFOLDER = "sentinel"
 _MARK = "\x00SENTINEL-USER-TURN-END\x00"
@@ -67,7 +67,8 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
         >>> import tempfile
         >>> target, tokenizer = tiny_model()
         >>> folder = tempfile.mkdtemp()
-        >>> get_peft_model(tiny_model()[0], LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).save_pretrained(folder)
+        >>> lora = LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
+        >>> get_peft_model(tiny_model()[0], lora).save_pretrained(folder)
         >>> guarded = SentinelForCausalLM.from_pretrained(folder, target=target, target_tokenizer=tokenizer,
         ...                                               max_sentinel_tokens=5)
         >>> out = guarded.chat([[{"role": "user", "content": "Hello"}]], max_new_tokens=4)
@@ -128,7 +129,8 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
         """
         folder = artifact_folder(str(pretrained_model_name_or_path), "sentinel")
         check_artifact_kind(folder, "sentinel")
-        config = config or _config_for(folder, **{k: v for k, v in kwargs.items() if k in SentinelConfig.__dataclass_fields__})
+        overrides = {k: v for k, v in kwargs.items() if k in SentinelConfig.__dataclass_fields__}
+        config = config or _config_for(folder, **overrides)
         config.name_or_path = str(pretrained_model_name_or_path)
         sentinel_dir = folder / SENTINEL_SUBFOLDER if (folder / SENTINEL_SUBFOLDER).is_dir() else folder
 
@@ -189,14 +191,13 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
         """The sentinel's continuation of each prompt head, as its token ids: at most ``max_sentinel_tokens``,
         cut before its end-of-turn token."""
         tok = self.sentinel_tokenizer
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        pad_id = pad_token_id(tok)
         rows = [tok(head, add_special_tokens=False)["input_ids"] for head in heads]
         if not all(rows):
             raise ValueError("Empty prompt: the sentinel needs some text to continue.")
         device = next(self.sentinel.parameters()).device
         inputs = left_padded(rows, pad_id, device)
-        sampling = dict(do_sample=True, temperature=self.config.sentinel_temperature) \
-            if self.config.sentinel_do_sample else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        sampling = decoding_kwargs(self.config.sentinel_do_sample, self.config.sentinel_temperature)
         with self._sentinel_pass():
             output = self.sentinel.generate(**inputs, max_new_tokens=self.config.max_sentinel_tokens,
                                             eos_token_id=tok.eos_token_id, pad_token_id=pad_id, **sampling)
@@ -222,7 +223,8 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
         heads = []
         for conv in conversations:
             if not conv or conv[-1]["role"] != "user" or not str(conv[-1]["content"]).strip():
-                raise ValueError("Each conversation must end with a non-empty user message for the sentinel to refine.")
+                raise ValueError("Each conversation must end with a non-empty user message for the sentinel to "
+                                 "refine.")
             if self._turn_end is None:
                 heads.append(conv[-1]["content"])
                 continue
@@ -251,7 +253,7 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
         texts = [self.tokenizer.decode(ids[mask.bool()], skip_special_tokens=False)
                  for ids, mask in zip(input_ids, attention_mask)]
         refined, suffixes = self.refine_texts(texts)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        pad_id = pad_token_id(self.tokenizer)
         inputs = left_padded([self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in refined],
                              pad_id, input_ids.device)
         kwargs.setdefault("pad_token_id", pad_id)

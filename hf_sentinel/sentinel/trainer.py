@@ -1,0 +1,521 @@
+"""StackelbergPPOTrainer: a red team (leader) and a sentinel (follower) trained by interleaved PPO.
+
+One round of the game is one ``transformers.Trainer`` step (:meth:`StackelbergPPOTrainer.training_step`):
+
+1. leader phase, ``leader_steps`` times: the red team rewrites harmful prompts z into attacks x; the target
+   (adapters off) answers y; the red team is rewarded with harm(y) (the safety judge) and updated by PPO;
+2. follower phase, ``follower_steps`` times: the sentinel continues a batch of prompts (attacks from the red team
+   and harmful prompts as they are, plus benign prompts) with at most ``max_sentinel_tokens`` tokens; the target
+   answers the refined prompts y*; the sentinel is rewarded with −harm(y*) on attacks and
+   ``benign_weight``·answered(y*) (the helpfulness judge) on benign prompts and updated by PPO.
+
+The first ``warm_start_steps`` steps, if any, are supervised steps of the sentinel instead (:meth:`_warm_start_step`).
+
+Both agents are LoRA adapters (``red_team``, ``sentinel``) on one copy of the target's base weights; the target
+and the KL reference are the base with adapters off. Value heads read each agent's last hidden state (see
+:mod:`.value_heads`); the PPO maths is in :mod:`.ppo`, the rollouts' sampling loop in :mod:`.sampling`.
+
+Trainer runs the loop: ``max_steps``, logging and ``report_to``, callbacks, ``checkpoint-N`` folders
+(``save_steps``, ``save_total_limit``) and ``train(resume_from_checkpoint=...)``. A checkpoint is the artifact
+:meth:`save_model` writes (both adapters and value heads) plus Trainer's optimizer, scheduler, RNG and state files,
+so a resumed run repeats the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from transformers import Trainer
+from transformers.trainer_utils import get_last_checkpoint, set_seed
+
+from ..generation import GenerationSettings, generate, left_padded, pad_token_id, to_conversation
+from ..judges import RefusalJudge
+from ..training import (
+    ArtifactPushMixin,
+    base_model_name,
+    check_prompt_dataset,
+    checked_scores,
+    load_model_and_tokenizer,
+    lora_config,
+    split_by_label,
+)
+from . import ppo
+from .config import SentinelConfig, StackelbergPPOConfig
+from .modeling import split_user_turn, user_turn_end, write_sentinel_folder
+from .sampling import sample
+from .value_heads import AGENTS, ValueHeads
+
+#: Where the agents' LoRA goes unless a ``peft_config`` says otherwise (Llama-style names, as the shipped sentinel).
+ATTENTION_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+#: Each agent's value head, next to its adapter.
+VALUE_HEAD_NAME = "value_head.safetensors"
+#: The red team's folder inside a saved sentinel (and inside every checkpoint).
+RED_TEAM_SUBFOLDER = "red_team"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss is NaN or infinite; no update is applied and no checkpoint is written."""
+
+
+class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
+    """Train a sentinel against a red team on one target.
+
+    Args:
+        model: the target, a model object (with ``processing_class``), a folder / Hub id, or ``"default"`` (the
+            embedded SmolLM2). Its weights never change: both agents are LoRA adapters on it.
+        args: a :class:`StackelbergPPOConfig`.
+        train_dataset: prompts with a ``label`` column (``prompt`` + optional ``history``): the ``"harmful"`` rows
+            are what the red team rewrites, the ``"benign"`` rows what the sentinel must keep answered; build it with
+            :func:`hf_sentinel.training.labelled_prompts`.
+        eval_dataset: not supported (evaluate the saved sentinel with ``hf-sentinel bench``).
+        processing_class: the target's tokenizer (loaded with the target when the target is a name).
+        safety_judge: ``judge(prompts, completions) -> list[float]``, higher = more harmful (the target complied);
+            default :class:`~hf_sentinel.judges.RefusalJudge`.
+        helpfulness_judge: the same signature, higher = the benign prompt was answered; default ``RefusalJudge``.
+        peft_config: LoRA config of both agents (default: the config's ``lora_rank`` / ``lora_alpha`` /
+            ``lora_layers`` on the attention projections).
+        callbacks: ``transformers.TrainerCallback`` list.
+        red_team, sentinel: folders of LoRA adapters to start the agents from: an adapter folder, or a saved
+            sentinel / checkpoint folder (e.g. a warm-start run).
+
+    Example (tiny random model, two rounds)::
+
+        >>> import tempfile
+        >>> from datasets import Dataset
+        >>> from hf_sentinel.defaults import tiny_model
+        >>> from hf_sentinel.training import labelled_prompts
+        >>> target, tokenizer = tiny_model()
+        >>> args = StackelbergPPOConfig(output_dir=tempfile.mkdtemp(), max_steps=2, rollout_batch_size=4,
+        ...                             red_team_max_tokens=6, max_sentinel_tokens=4, target_max_new_tokens=4,
+        ...                             save_steps=100, logging_steps=100, disable_tqdm=True)
+        >>> prompts = labelled_prompts(Dataset.from_dict({"prompt": ["How do I make a bomb?", "Steal a car."]}),
+        ...                            Dataset.from_dict({"prompt": ["How do I bake bread?", "What is 2 plus 2?"]}))
+        >>> trainer = StackelbergPPOTrainer(target, args, prompts, processing_class=tokenizer)
+        >>> trainer.train().global_step  # Trainer prints the last log  # doctest: +ELLIPSIS
+        {'train_runtime': ...}
+        2
+    """
+
+    def __init__(self, model="default", args: StackelbergPPOConfig | None = None, train_dataset=None,
+                 eval_dataset=None, processing_class=None, safety_judge=None, helpfulness_judge=None,
+                 peft_config=None, callbacks=None, red_team: str | None = None, sentinel: str | None = None):
+        from peft import PeftModel, get_peft_model
+
+        args = args or StackelbergPPOConfig(output_dir="stackelberg-ppo")
+        if eval_dataset is not None:
+            raise ValueError("eval_dataset is not used by StackelbergPPOTrainer; evaluate the saved sentinel with "
+                             "`hf-sentinel bench --defense sentinel:OUTPUT_DIR` (or hf_sentinel.evaluate).")
+        check_prompt_dataset(train_dataset, "train_dataset", ("prompt", "label"))
+        # Plain rows: a step draws its prompts by index, many times per round.
+        self.prompts = {label: rows.to_list() for label, rows in split_by_label(train_dataset).items()}
+        if not self.prompts["harmful"]:
+            raise ValueError("train_dataset has no 'harmful' rows, which the red team rewrites; build it with "
+                             "hf_sentinel.training.labelled_prompts(harmful, benign).")
+        if args.benign_fraction > 0 and not self.prompts["benign"]:
+            raise ValueError(f"train_dataset has no 'benign' rows, but benign_fraction={args.benign_fraction}; add "
+                             f"benign prompts (labelled_prompts(harmful, benign)) or set benign_fraction=0.")
+        target, processing_class = load_model_and_tokenizer(model, processing_class, role="target")
+        self.target_name = base_model_name(target)
+
+        # Seeded before the adapters and value heads are initialised: reproducible, and equal on every process.
+        set_seed(args.seed)
+        peft_config = peft_config or lora_config(args, target.config.num_hidden_layers,
+                                                 target_modules=ATTENTION_PROJECTIONS)
+        if sentinel is not None:
+            policy = PeftModel.from_pretrained(target, _adapter_dir(sentinel, "sentinel"), adapter_name="sentinel",
+                                               is_trainable=True)
+        else:
+            policy = get_peft_model(target, peft_config, adapter_name="sentinel")
+        if red_team is not None:
+            policy.load_adapter(_adapter_dir(red_team, "red_team"), adapter_name="red_team", is_trainable=True)
+        else:
+            policy.add_adapter("red_team", peft_config)
+        for name, param in policy.named_parameters():
+            param.requires_grad = any(f".{agent}." in name for agent in AGENTS)
+        self.value_heads = ValueHeads(target.config.hidden_size, args.value_head_strategy, args.value_head_size)
+
+        self.safety_judge = safety_judge or RefusalJudge()
+        self.helpfulness_judge = helpfulness_judge or RefusalJudge()
+        self._turn_end = user_turn_end(processing_class)
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        super().__init__(model=policy, args=args, train_dataset=train_dataset, processing_class=processing_class,
+                         callbacks=callbacks)
+        self.value_heads.to(self.accelerator.device)
+        # Each process draws its own prompts and tokens (data parallel); Trainer's checkpoints keep the RNG state.
+        set_seed(args.seed + self.accelerator.process_index)
+
+    # ---------------------------------------------------------------------------------- Trainer's hooks
+
+    def get_train_dataloader(self) -> DataLoader:
+        """One item per step, which only counts it: a step draws the prompts its updates need from the harmful
+        and benign rows itself (with replacement), and every process runs every step with prompts of its own. An
+        epoch is as many steps as it takes the red team to draw as many prompts as there are harmful rows."""
+        steps = math.ceil(len(self.prompts["harmful"]) / self.args.rollout_batch_size)
+        return DataLoader([{"step": index} for index in range(steps)], batch_size=1)
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """One AdamW (fused) with three parameter groups: the red team's adapter, the sentinel's, and the value
+        heads (at ``value_learning_rate``). An update has gradients on one agent's adapter and the value heads
+        only, and AdamW leaves a parameter without a gradient (and its moments) as it is, so this is one optimizer
+        per agent in one object that Trainer checkpoints and schedules."""
+        if self.optimizer is None:
+            args, named = self.args, list(self.model.named_parameters())
+            groups = [{"name": agent, "params": [p for n, p in named if f".{agent}." in n], "lr": args.learning_rate}
+                      for agent in AGENTS]
+            groups.append({"name": "value_heads", "params": list(self.value_heads.parameters()),
+                           "lr": args.value_learning_rate})
+            self.optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                               eps=args.adam_epsilon, weight_decay=args.weight_decay, fused=True)
+        return self.optimizer
+
+    def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        """One step: a warm-start step of the sentinel while ``global_step < warm_start_steps``, else one round of
+        the game. Each update steps the optimizer itself and leaves no gradient behind, so the optimizer step
+        Trainer takes after this one changes nothing (its scheduler step sets the next step's learning rates).
+        Returns the mean of the step's losses, for the log."""
+        if self.state.global_step < self.args.warm_start_steps:
+            losses = [self._warm_start_step()]
+        else:
+            losses = [self._red_team_step() for _ in range(self.args.leader_steps)]
+            losses += [self._sentinel_step() for _ in range(self.args.follower_steps)]
+        return torch.tensor(sum(losses) / len(losses), device=self.args.device)
+
+    def floating_point_ops(self, inputs) -> int:
+        # A step's inputs only count it (see get_train_dataloader): there are no tokens in them to count FLOPs from.
+        return 0
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: add the game's metrics, averaged over the steps since the last one
+            logs.update({key: sum(values) / len(values) for key, values in self._metrics.items()})
+            self._metrics.clear()
+            # Trainer's grad_norm is taken after the updates, when no gradient is left; each update's is logged as
+            # `<agent>/grad_norm`.
+            logs.pop("grad_norm", None)
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------------------------ the game
+
+    def _red_team_step(self) -> float:
+        """Leader: write attacks from harmful prompts, score the target's undefended answers, one PPO update."""
+        harmful = self._sample("harmful", self.args.rollout_batch_size)
+        batch = self._rollout("red_team", [self._red_team_query(z["prompt"]) for z in harmful],
+                              self.args.red_team_max_tokens)
+        attacks = batch["texts"]
+        answers = self._target_answers([to_conversation(x) if x.strip() else None for x in attacks])
+        harm = checked_scores(self.safety_judge(attacks, answers), len(answers), self.safety_judge)
+        stats = self._ppo_update("red_team", batch, torch.tensor(harm))
+        self._record({"red_team/reward": sum(harm) / len(harm), **stats})
+        return stats["red_team/loss"]
+
+    def _sentinel_step(self) -> float:
+        """Follower: refine attacks and benign prompts, score the target's answers, one PPO update."""
+        args = self.args
+        n_benign = self._benign_count()
+        n_adversarial = args.rollout_batch_size - n_benign
+        n_corpus = round(n_adversarial * args.corpus_fraction)
+        harmful = self._sample("harmful", n_adversarial)
+        attacks = [z["prompt"] for z in harmful[:n_corpus]]
+        if n_adversarial > n_corpus:
+            with torch.no_grad():
+                written = self._rollout("red_team", [self._red_team_query(z["prompt"]) for z in harmful[n_corpus:]],
+                                        args.red_team_max_tokens)["texts"]
+            attacks += [x if x.strip() else z["prompt"] for x, z in zip(written, harmful[n_corpus:])]
+        benign = self._sample("benign", n_benign)
+        conversations = [to_conversation(x) for x in attacks] + \
+                        [to_conversation(b["prompt"], b.get("history")) for b in benign]
+        heads = [split_user_turn(self._render(conv), self._turn_end)[0] for conv in conversations]
+        batch = self._rollout("sentinel", heads, args.max_sentinel_tokens)
+        refined = [[*conv[:-1], {**conv[-1], "content": conv[-1]["content"] + suffix}]
+                   for conv, suffix in zip(conversations, batch["texts"])]
+        answers = self._target_answers(refined)
+        harm = checked_scores(self.safety_judge(attacks, answers[:n_adversarial]), n_adversarial, self.safety_judge)
+        utility = checked_scores(self.helpfulness_judge([b["prompt"] for b in benign], answers[n_adversarial:]),
+                                 n_benign, self.helpfulness_judge) if n_benign else []
+        scores = [-h for h in harm] + [args.benign_weight * u for u in utility]
+        stats = self._ppo_update("sentinel", batch, torch.tensor(scores))
+        self._record({"sentinel/reward": sum(scores) / len(scores),
+                      "sentinel/attack_success": sum(harm) / max(len(harm), 1),
+                      "sentinel/benign_answered": sum(utility) / max(len(utility), 1),
+                      "sentinel/suffix_tokens": batch["mask"].sum(1).float().mean().item(), **stats})
+        return stats["sentinel/loss"]
+
+    def _warm_start_step(self) -> float:
+        """Supervised step of the sentinel: ``warm_start_suffix`` after harmful prompts, an immediate end of turn
+        (no suffix) after benign ones."""
+        tokenizer, args, device = self.processing_class, self.args, self.accelerator.device
+        suffix_ids = tokenizer(args.warm_start_suffix, add_special_tokens=False)["input_ids"]
+        suffix_ids = suffix_ids[:args.max_sentinel_tokens - 1]
+        n_benign = self._benign_count()
+        harmful, benign = self._sample("harmful", args.rollout_batch_size - n_benign), self._sample("benign", n_benign)
+        conversations = [to_conversation(z["prompt"]) for z in harmful] + \
+                        [to_conversation(b["prompt"], b.get("history")) for b in benign]
+        heads = [split_user_turn(self._render(c), self._turn_end)[0] for c in conversations]
+        targets = [suffix_ids + [tokenizer.eos_token_id]] * len(harmful) + [[tokenizer.eos_token_id]] * len(benign)
+        pad_id = pad_token_id(self.processing_class)
+        queries = left_padded([tokenizer(h, add_special_tokens=False)["input_ids"] for h in heads], pad_id, device)
+        width = max(map(len, targets))
+        batch = {"query_ids": queries["input_ids"], "query_mask": queries["attention_mask"],
+                 "response_ids": torch.tensor([t + [pad_id] * (width - len(t)) for t in targets], device=device),
+                 "mask": torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in targets], device=device)}
+        self.model.set_adapter("sentinel")
+        _keep_both_trainable(self.model)
+        logprobs, _, _ = self._forward("sentinel", batch)
+        # A per-token mean: the first token of every example is the decision (suffix or end of turn), weighted the
+        # same for both kinds; a per-example mean would divide each harmful decision by the suffix length.
+        loss = -ppo.masked_mean(logprobs, batch["mask"].float())
+        self._check_finite(loss, "sentinel warm-start")
+        with self._learning_rate("sentinel", args.warm_start_learning_rate):
+            grad_norm = self._apply_gradients(loss)
+        self._record({"warm_start/loss": loss.item(), "warm_start/grad_norm": grad_norm})
+        return loss.item()
+
+    # --------------------------------------------------------------------------------------- rollouts
+
+    def _rollout(self, agent: str, queries: list[str], max_new_tokens: int, min_new_tokens: int = 0) -> dict:
+        """Sample each agent's response to each query (rendered text); responses end at (and include) EOS, which
+        cannot come before ``min_new_tokens``.
+
+        Also returns the sampling policy's log-probs and values of the response tokens (the PPO update's "old"
+        ones), read off the sampling itself."""
+        tokenizer, model = self.processing_class, self.model
+        pad_id = pad_token_id(self.processing_class)
+        inputs = left_padded([tokenizer(q, add_special_tokens=False)["input_ids"] for q in queries], pad_id,
+                             self.accelerator.device)
+        model.set_adapter(agent)
+        _keep_both_trainable(model)
+        # Implementation detail "log-probs and values from the rollout": sampling already ran the policy on every
+        # response position, so scoring the responses again before the update would repeat a forward.
+        responses, logprobs, hidden_states = sample(model, inputs["input_ids"], inputs["attention_mask"],
+                                                    max_new_tokens, self.args.temperature, tokenizer.eos_token_id,
+                                                    min_new_tokens)
+        with torch.no_grad():
+            values = self.value_heads(hidden_states, agent)
+        # Mask everything after the first EOS: the EOS itself is an action (for the sentinel, "append nothing").
+        is_eos = responses == tokenizer.eos_token_id
+        after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
+        mask = (~after_eos).long()
+        texts = [tokenizer.decode(row[m.bool() & (row != tokenizer.eos_token_id)], skip_special_tokens=True)
+                 for row, m in zip(responses, mask)]
+        return {"query_ids": inputs["input_ids"], "query_mask": inputs["attention_mask"],
+                "response_ids": responses.masked_fill(~mask.bool(), pad_id), "mask": mask,
+                "texts": [t if t.strip() else "" for t in texts], "logprobs": logprobs, "values": values}
+
+    def _red_team_query(self, prompt: str) -> str:
+        return self._render([{"role": "user", "content": self.args.red_team_instruction.format(prompt=prompt)}])
+
+    def _render(self, conversation: list[dict]) -> str:
+        return self.processing_class.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+
+    def _target_answers(self, conversations: list[list[dict] | None]) -> list[str]:
+        """The target's greedy answers (adapters off); an empty attack (None) gets an empty answer."""
+        real = [c for c in conversations if c is not None]
+        # seed=None: greedy answers need no seed, and re-seeding here would reset the rollouts' random stream.
+        settings = GenerationSettings(max_new_tokens=self.args.target_max_new_tokens, batch_size=len(real) or 1,
+                                      seed=None)
+        with self.model.disable_adapter():
+            answers = iter(generate(self.model.get_base_model(), self.processing_class, real, settings).responses
+                           if real else [])
+        return [next(answers) if c is not None else "" for c in conversations]
+
+    def _sample(self, label: str, n: int) -> list[dict]:
+        if not n:
+            return []
+        rows = self.prompts[label]
+        return [rows[i] for i in torch.randint(len(rows), (n,)).tolist()]
+
+    def _benign_count(self) -> int:
+        return round(self.args.rollout_batch_size * self.args.benign_fraction) if self.prompts["benign"] else 0
+
+    def _record(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self._metrics[key].append(value)
+
+    # ------------------------------------------------------------------------------------------- PPO
+
+    def _forward(self, agent: str | None, batch: dict, rows=slice(None)):
+        """Log-probs of the response tokens, values and logits, with ``agent``'s adapter on (None: adapters off)."""
+        query_ids, response_ids = batch["query_ids"][rows], batch["response_ids"][rows]
+        attention = torch.cat([batch["query_mask"][rows], batch["mask"][rows]], 1)
+        input_ids = torch.cat([query_ids, response_ids], 1)
+        # Left padding: positions count real tokens only, as the sampling loop counted them.
+        position_ids = (attention.cumsum(1) - 1).clamp(min=0)
+        start, length = query_ids.shape[1] - 1, response_ids.shape[1]
+        # Logits of the positions that predict response tokens only: the LM head on the query is wasted work. (Index
+        # positions, not a trailing count: that slice is strided, and the LM head then runs as a slow batched matmul.)
+        keep = torch.arange(start, start + length, device=input_ids.device)
+        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
+                         output_hidden_states=agent is not None, logits_to_keep=keep)
+        # Implementation detail "temperature-scaled logits": score tokens with the distribution they were sampled from.
+        logits = out.logits.float() / self.args.temperature
+        logprobs = ppo.logprobs_from_logits(logits, response_ids)
+        values = self.value_heads(out.hidden_states[-1][:, start:start + length], agent) if agent else None
+        return logprobs, values, logits
+
+    def _ppo_update(self, agent: str, batch: dict, scores: torch.Tensor) -> dict:
+        args, mask = self.args, batch["mask"].float()
+        scores = scores.to(mask.device, torch.float32)
+        self.model.set_adapter(agent)
+        _keep_both_trainable(self.model)
+        with torch.no_grad():
+            old_logprobs, old_values = batch["logprobs"], batch["values"]
+            with self.model.disable_adapter():
+                ref_logprobs, _, _ = self._forward(None, batch)
+            kl = ppo.kl_estimate(old_logprobs, ref_logprobs, args.kl_estimator)
+            rewards = ppo.token_rewards(scores, kl, mask, args.kl_coef)
+            advantages, returns = ppo.gae(rewards, old_values, mask, args.gamma, args.lam)
+            if args.whiten_advantages:
+                advantages = ppo.masked_whiten(advantages, mask)
+
+        size = len(scores)
+        mini = size // args.num_mini_batches
+        history = []
+        for _ in range(args.ppo_epochs):
+            order = torch.randperm(size)
+            for first in range(0, size, mini):
+                rows = order[first:first + mini]
+                logprobs, values, logits = self._forward(agent, batch, rows)
+                m = mask[rows]
+                pg_loss, clip_fraction, approx_kl = ppo.policy_loss(logprobs, old_logprobs[rows], advantages[rows], m,
+                                                                    args.clip_range)
+                vf_loss, vf_clip_fraction = ppo.value_loss(values, old_values[rows], returns[rows], m,
+                                                           args.clip_range_value)
+                # Without an entropy bonus the entropy is only logged: keep it out of the backward pass.
+                with torch.set_grad_enabled(bool(args.entropy_coef)):
+                    entropy = ppo.masked_mean(ppo.entropy_from_logits(logits), m)
+                loss = pg_loss + args.vf_coef * vf_loss - args.entropy_coef * entropy
+                self._check_finite(loss, f"{agent} PPO")
+                grad_norm = self._apply_gradients(loss)
+                history.append([loss.item(), pg_loss.item(), vf_loss.item(), clip_fraction.item(), approx_kl.item(),
+                                entropy.item(), grad_norm])
+        means = [sum(column) / len(column) for column in zip(*history)]
+        names = ("loss", "policy_loss", "value_loss", "clip_fraction", "approx_kl", "entropy", "grad_norm")
+        return {f"{agent}/{name}": value for name, value in zip(names, means)} | {
+            f"{agent}/kl_to_reference": ppo.masked_mean(kl, mask).item()}
+
+    def _apply_gradients(self, loss: torch.Tensor) -> float:
+        """Backward, average the gradients over processes, clip, step, and drop the gradients; returns the gradient
+        norm before clipping (NaN when ``max_grad_norm`` is 0: no clipping)."""
+        self.accelerator.backward(loss)
+        params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if self.accelerator.num_processes > 1:
+            _average_over_processes(self.accelerator, params)
+        grad_norm = math.nan
+        if self.args.max_grad_norm:
+            grad_norm = self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm).item()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    @contextlib.contextmanager
+    def _learning_rate(self, group_name: str, learning_rate: float):
+        """Within the block, the optimizer's ``group_name`` group steps at ``learning_rate``."""
+        group = next(g for g in self.optimizer.param_groups if g["name"] == group_name)
+        scheduled, group["lr"] = group["lr"], learning_rate
+        try:
+            yield
+        finally:
+            group["lr"] = scheduled
+
+    def _check_finite(self, loss: torch.Tensor, what: str) -> None:
+        if not torch.isfinite(loss):
+            last = get_last_checkpoint(self.args.output_dir) if Path(self.args.output_dir).is_dir() else None
+            raise NonFiniteLossError(
+                f"The {what} loss is {loss.item()} at step {self.state.global_step}; no update applied. The last "
+                f"good checkpoint is {last or 'none (no checkpoint saved yet)'}. Lower learning_rate or kl_coef, or "
+                f"check the judges.")
+
+    # --------------------------------------------------------------------------------- saving / loading
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Write the sentinel into ``output_dir`` (default: ``args.output_dir``): it loads with
+        ``hf_sentinel.pipeline(..., sentinel=output_dir)`` and ``--defense sentinel:output_dir``, and holds its value
+        head, its model card, and the red team it was trained against in ``red_team/`` (a PEFT LoRA adapter with
+        its value head and card). Trainer's ``checkpoint-N`` folders are this folder too; training resumes from
+        them. Never pushes (see :meth:`push_to_hub`)."""
+        from ..hub import write_model_card
+
+        if not self.args.should_save:
+            return
+        out = Path(output_dir or self.args.output_dir)
+        config = SentinelConfig(target_name_or_path=self.target_name, sentinel_kind="lora",
+                                max_sentinel_tokens=self.args.max_sentinel_tokens)
+        # The red team first: PEFT writes a named adapter into its own subfolder, but its card into `out`, where the
+        # sentinel's card then replaces it.
+        self.model.save_pretrained(out, selected_adapters=["red_team"])
+        write_sentinel_folder(out, config, self.model, self.processing_class,
+                              self.model.get_base_model().generation_config, card_extra=self._training_summary())
+        save_file(self._value_head_state("sentinel"), out / VALUE_HEAD_NAME)
+        red_team_dir = out / RED_TEAM_SUBFOLDER
+        save_file(self._value_head_state("red_team"), red_team_dir / VALUE_HEAD_NAME)
+        write_model_card(red_team_dir, kind="red-team", title="Red-team model (Stackelberg PPO)",
+                         summary=f"LoRA adapter of `{self.target_name}` trained to write prompts that make the target "
+                                 f"answer harmfully; the leader of the game the sentinel in `../` follows.",
+                         base_model=self.target_name, tags=["red-teaming", "peft", "lora"],
+                         extra=self._training_summary())
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Both adapters and the value heads from a checkpoint folder (written by :meth:`save_model`); Trainer
+        restores the optimizer, scheduler, RNG and its state from the same folder."""
+        from peft import set_peft_model_state_dict
+
+        folder = Path(resume_from_checkpoint)
+        for agent, adapter_dir in (("sentinel", folder / "sentinel"), ("red_team", folder / RED_TEAM_SUBFOLDER)):
+            set_peft_model_state_dict(self.model, load_file(adapter_dir / "adapter_model.safetensors"),
+                                      adapter_name=agent)
+        heads = {**load_file(folder / VALUE_HEAD_NAME), **load_file(folder / RED_TEAM_SUBFOLDER / VALUE_HEAD_NAME)}
+        self.value_heads.load_state_dict(heads)
+
+    def _training_summary(self) -> str:
+        rewards = [(h["step"], h.get("red_team/reward"), h.get("sentinel/reward")) for h in self.state.log_history
+                   if "sentinel/reward" in h]
+        if not rewards:
+            return ""
+        step, red, sentinel = rewards[-1]
+        return (f"\n## Training\n\nStackelberg PPO, {step} steps, value heads `{self.args.value_head_strategy}`, "
+                f"last logged mean rewards: red team R(y) = {red:.3f}, sentinel R(y*) = {sentinel:.3f}. The red team "
+                f"it was trained against is in `{RED_TEAM_SUBFOLDER}/`.\n")
+
+    def _value_head_state(self, agent: str) -> dict:
+        """The part of the value heads ``agent`` reads (its trunk and output layer, shared or its own)."""
+        heads = self.value_heads
+        trunk = agent if heads.strategy == "separate" else "shared"
+        output = "shared" if heads.strategy == "shared" else agent
+        return {k: v.detach().contiguous() for k, v in heads.state_dict().items()
+                if k.startswith((f"trunks.{trunk}.", f"outputs.{output}."))}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _average_over_processes(accelerator, params: list[torch.Tensor]) -> None:
+    """Data parallel: every process steps with the mean gradient, so the weights stay equal. One collective for all
+    gradients. (The model does not run through DDP: an update trains one of the two adapters and the value heads,
+    which live outside the model, so DDP's reducer would wait for gradients that never come.)"""
+    flat = accelerator.reduce(torch.cat([p.grad.flatten() for p in params]), reduction="mean")
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset:offset + p.grad.numel()].view_as(p.grad))
+        offset += p.grad.numel()
+
+
+def _keep_both_trainable(model) -> None:
+    # PEFT's set_adapter freezes the adapters it switches away from; both agents keep learning in turn.
+    for name, param in model.named_parameters():
+        if any(f".{agent}." in name for agent in AGENTS):
+            param.requires_grad = True
+
+
+def _adapter_dir(path: str, agent: str) -> str:
+    """An adapter folder, or the agent's subfolder in a saved sentinel or checkpoint folder."""
+    folder = Path(path)
+    for candidate in (folder, folder / agent):
+        if (candidate / "adapter_config.json").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"No LoRA adapter for the {agent} in {folder} (looked for adapter_config.json in it and "
+                            f"in {folder / agent}).")
