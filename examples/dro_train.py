@@ -1,29 +1,30 @@
 """Train a DRO soft safety prompt for the embedded SmolLM2 target (the 'elicited' variant), then evaluate it.
 
-This is the Python form of the documented command in docs/dro.md (same settings); rerunning resumes from
-the stage outputs and checkpoints in the output folder.
+This is the Python form of the documented command in docs/dro.md (same settings). Rerunning reuses the collect
+and estimate stages in the output folder and resumes the optimisation from its last checkpoint.
 
     HF_HUB_OFFLINE=1 python examples/dro_train.py [OUTPUT_DIR]
 """
 
 import sys
+from pathlib import Path
 
 from hf_sentinel.data import load_prompts
-from hf_sentinel.defaults import load_default_target
-from hf_sentinel.dro import DROConfig, DROTrainer, build_dro_dataset
+from hf_sentinel.dro import DROConfig, DROTrainer
 from hf_sentinel.evaluation import summary_table
+from hf_sentinel.training import labelled_prompts
 
 output_dir = sys.argv[1] if len(sys.argv) > 1 else "outputs/dro-elicited"
-model, tokenizer = load_default_target()
 config = DROConfig(
     output_dir=output_dir,
     variant="elicited",                      # the target barely refuses on its own; see docs/dro.md
     conditions=["none", "suffix:default"],   # no prompt / a user-turn instruction that makes it refuse
     sample_temperature=0, sample_max_new_tokens=12,
-    per_device_train_batch_size=32, num_train_epochs=3, learning_rate=1e-2, save_steps=3,
+    per_device_train_batch_size=32, num_train_epochs=2, learning_rate=1e-2,
 )
-train = build_dro_dataset(load_prompts("harmful:train"), load_prompts("benign:train"))
+train = labelled_prompts(load_prompts("harmful:train"), load_prompts("benign:train"))
 evals = {name: load_prompts(name) for name in ("harmful:test", "benign:test")}
-trainer = DROTrainer(model, config, train, evals, processing_class=tokenizer)
-trainer.train()
+trainer = DROTrainer("default", config, train, evals)
+trainer.train(resume_from_checkpoint=any(Path(output_dir).glob("checkpoint-*")))
+trainer.save_model()  # the adapter and its model card, with the evaluation
 print(summary_table(list(trainer.eval_results.values())))

@@ -4,14 +4,16 @@ import json
 
 import pytest
 import torch
+from datasets import Dataset
+from transformers import TrainerCallback
 
 from hf_sentinel.defaults import tiny_model
 from hf_sentinel.defenses import parse_defense
-from hf_sentinel.dro import (DROConfig, DRODefense, DROSafetyPrompt, DROTrainer, RefusalCapabilityError,
-                             build_dro_dataset)
+from hf_sentinel.dro import DROConfig, DRODefense, DROSafetyPrompt, DROTrainer, RefusalCapabilityError
 from hf_sentinel.dro.estimation import check_refusal_capability, fit_head, fit_subspace
 from hf_sentinel.dro.representations import forward_rows, token_rows
 from hf_sentinel.generation import GenerationSettings, generate, left_padded
+from hf_sentinel.training import labelled_prompts
 
 PROMPTS = ["Hello there, how do I bake bread?", "Hi", "What is 12 plus 30? Tell me the answer please."]
 
@@ -24,15 +26,19 @@ def _prompt(model, tokenizer, scale=0.5):
     return prompt
 
 
+def _labelled(harmful, benign):
+    return labelled_prompts(Dataset.from_dict({"prompt": list(harmful)}), Dataset.from_dict({"prompt": list(benign)}))
+
+
 def _tiny_data(n=6):
-    return build_dro_dataset([f"harmful request number {i}" for i in range(n)],
-                             [f"How do I bake bread, try {i}?" for i in range(n)])
+    return _labelled([f"harmful request number {i}" for i in range(n)],
+                     [f"How do I bake bread, try {i}?" for i in range(n)])
 
 
 def _tiny_config(tmp_path, **overrides):
     settings = dict(output_dir=str(tmp_path / "dro"), head_cv_folds=3, num_train_epochs=2, pca_dim=2,
                     per_device_train_batch_size=4, sample_max_new_tokens=2, num_samples=1, head_max_epochs=20,
-                    refusal_check="off", save_steps=1)
+                    refusal_check="off", save_steps=1, disable_tqdm=True, safety_prompt="Be safe and kind.")
     settings.update(overrides)
     return DROConfig(**settings)
 
@@ -259,43 +265,49 @@ def test_subspace_basis_is_orthonormal_and_keeps_pca_directions():
 # ---------------------------------------------------------------------------------------------- trainer
 def test_bad_training_sets_are_clear_errors(tiny_llama, tmp_path):
     from datasets import Dataset
+    from peft import LoraConfig
 
     model, tokenizer = tiny_llama
     config = _tiny_config(tmp_path)
-    with pytest.raises(ValueError, match="empty"):
-        DROTrainer(model, config, build_dro_dataset([], []), processing_class=tokenizer)
+    with pytest.raises(ValueError, match="train_dataset is empty.*labelled_prompts"):
+        DROTrainer(model, config, None, processing_class=tokenizer)
     with pytest.raises(ValueError, match="only harmful queries .* no harmless"):
-        DROTrainer(model, config, build_dro_dataset(["a b", "c d", "e f"], []), processing_class=tokenizer)
-    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['harmful'\]"):
-        DROTrainer(model, config, Dataset.from_dict({"prompt": ["x"]}), processing_class=tokenizer)
+        DROTrainer(model, config, _labelled(["a b", "c d", "e f"], []), processing_class=tokenizer)
+    with pytest.raises(ValueError, match="no `label` column.*boolean `harmful` column is no longer read"):
+        DROTrainer(model, config, Dataset.from_dict({"prompt": ["x"], "harmful": [True]}), processing_class=tokenizer)
+    with pytest.raises(ValueError, match=r"labels \['bad'\]"):
+        DROTrainer(model, config, Dataset.from_dict({"prompt": ["x"], "label": ["bad"]}), processing_class=tokenizer)
     with pytest.raises(ValueError, match="head_cv_folds=3 needs at least"):
-        DROTrainer(model, config, build_dro_dataset(["a", "b"], ["c", "d", "e"]), processing_class=tokenizer)
+        DROTrainer(model, config, _labelled(["a", "b"], ["c", "d", "e"]), processing_class=tokenizer)
     with pytest.raises(ValueError, match="processing_class"):
         DROTrainer(model, config, _tiny_data())
+    with pytest.raises(TypeError, match="PromptTuningConfig"):
+        DROTrainer(model, config, _tiny_data(), processing_class=tokenizer, peft_config=LoraConfig())
 
 
-class _StopAfter:
+class _StopAt(TrainerCallback):
     def __init__(self, step):
         self.step = step
 
-    def on_log(self, logs):
-        if logs.get("step") == self.step:
-            raise KeyboardInterrupt
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
 
 
-def test_trainer_writes_every_stage_and_resumes(tmp_path, monkeypatch):
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, monkeypatch):
     model, tokenizer = tiny_model("llama")
-    data = _tiny_data()
+    data = _tiny_data()  # 12 queries, batches of 4: 3 steps per epoch, 6 in all
     config = _tiny_config(tmp_path, variant="elicited", answer_tokens=3)
-    with pytest.raises(KeyboardInterrupt):  # interrupted in the middle of stage 3
-        DROTrainer(model, config, data, processing_class=tokenizer, callbacks=[_StopAfter(3)]).train()
+    interrupted = DROTrainer(model, config, data, processing_class=tokenizer, callbacks=[_StopAt(4)])
+    interrupted.train()  # stopped in the middle of the second epoch
     out = tmp_path / "dro"
     for path in ["collect/representations.safetensors", "collect/collection.json", "estimate/estimate.safetensors",
-                 "estimate/estimate.json", "estimate/subspace.png", "optimize/checkpoint-2/checkpoint.safetensors"]:
+                 "estimate/estimate.json", "estimate/subspace.png", "optimize/base.safetensors",
+                 "optimize/output_targets.json", "checkpoint-4/adapter_model.safetensors"]:
         assert (out / path).is_file(), path
-    assert not (out / "adapter_model.safetensors").exists()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]  # save_total_limit
 
-    # The rerun neither collects nor generates again, and continues after the last checkpoint.
+    # The rerun neither collects nor generates again, and continues from checkpoint-4.
     import hf_sentinel.dro.trainer as trainer_module
 
     def no_generation(*args, **kwargs):
@@ -303,18 +315,19 @@ def test_trainer_writes_every_stage_and_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer_module, "generate_with_states", no_generation)
     resumed = DROTrainer(model, config, data, processing_class=tokenizer)
-    prompt = resumed.train()
-    assert {"stage": "optimize", "resumed_from_step": 2} in resumed.log_history
-    assert (out / "optimize/before_after.png").is_file()
+    assert resumed.train(resume_from_checkpoint=True).global_step == 6
+    monkeypatch.undo()
+    assert [log["step"] for log in resumed.state.log_history if "loss" in log] == [1, 2, 3, 4, 5, 6]
+    resumed.save_model()
     card = (out / "README.md").read_text()
     assert "library_name:" in card and "- prompt-tuning" in card and "Refusal head, cross-validated" in card
-    monkeypatch.undo()
 
-    # Same result as an uninterrupted run.
-    fresh_config = _tiny_config(tmp_path / "again", variant="elicited", answer_tokens=3)
-    uninterrupted = DROTrainer(model, fresh_config, data, processing_class=tokenizer).train()
-    torch.testing.assert_close(prompt.embeddings, uninterrupted.embeddings)
-    assert DROSafetyPrompt.from_pretrained(out).num_virtual_tokens == prompt.num_virtual_tokens
+    uninterrupted = DROTrainer(model, _tiny_config(tmp_path / "again", variant="elicited", answer_tokens=3), data,
+                               processing_class=tokenizer)
+    uninterrupted.train()
+    assert torch.equal(resumed.trained_prompt.embeddings, uninterrupted.trained_prompt.embeddings)
+    assert not torch.equal(uninterrupted.trained_prompt.embeddings, resumed._initial.embeddings)
+    assert torch.equal(DROSafetyPrompt.from_pretrained(out).embeddings, resumed.trained_prompt.embeddings)
 
     # Other settings in the same output_dir: a clear error, unless overwriting.
     with pytest.raises(ValueError, match="other settings"):
@@ -333,41 +346,70 @@ def test_refusal_check_stops_faithful_dro_on_a_target_that_cannot_refuse(tmp_pat
     assert not (tmp_path / "dro/optimize").exists()
 
 
-def test_ablation_weights_leave_terms_out(tmp_path):
+def test_ablation_weights_leave_terms_out_and_a_plain_function_judges(tmp_path):
     model, tokenizer = tiny_model("llama")
     config = _tiny_config(tmp_path, refusal_loss_weight=0.0, num_train_epochs=1)
-    trainer = DROTrainer(model, config, _tiny_data(), processing_class=tokenizer)
+
+    def always_complied(prompts, completions):
+        return [1.0] * len(completions)
+
+    trainer = DROTrainer(model, config, _tiny_data(), processing_class=tokenizer, safety_judge=always_complied)
     trainer.train()
-    steps = [log for log in trainer.log_history if "loss" in log]
+    steps = [log for log in trainer.state.log_history if "loss" in log]
+    assert len(steps) == 3
     for log in steps:
         expected = 0.01 * log["harmfulness_loss"] + 0.001 * log["subspace_loss"]
         assert log["loss"] == pytest.approx(expected, rel=1e-5)
         assert "output_loss" not in log
+    collection = json.loads((tmp_path / "dro/collect/collection.json").read_text())
+    assert collection["compliance"] == [[1.0] * 12] * 3
 
 
-def test_push_to_hub_uploads_adapter_and_card(tmp_path, monkeypatch):
-    import huggingface_hub
+def test_save_model_and_push_to_hub_give_the_adapter_and_card(tmp_path, monkeypatch):
+    from fake_hub import push_and_read_card
 
-    uploaded = {}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            pass
-
-        def create_repo(self, repo_id, private=None, exist_ok=False):
-            uploaded["repo"] = repo_id
-
-        def upload_folder(self, repo_id, folder_path, commit_message):
-            from pathlib import Path
-
-            uploaded["files"] = sorted(p.name for p in Path(folder_path).iterdir())
-            return "https://huggingface.co/you/dro/commit/1"
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     model, tokenizer = tiny_model("llama")
-    config = _tiny_config(tmp_path, num_train_epochs=1, push_to_hub=True, hub_model_id="you/dro")
-    DROTrainer(model, config, _tiny_data(), processing_class=tokenizer).train()
-    assert uploaded == {"repo": "you/dro", "files": ["README.md", "adapter_config.json", "adapter_model.safetensors"]}
+    config = _tiny_config(tmp_path, max_steps=1, push_to_hub=True, hub_model_id="you/dro")
+    evals = {"benign:custom": Dataset.from_dict({"prompt": ["How do I bake bread?"]})}
+    trainer = DROTrainer(model, config, _tiny_data(), evals, processing_class=tokenizer)
+    trainer.train()
+    assert list(trainer.eval_results) == ["benign:custom"] and (tmp_path / "dro/eval/benign-custom.json").is_file()
+    files, card = push_and_read_card(trainer, config.hub_model_id, monkeypatch)
+    assert sorted(files) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert 'safety_prompt="you/dro"' in card.text and "## Evaluation" in card.text and "dro" in card.data.tags
+    assert not (tmp_path / "dro/README.md").exists()  # save_model writes it; train() and push_to_hub() do not
+
+
+def test_bfloat16_train_step_and_guarded_generation(tmp_path):
+    model, tokenizer = tiny_model("llama")
+    model = model.to(torch.bfloat16)
+    trainer = DROTrainer(model, _tiny_config(tmp_path, max_steps=1, variant="elicited", answer_tokens=2), _tiny_data(),
+                         processing_class=tokenizer)
+    before = trainer.trained_prompt.embeddings
+    trainer.train()
+    assert trainer.model.prompt_encoder["default"].embedding.weight.dtype == torch.float32  # fp32 master copy
+    assert next(model.parameters()).dtype == torch.bfloat16
+    prompt = trainer.trained_prompt
+    assert torch.isfinite(prompt.embeddings).all() and not torch.equal(prompt.embeddings, before)
+    result = generate(model, tokenizer, [[{"role": "user", "content": "Hello"}]], GenerationSettings(max_new_tokens=3),
+                      [DRODefense(prompt)])
+    assert len(result.responses) == 1
+
+
+def test_a_prompt_tuning_config_sets_the_starting_prompt(tmp_path):
+    from peft import PromptTuningConfig
+
+    model, tokenizer = tiny_model("llama")
+    trainer = DROTrainer(model, _tiny_config(tmp_path), _tiny_data(), processing_class=tokenizer,
+                         peft_config=PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    assert trainer.trained_prompt.num_virtual_tokens == 3
+
+
+def test_data_parallel_ranks_end_with_the_same_prompt(tmp_path):
+    from ddp_support import run_on_two_processes
+
+    _, ranks = run_on_two_processes("ddp_dro.py", tmp_path)
+    assert not torch.equal(ranks[0]["soft_prompt"], ranks[0]["initial"])
 
 
 def test_cli_trains_and_evaluates(tiny_llama_dir, tmp_path):
@@ -380,11 +422,13 @@ def test_cli_trains_and_evaluates(tiny_llama_dir, tmp_path):
     code = main(["train", "dro", "--target", str(tiny_llama_dir), "--harmful", str(harmful), "--benign", str(benign),
                  "--output-dir", str(out), "--variant", "elicited", "--head-cv-folds", "2", "--pca-dim", "2",
                  "--num-train-epochs", "1", "--sample-max-new-tokens", "2", "--num-samples", "1",
-                 "--head-max-epochs", "10", "--refusal-check", "off", "--ablate", "subspace",
-                 "--eval-prompts", str(benign), "--eval-limit", "2", "--eval-max-new-tokens", "2"])
+                 "--head-max-epochs", "10", "--refusal-check", "off", "--ablate", "subspace", "--limit", "3",
+                 "--eval-prompts", str(benign), "--eval-limit", "2", "--eval-max-new-tokens", "2", "--disable-tqdm",
+                 "true"])
     assert code == 0
     assert (out / "adapter_model.safetensors").is_file()
-    assert "## Evaluation" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "## Evaluation" in card and "w_U=0.0" in card and "3 harmful + 3 harmless" in card
     assert list((out / "eval").glob("*.json"))
 
 
@@ -395,3 +439,5 @@ def test_cli_rejects_bad_settings_before_loading_a_model(capsys):
         main(["train", "dro", "--variant", "magic"])
     assert main(["train", "dro", "--head-cv-folds", "1", "--target", "does-not-matter"]) == 2
     assert "head_cv_folds" in capsys.readouterr().err
+    assert main(["train", "dro", "--ablate", "refusal", "harmfulness", "subspace", "--target", "nowhere"]) == 2
+    assert "leaves no loss term" in capsys.readouterr().err

@@ -3,12 +3,13 @@
 - :class:`DROSafetyPrompt`: the trained prompt, stored as a PEFT prompt-tuning adapter; ``apply(model)`` or
   ``prepare_inputs(model, inputs)`` for ``generate()`` via ``inputs_embeds``.
 - :class:`DRODefense`: the prompt as a generation defense (``--defense dro:PATH``, ``pipeline(safety_prompt=)``).
-- :class:`DROConfig` / :class:`DROTrainer`: collect → estimate → optimise, resumable (``hf-sentinel train dro``).
+- :class:`DROConfig` / :class:`DROTrainer`: collect → estimate → optimise on ``transformers.Trainer``
+  (``hf-sentinel train dro``).
 """
 
 from .config import DROConfig
 from .defense import DRODefense
 from .prompt import DROSafetyPrompt
-from .trainer import DROTrainer, RefusalCapabilityError, build_dro_dataset
+from .trainer import DROTrainer, RefusalCapabilityError
 
-__all__ = ["DROConfig", "DROTrainer", "DROSafetyPrompt", "DRODefense", "RefusalCapabilityError", "build_dro_dataset"]
+__all__ = ["DROConfig", "DROTrainer", "DROSafetyPrompt", "DRODefense", "RefusalCapabilityError"]

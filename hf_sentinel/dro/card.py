@@ -19,7 +19,8 @@ def eval_results_for_card(results: dict) -> list:
         benign = name.startswith("benign")
         entries.append(EvalResult(
             task_type="text-generation", dataset_type=f"hf-sentinel/{name.split(':')[0]}", dataset_name=name,
-            dataset_split=name.partition(":")[2] or None, metric_type="answer_rate" if benign else "attack_success_rate",
+            dataset_split=name.partition(":")[2] or None,
+            metric_type="answer_rate" if benign else "attack_success_rate",
             metric_name="benign requests answered" if benign else "attack success rate (refusal judge)",
             metric_value=round(summary["attack_success_rate"], 4),
         ))
@@ -43,6 +44,8 @@ def write_dro_card(folder: str | Path, prompt: DROSafetyPrompt, args: DROConfig,
     estimate = training.get("estimate", {})
     refusal = estimate.get("refusal_head", {})
     harmfulness = estimate.get("harmfulness_head", {})
+    schedule = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+    steps = f" ({training['steps']} steps)" if training.get("steps") else ""
     weights = (f"w_r={args.refusal_loss_weight}, w_h={args.harmfulness_loss_weight}, "
                f"w_U={args.subspace_loss_weight}, w_o={args.output_loss_weight}")
     lines = [
@@ -55,8 +58,9 @@ def write_dro_card(folder: str | Path, prompt: DROSafetyPrompt, args: DROConfig,
         f"- Conditions of the collection stage: {', '.join(f'`{c}`' for c in args.conditions)}; "
         f"{args.num_samples if args.sample_temperature else 1} answer(s) per query and condition "
         f"(temperature {args.sample_temperature}, {args.sample_max_new_tokens} tokens)",
-        f"- Loss weights: {weights}; AdamW lr {args.learning_rate}, batch {args.per_device_train_batch_size}, "
-        f"{args.num_train_epochs} epochs, clip {args.max_grad_norm}",
+        f"- Loss weights: {weights}; AdamW lr {args.learning_rate} ({schedule}), batch "
+        f"{args.per_device_train_batch_size} per device, {args.num_train_epochs:g} epochs{steps}, "
+        f"clip {args.max_grad_norm}",
         f"- Seconds per stage: {training.get('stage_seconds')}",
     ]
     if estimate:

@@ -1,80 +1,71 @@
 """Train a DRO soft safety prompt (PEFT prompt-tuning adapter) for a target, then evaluate it.
 
-Every DROConfig field is an option (``--num-train-epochs``, ``--variant``, ...; defaults are the paper's).
-Stages write to --output-dir and a rerun resumes there. Examples:
+Every DROConfig field (a transformers TrainingArguments) is an option (--num-train-epochs, --variant, ...; the
+defaults are the paper's). Stages and checkpoints go to --output-dir; --resume-from-checkpoint last continues
+there. The adapter and its model card are saved in --output-dir. Examples:
 
     hf-sentinel train dro --variant elicited --output-dir outputs/dro-elicited
     hf-sentinel train dro --variant faithful --refusal-check warn --output-dir outputs/dro-faithful
     hf-sentinel train dro --variant elicited --ablate refusal --output-dir outputs/dro-no-lr
+    hf-sentinel train dro --variant elicited --limit 8 --num-train-epochs 1 --eval-prompts none --output-dir /tmp/dro
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from dataclasses import MISSING, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import REFUSAL_CHECKS, VARIANTS, DROConfig
+from ..training import TrainScriptArguments, resume_argument
+from .config import DROConfig
 
-_ABLATIONS = {"refusal": "refusal_loss_weight", "harmfulness": "harmfulness_loss_weight",
-              "subspace": "subspace_loss_weight", "output": "output_loss_weight"}
-_CHOICES = {"variant": VARIANTS, "refusal_check": REFUSAL_CHECKS}
-_TYPES = {"str": str, "int": int, "float": float, "str | None": str, "float | None": float}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", default="default",
-                        help="default (embedded SmolLM2-135M-Instruct), a local model folder or a Hub id")
-    parser.add_argument("--harmful", default="harmful:train", help="harmful training queries (a prompt set or file)")
-    parser.add_argument("--benign", default="benign:train", help="harmless training queries (a prompt set or file)")
-    parser.add_argument("--train-limit", type=int, help="use only N queries of each class (shuffled), for quick runs")
-    parser.add_argument("--ablate", action="append", choices=sorted(_ABLATIONS), default=[],
-                        help="set this loss term's weight to 0 (repeatable): refusal (L_r), harmfulness (L_h), "
-                             "subspace (L_U), output (L_o)")
-    parser.add_argument("--eval-prompts", nargs="*", default=["harmful:test", "benign:test"],
-                        help="prompt sets to evaluate the trained prompt on (none: skip); results go into the card")
-    parser.add_argument("--eval-limit", type=int, help="evaluate on only N prompts of each set")
-    parser.add_argument("--eval-shuffle-seed", type=int,
-                        help="shuffle each eval set with this seed before --eval-limit (a sample across categories/shapes)")
-    config = parser.add_argument_group("DROConfig")
-    for field in fields(DROConfig):
-        flag = "--" + field.name.replace("_", "-")
-        default = None if field.default is MISSING else field.default
-        help_text = field.metadata["help"]
-        if field.type == "bool":
-            config.add_argument(flag, action="store_true", help=help_text)
-        elif field.type == "list[str] | None":
-            config.add_argument(flag, nargs="+", default=default, help=help_text)
-        else:
-            config.add_argument(flag, type=_TYPES[field.type], default=default, choices=_CHOICES.get(field.name),
-                                help=help_text)
+ABLATIONS = {"refusal": "refusal_loss_weight", "harmfulness": "harmfulness_loss_weight",
+             "subspace": "subspace_loss_weight", "output": "output_loss_weight"}
+CONFIG_CLASS = DROConfig
 
 
-def run(args) -> int:
+@dataclass
+class ScriptArguments(TrainScriptArguments):
+    """What ``hf-sentinel train dro`` adds to the shared script arguments."""
+
+    safety_judge: str = field(default="refusal", metadata={
+        "help": "Judge of the sampled answers (refused or complied) and of the evaluation: 'refusal' (the keyword "
+                "judge the shipped prompt was trained with), 'default', or a classifier / guard model id or folder."})
+    ablate: list[str] = field(default_factory=list, metadata={
+        "help": "Loss terms to leave out (their weight set to 0): refusal (L_r), harmfulness (L_h), subspace (L_U), "
+                "output (L_o).", "choices": sorted(ABLATIONS)})
+    eval_prompts: list[str] = field(default_factory=lambda: ["harmful:test", "benign:test"], metadata={
+        "help": "Prompt sets to evaluate the trained prompt on; the results go into the model card. 'none' skips the "
+                "evaluation."})
+    eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on at most N prompts of each set."})
+    eval_shuffle_seed: int | None = field(default=None, metadata={
+        "help": "Shuffle each evaluation set with this seed before --eval-limit (a sample across categories)."})
+
+
+def run(script_args: ScriptArguments, config: DROConfig) -> int:
     from ..data import load_prompts
     from ..evaluation import load_target, summary_table
-    from .trainer import DROTrainer, build_dro_dataset
+    from ..judges import load_judge
+    from ..training import labelled_prompts
+    from .trainer import DROTrainer
 
-    values = {field.name: getattr(args, field.name) for field in fields(DROConfig)}
-    for term in args.ablate:
-        values[_ABLATIONS[term]] = 0.0
-    config = DROConfig(**values)  # invalid settings fail here, before any model loads
-    shuffle = config.seed if args.train_limit else None
-    train = build_dro_dataset(load_prompts(args.harmful, limit=args.train_limit, seed=shuffle),
-                              load_prompts(args.benign, limit=args.train_limit, seed=shuffle))
-    evals = {name: load_prompts(name, limit=args.eval_limit, seed=args.eval_shuffle_seed) for name in args.eval_prompts}
-    model, tokenizer = load_target(args.target)
-    trainer = DROTrainer(model, config, train, evals, processing_class=tokenizer, callbacks=[_PrintLogs()])
-    trainer.train()
+    for term in script_args.ablate:
+        setattr(config, ABLATIONS[term], 0.0)
+    if not any(getattr(config, weight) for weight in ABLATIONS.values()):  # fail before any model loads
+        raise ValueError(f"--ablate {' '.join(script_args.ablate)} leaves no loss term to optimise.")
+    shuffle = config.seed if script_args.limit else None
+    train = labelled_prompts(load_prompts(script_args.harmful, limit=script_args.limit, seed=shuffle),
+                             load_prompts(script_args.benign, limit=script_args.limit, seed=shuffle))
+    evals = {name: load_prompts(name, limit=script_args.eval_limit, seed=script_args.eval_shuffle_seed)
+             for name in script_args.eval_prompts if name != "none"}
+    model, tokenizer = load_target(script_args.target, torch_dtype=script_args.torch_dtype)
+    trainer = DROTrainer(model, config, train, evals, processing_class=tokenizer,
+                         safety_judge=load_judge(script_args.safety_judge))
+    trainer.train(resume_from_checkpoint=resume_argument(config))
+    trainer.save_model()
     print(f"adapter and model card: {Path(config.output_dir).resolve()}")
     if trainer.eval_results:
         print(summary_table(list(trainer.eval_results.values())))
         print(f"eval results: {(Path(config.output_dir) / 'eval').resolve()}")
+    if config.push_to_hub:
+        print(f"pushed to {config.hub_model_id}: {trainer.push_to_hub()}")
     return 0
-
-
-class _PrintLogs:
-    def on_log(self, logs: dict) -> None:
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()),
-              file=sys.stderr, flush=True)

@@ -183,7 +183,8 @@ def check_refusal_capability(head: HeadFit, compliance_rates: torch.Tensor, refu
                f"(mean non-refusal rate {compliance_rates.mean():.3f}); the refusal head's cross-validated BCE is "
                f"{head.cv_loss:.4f} against {head.constant_loss:.4f} for a constant predictor")
     if head.constant_loss < 1e-3:
-        numbers += " (the answers all got the same verdict, so there is no refusal behaviour to learn a direction from)"
+        numbers += (" (the answers all got the same verdict, so there is no refusal behaviour to learn a direction "
+                    "from)")
     else:
         numbers += f" ({head.improvement:+.1%}; needed at least {min_improvement:.0%} lower)"
     if head.improvement >= min_improvement:

@@ -12,7 +12,6 @@ and every row sees exactly what it would see alone.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import torch
@@ -105,20 +104,6 @@ class DROSafetyPrompt:
         save_file({WEIGHTS_KEY: self.embeddings.contiguous()}, str(folder / ADAPTER_WEIGHTS))
         return folder
 
-    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
-                    commit_message: str = "Upload DRO safety prompt", card_folder: str | Path | None = None) -> str:
-        """Upload the adapter (and the model card in ``card_folder/README.md``, if given) to a Hub repo."""
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as staging:
-            self.save_pretrained(staging)
-            if card_folder is not None and (Path(card_folder) / "README.md").is_file():
-                (Path(staging) / "README.md").write_text((Path(card_folder) / "README.md").read_text())
-            commit = api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=commit_message)
-        return getattr(commit, "commit_url", str(commit))
-
     # ------------------------------------------------------------------------------------------------ use
     @property
     def num_virtual_tokens(self) -> int:
@@ -207,7 +192,8 @@ def prompt_tuning_config(model, num_virtual_tokens: int, init_text: str | None =
     config = model.config
     text_init = init_text is not None and tokenizer_name_or_path is not None
     return PromptTuningConfig(
-        task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens, token_dim=model.get_input_embeddings().weight.shape[1],
+        task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens,
+        token_dim=model.get_input_embeddings().weight.shape[1],
         num_transformer_submodules=1, num_attention_heads=getattr(config, "num_attention_heads", None),
         num_layers=getattr(config, "num_hidden_layers", None), inference_mode=True,
         prompt_tuning_init="TEXT" if text_init else "RANDOM",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..generation import render
+from ..generation import decoding_kwargs, pad_token_id, render, stop_token_ids
 
 
 def token_rows(tokenizer, conversations: list[list[dict]]) -> list[list[int]]:
@@ -36,12 +36,17 @@ def common_prefix_length(rows: list[list[int]]) -> int:
 
 
 def forward_rows(model, rows: list[list[int]], soft_prompt: torch.Tensor | None = None,
-                 max_shared: int | None = None) -> tuple[torch.Tensor, int]:
-    """Final-layer hidden states of ``rows`` (token id lists), each preceded by ``soft_prompt`` [N, H].
+                 max_shared: int | None = None, prompt_model=None) -> tuple[torch.Tensor, int]:
+    """Final-layer hidden states of ``rows`` (token id lists), each preceded by a soft prompt.
+
+    The soft prompt is ``soft_prompt`` [N, H], or the prompt of ``prompt_model``: a PEFT prompt-tuning model of
+    ``model`` (possibly wrapped for data-parallel training). The shared prefix then runs through that model's own
+    forward, which puts its prompt in front, so that the prompt's gradient passes through the wrapper (which is how
+    DistributedDataParallel learns it has gradients to all-reduce).
 
     Returns ``(hidden, shared)``: row ``r``'s token ``j`` (for ``j >= shared``) is ``hidden[r, j - shared]``;
     positions past a row's end are padding. At most ``max_shared`` tokens go into the shared prefix (so that
-    the positions a caller reads stay in ``hidden``). Gradients flow to ``soft_prompt``.
+    the positions a caller reads stay in ``hidden``). Gradients flow to the soft prompt.
     """
     if not rows or any(len(row) == 0 for row in rows):
         raise ValueError("forward_rows needs a non-empty list of non-empty token rows.")
@@ -52,17 +57,22 @@ def forward_rows(model, rows: list[list[int]], soft_prompt: torch.Tensor | None 
         shared = min(shared, max_shared)
     batch = len(rows)
 
-    prefix_parts = []
-    if soft_prompt is not None:
-        prefix_parts.append(soft_prompt.to(device=device, dtype=embed.weight.dtype).unsqueeze(0))
-    if shared:
-        prefix_parts.append(embed(torch.tensor([rows[0][:shared]], device=device)))
     cache, prefix_length = None, 0
-    if prefix_parts:
-        prefix = torch.cat(prefix_parts, dim=1)
-        prefix_length = prefix.shape[1]
-        cache = decoder(inputs_embeds=prefix, position_ids=torch.arange(prefix_length, device=device).unsqueeze(0),
-                        use_cache=True).past_key_values
+    if prompt_model is not None:
+        prefix = torch.tensor([rows[0][:shared]], dtype=torch.long, device=device)
+        cache = prompt_model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+    else:
+        prefix_parts = []
+        if soft_prompt is not None:
+            prefix_parts.append(soft_prompt.to(device=device, dtype=embed.weight.dtype).unsqueeze(0))
+        if shared:
+            prefix_parts.append(embed(torch.tensor([rows[0][:shared]], device=device)))
+        if prefix_parts:
+            prefix = torch.cat(prefix_parts, dim=1)
+            cache = decoder(inputs_embeds=prefix, use_cache=True,
+                            position_ids=torch.arange(prefix.shape[1], device=device).unsqueeze(0)).past_key_values
+    if cache is not None:
+        prefix_length = cache.get_seq_length()
         cache.batch_repeat_interleave(batch)
 
     # Each row's own tokens, padded on the right: causal attention keeps padding out of every real position.
@@ -100,11 +110,9 @@ def generate_with_states(model, tokenizer, rows: list[list[int]], max_new_tokens
     """
     if temperature == 0 and samples != 1:
         raise ValueError("Greedy decoding (temperature 0) gives one answer per row; use samples=1.")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = model.generation_config.eos_token_id
-    stops = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {pad}
-    sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if temperature > 0 else \
-        dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    pad = pad_token_id(tokenizer)
+    stops = stop_token_ids(model, tokenizer)
+    sampling = decoding_kwargs(do_sample=True, temperature=temperature, top_k=0)  # greedy at temperature 0
     device = model.get_input_embeddings().weight.device
     states, answers = [], [[None] * len(rows) for _ in range(samples)]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths waste less on padding

@@ -1,17 +1,22 @@
 """``DROTrainer``: Directed Representation Optimization of a soft safety prompt (Zheng et al., 2024).
 
-Three stages, each writing its outputs under ``args.output_dir`` so that a rerun resumes where the last one
-stopped (a stage whose recorded settings differ from the current ones raises, unless
-``overwrite_output_dir``):
+``train()`` reads top to bottom as the method does:
 
-1. ``collect/``: for every training query under every condition (no prompt, safety system prompts, ...):
+1. ``collect/`` (once): for every training query under every condition (no prompt, safety system prompts, ...):
    the final-layer hidden state at the last prompt token, and sampled answers judged for refusal
    (``representations.safetensors``, ``collection.json``).
-2. ``estimate/``: PCA subspace (+ orthonormal completion), refusal head (fitted to the empirical non-refusal
-   rates) and harmfulness head, both cross-validated; the refusal-capability check; ``subspace.png``.
-3. ``optimize/``: the soft prompt, initialised from the human safety prompt's token embeddings, the model
-   frozen, trained with ``L = w_r L_r + w_h L_h + w_U L_U (+ w_o L_o)``; checkpoints every ``save_steps``;
-   ``before_after.png``. The final adapter (PEFT prompt tuning) and its model card go to ``output_dir``.
+2. ``estimate/`` (once): PCA subspace (+ orthonormal completion), refusal head (fitted to the empirical
+   non-refusal rates) and harmfulness head, both cross-validated; the refusal-capability check; ``subspace.png``.
+3. ``optimize/``: what the loss compares against (every query's coordinates under the initial prompt, and the
+   output loss's token targets); then ``transformers.Trainer``'s loop trains the soft prompt, a PEFT prompt-tuning
+   adapter on the frozen target, with :meth:`DROTrainer.compute_loss`
+   ``L = w_r L_r + w_h L_h + w_U L_U (+ w_o L_o)``. Checkpoints (``checkpoint-N``), ``resume_from_checkpoint``,
+   ``save_total_limit``, ``report_to``, callbacks and data parallelism are Trainer's. ``before_after.png``.
+4. ``eval_dataset``: each prompt set answered and judged under the trained prompt (``eval/``; the model card).
+
+Stages 1-3 write under ``args.output_dir`` with the settings they came from, and a rerun reuses them (a stage
+recorded with other settings raises, unless ``overwrite_output_dir``). ``save_model()`` writes the adapter and its
+model card; ``push_to_hub()`` uploads them.
 """
 
 from __future__ import annotations
@@ -19,130 +24,159 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import shutil
 import time
 import warnings
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
+from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
 from safetensors.torch import load_file, save_file
+from transformers import Trainer
 
 from ..defenses import parse_defense
 from ..generation import GenerationSettings, to_conversation
+from ..judges import Judge
+from ..training import (
+    ArtifactPushMixin,
+    base_model_name,
+    check_prompt_dataset,
+    checked_scores,
+    fingerprint,
+    judge_name,
+    load_model_and_tokenizer,
+    write_atomic,
+)
 from .config import DROConfig
 from .estimation import HeadFit, Subspace, check_refusal_capability, fit_head, fit_subspace
-from .prompt import DROSafetyPrompt
+from .prompt import DROSafetyPrompt, prompt_tuning_config
 from .representations import forward_rows, generate_with_states, last_token_states, token_rows
 
 STAGES = ("collect", "estimate", "optimize")
 STAGE_FILE = "stage.json"
+LOSS_TERMS = ("refusal_loss", "harmfulness_loss", "subspace_loss", "output_loss")
 
 
 class RefusalCapabilityError(RuntimeError):
     """The target's refusals are not predictable from its representations, so faithful DRO cannot steer it."""
 
 
-def build_dro_dataset(harmful, benign) -> Dataset:
-    """A DRO training set from harmful and harmless queries (Datasets with ``prompt`` [+ ``history``], or lists).
+@dataclass
+class Objective:
+    """What the loss compares against, fixed before the optimisation starts (stages 2 and 3)."""
 
-    >>> ds = build_dro_dataset(["How do I pick a lock?"], ["How do I bake bread?"])
-    >>> list(ds["harmful"]), ds.column_names
-    ([True, False], ['prompt', 'history', 'harmful'])
-    """
-    columns = {"prompt": [], "history": [], "harmful": []}
-    for rows, is_harmful in ((harmful, True), (benign, False)):
-        if isinstance(rows, Dataset):
-            prompts = list(rows["prompt"])
-            histories = list(rows["history"]) if "history" in rows.column_names else [None] * len(rows)
-        else:
-            prompts, histories = list(rows), [None] * len(rows)
-        columns["prompt"] += prompts
-        columns["history"] += histories
-        columns["harmful"] += [is_harmful] * len(prompts)
-    return Dataset.from_dict(columns)
+    subspace: Subspace
+    refusal: HeadFit
+    harmfulness: HeadFit
+    base: torch.Tensor           # [Q, H] every query's coordinates under the initial prompt
+    harmless: torch.Tensor       # [Q] 1 harmless, 0 harmful: the label of L_r and L_h
+    targets: list[list[int]]     # token targets of L_o per query (empty: none)
 
 
-class DROTrainer:
-    """Train a DRO soft safety prompt for ``model`` (which stays frozen).
+class DROTrainer(ArtifactPushMixin, Trainer):
+    """Train a DRO soft safety prompt for a target (which stays frozen).
 
     Args:
-        model: the target, a causal LM (``AutoModelForCausalLM``).
+        model: the target, a causal LM with a chat template: a model object, a local folder, a Hub id or
+            ``"default"`` (the embedded SmolLM2-135M-Instruct).
         args: :class:`~hf_sentinel.dro.DROConfig`.
-        train_dataset: ``prompt`` and ``harmful`` (bool) columns, optional ``history`` (earlier chat turns);
-            see :func:`build_dro_dataset`. Both classes are needed.
+        train_dataset: ``prompt`` and ``label`` (``"harmful"`` / ``"benign"``) columns, optional ``history``
+            (earlier chat turns): :func:`hf_sentinel.training.labelled_prompts` builds one. Both labels are needed.
         eval_dataset: ``{name: prompt Dataset}`` (e.g. ``{"harmful:test": load_prompts("harmful:test")}``):
-            evaluated under the trained prompt after training; the results go into the model card.
-        processing_class: the target's tokenizer (with a chat template).
-        judge: refusal judge for the sampled answers, scoring 1 = complied, 0 = refused (default
-            :class:`~hf_sentinel.judges.RefusalJudge`).
-        callbacks: objects with an ``on_log(logs: dict)`` method, called at every logging step and stage end.
-
-    There is no ``peft_config`` argument: a DRO prompt is always a PEFT prompt-tuning adapter initialised from
-    ``args.safety_prompt``.
+            answered and judged under the trained prompt after training; the results go into the model card.
+        processing_class: the target's tokenizer (with a chat template); loaded with a folder / Hub id model.
+        safety_judge: scores answers ``judge(prompts, completions) -> list[float]``, higher = complied rather
+            than refused (default :class:`~hf_sentinel.judges.RefusalJudge`); a score at or above the judge's
+            ``threshold`` (0.5 for a plain function) counts as complied.
+        peft_config: a ``peft.PromptTuningConfig``: ``prompt_tuning_init="TEXT"`` starts from its
+            ``prompt_tuning_init_text`` (embedded with ``processing_class``), another init from PEFT's
+            initialisation with its ``num_virtual_tokens``. Default: the token embeddings of
+            ``args.safety_prompt``, as in the paper.
+        callbacks: ``transformers.TrainerCallback`` objects, as in ``Trainer``.
 
     Example (tiny random model, which cannot refuse, so the capability check is off)::
 
         >>> import tempfile
+        >>> from datasets import Dataset
         >>> from hf_sentinel.defaults import tiny_model
+        >>> from hf_sentinel.training import labelled_prompts
         >>> model, tokenizer = tiny_model()
-        >>> data = build_dro_dataset(["harm one", "harm two", "harm three"], ["fine one", "fine two", "fine three"])
-        >>> args = DROConfig(output_dir=tempfile.mkdtemp(), head_cv_folds=3, num_train_epochs=1,
-        ...                  sample_max_new_tokens=2, head_max_epochs=5, refusal_check="off", pca_dim=2)
-        >>> prompt = DROTrainer(model, args, data, processing_class=tokenizer).train()
-        >>> prompt.hidden_size
+        >>> data = labelled_prompts(Dataset.from_dict({"prompt": ["harm one", "harm two", "harm three"]}),
+        ...                         Dataset.from_dict({"prompt": ["fine one", "fine two", "fine three"]}))
+        >>> args = DROConfig(output_dir=tempfile.mkdtemp(), head_cv_folds=3, num_train_epochs=1, pca_dim=2,
+        ...                  sample_max_new_tokens=2, head_max_epochs=5, refusal_check="off", disable_tqdm=True)
+        >>> trainer = DROTrainer(model, args, data, processing_class=tokenizer)
+        >>> _ = trainer.train()  # prints the logs (stage results, then the loss terms)  # doctest: +ELLIPSIS
+        {...}
+        >>> trainer.trained_prompt.hidden_size
         32
     """
 
-    def __init__(self, model, args: DROConfig | None = None, train_dataset: Dataset | None = None,
-                 eval_dataset: dict[str, Dataset] | None = None, processing_class=None, judge=None,
-                 callbacks: list | None = None):
-        self.args = args or DROConfig()
-        if processing_class is None:
-            raise ValueError("DROTrainer needs processing_class=tokenizer (the target's, with a chat template).")
-        if not processing_class.chat_template:
-            raise ValueError("The tokenizer has no chat template; DRO reads representations of chat prompts, so use "
-                             "a chat/instruct target.")
-        self.model = model
-        self.tokenizer = processing_class
-        self.train_dataset = _validated(train_dataset, self.args)
-        self.eval_dataset = dict(eval_dataset or {})
-        self.eval_results: dict | None = None
-        if judge is None:
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+
+    def __init__(self, model="default", args: DROConfig | None = None, train_dataset: Dataset | None = None,
+                 eval_dataset: dict[str, Dataset] | None = None, processing_class=None, safety_judge=None,
+                 peft_config: PromptTuningConfig | None = None, callbacks: list | None = None):
+        args = args or DROConfig()
+        if not isinstance(args, DROConfig):
+            raise TypeError(f"args must be a DROConfig, got {type(args).__name__}.")
+        target, tokenizer = load_model_and_tokenizer(model, processing_class, role="target")
+        train_dataset = _checked_train_dataset(train_dataset, args)
+        if safety_judge is None:
             from ..judges import RefusalJudge
 
-            judge = RefusalJudge()
-        self.judge = judge
-        self.callbacks = list(callbacks or [])
-        self.output_dir = Path(self.args.output_dir)
-        self.log_history: list[dict] = []
-        self._clock: dict[str, tuple[float, float]] = {}
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        model.eval()
+            safety_judge = RefusalJudge()
+        self.safety_judge = safety_judge
 
-        self.prompts: list[str] = list(self.train_dataset["prompt"])
-        histories = (list(self.train_dataset["history"]) if "history" in self.train_dataset.column_names
+        self.prompts: list[str] = list(train_dataset["prompt"])
+        histories = (list(train_dataset["history"]) if "history" in train_dataset.column_names
                      else [None] * len(self.prompts))
         self.conversations = [to_conversation(p, h) for p, h in zip(self.prompts, histories)]
-        self.harmful = torch.tensor([bool(x) for x in self.train_dataset["harmful"]], dtype=torch.bool)
-        self._fingerprints = self._stage_fingerprints(histories)
+        self.rows = token_rows(tokenizer, self.conversations)
+        self.harmful = torch.tensor([label == "harmful" for label in train_dataset["label"]], dtype=torch.bool)
+
+        # The target stays frozen; the soft prompt is a PEFT prompt-tuning adapter on it.
+        target.requires_grad_(False)
+        target.eval()
+        self._target = target
+        initial = _initial_prompt(target, tokenizer, peft_config, args)
+        self._initial = initial  # the loss measures every move from it; its config (provenance) is saved too
+        wrapped = get_peft_model(target, PromptTuningConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=initial.num_virtual_tokens, token_dim=initial.hidden_size))
+        with torch.no_grad():
+            wrapped.prompt_encoder[wrapped.active_adapter].embedding.weight.copy_(initial.embeddings)
+
+        super().__init__(model=wrapped, args=args, train_dataset=list(range(len(self.rows))),
+                         eval_dataset=eval_dataset, processing_class=tokenizer, data_collator=_query_batch,
+                         callbacks=callbacks)
+        self._fingerprints = self._stage_fingerprints(histories, initial)
+        self.eval_results: dict[str, dict] = {}
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._clock: dict[str, tuple[float, float]] = {}
+        self._objective: Objective | None = None
 
     # ------------------------------------------------------------------------------------------------ run
-    def train(self) -> DROSafetyPrompt:
-        """Run (or resume) the three stages, then evaluate on ``eval_dataset`` and push if asked; returns the
-        trained :class:`DROSafetyPrompt` (saved with its model card in ``output_dir``)."""
-        collection = self.collect()
-        estimate = self.estimate(collection)
-        prompt = self.optimize(estimate)
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        """Collect and estimate (or reuse their outputs in ``output_dir``), optimise the soft prompt with Trainer's
+        loop (``resume_from_checkpoint=True`` continues from the last ``checkpoint-N``), then evaluate on
+        ``eval_dataset``. Returns Trainer's ``TrainOutput``; :attr:`trained_prompt` is the result, and
+        :meth:`save_model` writes it with its model card."""
+        # One process computes the stages (and writes them); the others then read them from output_dir. The stages
+        # seed the RNG for themselves; forking it keeps the optimisation's batch order the same whether they ran
+        # or were read back (which an exact resume needs).
+        with self.args.main_process_first(local=self.args.save_on_each_node, desc="DRO collect and estimate"), \
+                torch.random.fork_rng(devices=[]):
+            self._objective = self.objective(self.estimate())
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+        if self.args.should_save:
+            self._plot_before_after()
         if self.eval_dataset:
-            self.eval_results = self.evaluate()
-        self.save_model(eval_results=self.eval_results)
-        if self.args.push_to_hub:
-            self.push_to_hub()
-        return prompt
+            self.evaluate()
+        return output
 
     # ------------------------------------------------------------------------------------------------ stage 1
     def collect(self) -> dict:
@@ -160,28 +194,25 @@ class DROTrainer:
             defense = parse_defense(spec)
             rewritten = defense.rewrite(copy.deepcopy(self.conversations), [{} for _ in self.conversations])
             condition_states, answers = generate_with_states(
-                self.model, self.tokenizer, token_rows(self.tokenizer, rewritten), args.sample_max_new_tokens,
-                samples, args.sample_temperature)
+                self._target, self.processing_class, token_rows(self.processing_class, rewritten),
+                args.sample_max_new_tokens, samples, args.sample_temperature)
             states.append(condition_states)
-            complied = torch.tensor([[float(self.judge.is_harmful(s)) for s in self.judge(self.prompts, sample)]
-                                     for sample in answers])                              # [samples, Q]
+            complied = torch.tensor([self._complied(self.prompts, sample) for sample in answers])  # [samples, Q]
             compliance.append(complied.mean(dim=0).tolist())
             responses.append(answers)
-            self._log({"stage": "collect", "condition": spec, "non_refusal_rate": complied.mean().item()})
         collection = {"conditions": list(args.conditions), "compliance": compliance, "responses": responses,
                       "samples_per_query": samples}
         save_file({"states": torch.stack(states).contiguous()}, str(folder / "representations.safetensors"))
-        (folder / "collection.json").write_text(json.dumps(collection, indent=1, ensure_ascii=False))
+        write_atomic(folder / "collection.json", json.dumps(collection, indent=1, ensure_ascii=False))
         self._finish_stage("collect")
+        self.log({"collect_non_refusal_rate": float(torch.tensor(compliance).mean())})
         return {**collection, "states": torch.stack(states)}
 
     # ------------------------------------------------------------------------------------------------ stage 2
     def estimate(self, collection: dict | None = None) -> dict:
         """Stage 2: PCA subspace, refusal and harmfulness heads, and the refusal-capability check."""
         folder = self._stage_dir("estimate")
-        if self._stage_done("estimate"):
-            estimate = _load_estimate(folder)
-        else:
+        if not self._stage_done("estimate"):
             collection = collection or self.collect()
             self._begin_stage("estimate")
             args = self.args
@@ -210,18 +241,18 @@ class DROTrainer:
                 "refusal_capability": {"passed": capability.passed, "message": capability.message},
                 "refused_answers": refused, "answers": answers,
             }
-            (folder / "estimate.json").write_text(json.dumps(summary, indent=1))
+            write_atomic(folder / "estimate.json", json.dumps(summary, indent=1))
             from .plots import plot_subspace
 
             plot_subspace(coordinates.reshape(conditions, queries, -1), self.harmful, compliance,
                           collection["conditions"], folder / "subspace.png")
             self._finish_stage("estimate")
-            estimate = _load_estimate(folder)
-        capability = estimate["summary"]["refusal_capability"]
-        self._log({"stage": "estimate", "refusal_capability_passed": capability["passed"],
-                   "refusal_head_cv_loss": estimate["summary"]["refusal_head"]["cv_loss"],
-                   "refusal_constant_loss": estimate["summary"]["refusal_head"]["constant_loss"],
-                   "harmfulness_cv_accuracy": estimate["summary"]["harmfulness_head"]["cv_accuracy"]})
+        estimate = _load_estimate(folder)
+        summary = estimate["summary"]
+        self.log({"refusal_head_cv_loss": summary["refusal_head"]["cv_loss"],
+                  "refusal_constant_loss": summary["refusal_head"]["constant_loss"],
+                  "harmfulness_cv_accuracy": summary["harmfulness_head"]["cv_accuracy"]})
+        capability = summary["refusal_capability"]
         if not capability["passed"] and self.args.refusal_check == "error":
             raise RefusalCapabilityError(capability["message"])
         if not capability["passed"] and self.args.refusal_check == "warn":
@@ -229,93 +260,103 @@ class DROTrainer:
         return estimate
 
     # ------------------------------------------------------------------------------------------------ stage 3
-    def optimize(self, estimate: dict | None = None) -> DROSafetyPrompt:
-        """Stage 3: train the soft prompt (resuming from the last checkpoint); saves the adapter in output_dir."""
+    def objective(self, estimate: dict) -> Objective:
+        """Stage 3's fixed inputs: every query's coordinates under the initial prompt (what L_r, L_h and L_U
+        compare against) and, for the output loss, its token targets."""
         folder = self._stage_dir("optimize")
-        if self._stage_done("optimize"):
-            return DROSafetyPrompt.from_pretrained(self.output_dir)
-        estimate = estimate or self.estimate()
-        self._begin_stage("optimize")
-        args = self.args
+        if not self._stage_done("optimize"):
+            self._begin_stage("optimize")
+            coordinates = estimate["subspace"].project(
+                last_token_states(self._target, self.rows, self._initial.embeddings))
+            save_file({"coordinates": coordinates.contiguous()}, str(folder / "base.safetensors"))
+            self._finish_stage("optimize")
+        base = load_file(str(folder / "base.safetensors"))["coordinates"]
+        targets = self._output_targets(folder) if self.args.uses_output_loss else [[] for _ in self.rows]
+        device = self._target.get_input_embeddings().weight.device
         subspace: Subspace = estimate["subspace"]
-        refusal: HeadFit = estimate["refusal"]
-        harmfulness: HeadFit = estimate["harmfulness"]
-        initial = DROSafetyPrompt.from_text(self.model, self.tokenizer, args.safety_prompt, self._base_model_name())
-        rows = token_rows(self.tokenizer, self.conversations)
-        base = self._base_coordinates(folder, rows, initial, subspace)
-        targets = self._output_targets(folder) if args.uses_output_loss else [[] for _ in rows]
-        harmless = (~self.harmful).float()
-        base_refusal, base_harmfulness = refusal.logits(base), harmfulness.logits(base)
+        return Objective(
+            subspace=Subspace(subspace.mean.to(device), subspace.basis.to(device), subspace.dim,
+                              subspace.explained_variance_ratio),
+            refusal=estimate["refusal"], harmfulness=estimate["harmfulness"], base=base.to(device),
+            harmless=(~self.harmful).float().to(device), targets=targets)
 
-        soft = torch.nn.Parameter(initial.embeddings.clone())
-        optimizer = torch.optim.AdamW([soft], lr=args.learning_rate, weight_decay=args.weight_decay)
-        step = self._resume(folder, soft, optimizer)
-        batch_size = min(args.per_device_train_batch_size, len(rows))
-        steps_per_epoch = math.ceil(len(rows) / batch_size)
-        total_steps = args.num_train_epochs * steps_per_epoch
-        dim = subspace.dim
-        lm_head = self.model.get_output_embeddings()
-        while step < total_steps:
-            epoch, index = divmod(step, steps_per_epoch)
-            order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(args.seed + epoch))
-            batch = order[index * batch_size:(index + 1) * batch_size].tolist()
-            step_start = time.perf_counter()
-            hidden, shared = forward_rows(self.model, [rows[i] + targets[i] for i in batch], soft,
-                                          max_shared=min(len(rows[i]) for i in batch) - 1)
-            last = torch.tensor([len(rows[i]) - 1 - shared for i in batch])
-            coordinates = subspace.project(hidden[torch.arange(len(batch)), last])
-            labels = harmless[batch]
-            losses = {
-                "refusal_loss": F.binary_cross_entropy_with_logits(
-                    refusal.logits(coordinates) - base_refusal[batch], labels),
-                "harmfulness_loss": F.binary_cross_entropy_with_logits(
-                    harmfulness.logits(coordinates) - base_harmfulness[batch], labels),
-                "subspace_loss": (coordinates[:, dim:] - base[batch, dim:]).square().mean(),
-            }
-            if args.uses_output_loss:
-                losses["output_loss"] = _output_loss(hidden, lm_head, [rows[i] for i in batch],
-                                                     [targets[i] for i in batch], shared)
-            weights = {"refusal_loss": args.refusal_loss_weight, "harmfulness_loss": args.harmfulness_loss_weight,
-                       "subspace_loss": args.subspace_loss_weight, "output_loss": args.output_loss_weight}
-            loss = sum(weights[name] * value for name, value in losses.items())
-            optimizer.zero_grad()
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_([soft], args.max_grad_norm)
-            optimizer.step()
-            step += 1
-            if step % args.logging_steps == 0 or step == total_steps:
-                self._log({"stage": "optimize", "step": step, "epoch": round(step / steps_per_epoch, 3),
-                           "loss": loss.item(), **{k: v.item() for k, v in losses.items()},
-                           "grad_norm": grad_norm.item(), "seconds": round(time.perf_counter() - step_start, 2)})
-            if step % args.save_steps == 0 or step == total_steps:
-                self._checkpoint(folder, step, soft, optimizer)
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """DRO's loss on a batch of training queries, each read at its last prompt token under the soft prompt:
 
-        prompt = DROSafetyPrompt(soft.detach().clone(), initial.peft_config)
-        after = subspace.project(last_token_states(self.model, rows, prompt.embeddings))
-        from .plots import plot_before_after
+        * L_r: BCE of the refusal head's logit, relative to the initial prompt's, against harmless = 1: harmful
+          queries move towards refusal, harmless ones away from it;
+        * L_h: the same along the harmfulness head;
+        * L_U: MSE of the coordinates outside the PCA subspace against their values under the initial prompt;
+        * L_o (elicited variant): cross-entropy of the refusal on harmful queries and of the target's own answer
+          on harmless ones.
+        """
+        # The target is frozen and its representations were read in eval mode (no dropout); Trainer's
+        # training_step has just switched it to train mode.
+        model.eval()
+        objective, args = self._objective, self.args
+        batch = inputs["index"]
+        rows = [self.rows[i] for i in batch.tolist()]
+        targets = [objective.targets[i] for i in batch.tolist()]
+        hidden, shared = forward_rows(self._target, [row + target for row, target in zip(rows, targets)],
+                                      prompt_model=model, max_shared=min(map(len, rows)) - 1)
+        last = torch.tensor([len(row) - 1 - shared for row in rows], device=hidden.device)
+        coordinates = objective.subspace.project(hidden[torch.arange(len(rows), device=hidden.device), last])
+        base, labels, dim = objective.base[batch], objective.harmless[batch], objective.subspace.dim
+        losses = {
+            "refusal_loss": F.binary_cross_entropy_with_logits(
+                objective.refusal.logits(coordinates) - objective.refusal.logits(base), labels),
+            "harmfulness_loss": F.binary_cross_entropy_with_logits(
+                objective.harmfulness.logits(coordinates) - objective.harmfulness.logits(base), labels),
+            "subspace_loss": (coordinates[:, dim:] - base[:, dim:]).square().mean(),
+        }
+        if args.uses_output_loss:
+            losses["output_loss"] = _output_loss(hidden, self._target.get_output_embeddings(), rows, targets, shared)
+        weights = dict(zip(LOSS_TERMS, (args.refusal_loss_weight, args.harmfulness_loss_weight,
+                                        args.subspace_loss_weight, args.output_loss_weight)))
+        loss = sum(weights[name] * value for name, value in losses.items())
+        for name, value in losses.items():
+            self._metrics[name].append(value.item())
+        return (loss, None) if return_outputs else loss
 
-        plot_before_after(harmfulness.logits(base), base_refusal, harmfulness.logits(after), refusal.logits(after),
-                          self.harmful, folder / "before_after.png")
-        self.prompt = prompt
-        prompt.save_pretrained(self.output_dir)
-        self._finish_stage("optimize")
-        return prompt
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Trainer's log, with each loss term's mean (over the steps since the last log and over processes)."""
+        if "loss" in logs and self._metrics:
+            names = sorted(self._metrics)
+            means = torch.tensor([sum(self._metrics[n]) / len(self._metrics[n]) for n in names],
+                                 device=self.accelerator.device)
+            logs.update(zip(names, self.accelerator.reduce(means, reduction="mean").tolist()))
+            self._metrics.clear()
+        super().log(logs, start_time)
+
+    @property
+    def trained_prompt(self) -> DROSafetyPrompt:
+        """The soft prompt as it stands, with the adapter config it is saved with (initial text, base model)."""
+        weight = self.model.prompt_encoder[self.model.active_adapter].embedding.weight
+        return DROSafetyPrompt(weight.detach().float().cpu().clone(), self._initial.peft_config)
 
     # ------------------------------------------------------------------------------------------------ outputs
-    def save_model(self, output_dir: str | Path | None = None, eval_results: dict | None = None) -> Path:
-        """Write the adapter (PEFT prompt tuning) and its model card; ``eval_results`` as :meth:`evaluate` returns."""
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Write the soft prompt (PEFT prompt-tuning adapter: ``adapter_config.json``,
+        ``adapter_model.safetensors``) and its model card (``README.md``, with the eval results once evaluated) into
+        ``output_dir`` (default ``args.output_dir``); every checkpoint holds the same. Never pushes:
+        :meth:`push_to_hub` does."""
+        if not self.args.should_save:
+            return
         from .card import write_dro_card
 
-        output_dir = Path(output_dir or self.output_dir)
-        prompt = getattr(self, "prompt", None) or DROSafetyPrompt.from_pretrained(self.output_dir)
+        output_dir = output_dir or self.args.output_dir
+        prompt = self.trained_prompt
         prompt.save_pretrained(output_dir)
-        write_dro_card(output_dir, prompt, self.args, self._training_summary(), eval_results)
-        return output_dir
+        write_dro_card(output_dir, prompt, self.args, self._training_summary(), self.eval_results or None)
 
-    def evaluate(self, eval_dataset: dict[str, Dataset] | None = None) -> dict:
-        """Answer and judge each prompt set under the trained prompt (greedy, ``args.eval_max_new_tokens``).
+    def evaluate(self, eval_dataset: dict[str, Dataset] | None = None, ignore_keys=None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Answer and judge each prompt set under the soft prompt as it stands (greedy,
+        ``args.eval_max_new_tokens``, the safety judge).
 
-        Returns ``{name: hf_sentinel.evaluation.evaluate() result}`` and writes each to ``output_dir/eval/``.
+        Each full result (:func:`hf_sentinel.evaluation.evaluate`) goes to ``output_dir/eval/NAME.json`` and into
+        :attr:`eval_results` (the model card shows them); returns and logs
+        ``{"eval_NAME_attack_success_rate": rate}`` (for a benign set, the rate of answered requests).
         """
         from ..evaluation import evaluate
         from .defense import DRODefense
@@ -323,45 +364,31 @@ class DROTrainer:
         eval_dataset = eval_dataset or self.eval_dataset
         if not eval_dataset:
             raise ValueError("Nothing to evaluate: pass eval_dataset={name: prompts} here or to DROTrainer.")
-        prompt = getattr(self, "prompt", None) or DROSafetyPrompt.from_pretrained(self.output_dir)
-        defense = DRODefense(prompt, spec=f"dro:{self.output_dir}")
+        if not self.is_world_process_zero():  # generation and judging are not sharded: one process does them
+            return {}
+        defense = DRODefense(self.trained_prompt, spec=f"dro:{self.args.output_dir}")
         settings = GenerationSettings(max_new_tokens=self.args.eval_max_new_tokens)
-        results, folder = {}, self.output_dir / "eval"
+        judge = self.safety_judge if isinstance(self.safety_judge, Judge) else _FunctionJudge(self.safety_judge)
+        folder = Path(self.args.output_dir) / "eval"
         folder.mkdir(parents=True, exist_ok=True)
+        metrics = {}
         for name, prompts in eval_dataset.items():
-            results[name] = evaluate(self.model, self.tokenizer, prompts, self.judge, [defense], settings,
-                                     target_name=self._base_model_name(), prompts_name=name, progress=False)
-            (folder / f"{Path(name).name.replace(':', '-')}.json").write_text(
-                json.dumps(results[name], indent=2, ensure_ascii=False))
-            self._log({"stage": "evaluate", "prompts": name,
-                       "attack_success_rate": results[name]["summary"]["attack_success_rate"]})
-        return results
-
-    def push_to_hub(self) -> str:
-        """Upload the adapter and its model card (with eval results, if evaluated) to ``args.hub_model_id``."""
-        if not self.args.hub_model_id:
-            raise ValueError("Set hub_model_id (e.g. 'you/dro-smollm2') to push to the Hub.")
-        prompt = DROSafetyPrompt.from_pretrained(self.output_dir)
-        return prompt.push_to_hub(self.args.hub_model_id, card_folder=self.output_dir)
+            result = evaluate(self._target, self.processing_class, prompts, judge, [defense], settings,
+                              target_name=base_model_name(self._target), prompts_name=name, progress=False)
+            self.eval_results[name] = result
+            write_atomic(folder / f"{Path(name).name.replace(':', '-')}.json",
+                         json.dumps(result, indent=2, ensure_ascii=False))
+            metrics[f"{metric_key_prefix}_{name}_attack_success_rate"] = result["summary"]["attack_success_rate"]
+        self.log(dict(metrics))
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     # ------------------------------------------------------------------------------------------------ helpers
-    def _base_model_name(self) -> str | None:
-        from ..defaults import DEFAULT_TARGET_NAME, cache_dir
-
-        name = getattr(self.model, "name_or_path", None) or None
-        embedded = (cache_dir() / DEFAULT_TARGET_NAME.split("/")[-1]).resolve()
-        if name and Path(name).resolve() == embedded:
-            return DEFAULT_TARGET_NAME  # the embedded target's local cache stands for its Hub id
-        return name
-
-    def _base_coordinates(self, folder: Path, rows, initial: DROSafetyPrompt, subspace: Subspace) -> torch.Tensor:
-        """Coordinates of every query under the initial prompt (what L_r, L_h and L_U compare against)."""
-        path = folder / "base.safetensors"
-        if path.is_file():
-            return load_file(str(path))["coordinates"]
-        coordinates = subspace.project(last_token_states(self.model, rows, initial.embeddings))
-        save_file({"coordinates": coordinates.contiguous()}, str(path))
-        return coordinates
+    def _complied(self, prompts: list[str], answers: list[str]) -> list[float]:
+        """1.0 for each answer the safety judge scores as complied, 0.0 for a refusal."""
+        scores = checked_scores(self.safety_judge(prompts, answers), len(answers), self.safety_judge)
+        threshold = getattr(self.safety_judge, "threshold", 0.5)
+        return [float(score >= threshold) for score in scores]
 
     def _output_targets(self, folder: Path) -> list[list[int]]:
         """Token targets of L_o: the refusal on harmful queries, the target's own greedy opening on benign ones
@@ -369,68 +396,43 @@ class DROTrainer:
         path = folder / "output_targets.json"
         if path.is_file():
             return json.loads(path.read_text())["targets"]
-        refusal = self.tokenizer(self.args.refusal_response, add_special_tokens=False)["input_ids"]
-        benign = [i for i, h in enumerate(self.harmful.tolist()) if not h]
-        rows = token_rows(self.tokenizer, [self.conversations[i] for i in benign])
-        _, (answers,) = generate_with_states(self.model, self.tokenizer, rows, self.args.answer_tokens + 4)
-        complied = self.judge([self.prompts[i] for i in benign], answers)
-        targets = [refusal if h else [] for h in self.harmful.tolist()]
-        for i, answer, score in zip(benign, answers, complied):
-            if self.judge.is_harmful(score) and answer:
-                targets[i] = self.tokenizer(answer, add_special_tokens=False)["input_ids"][:self.args.answer_tokens]
-        path.write_text(json.dumps({"targets": targets, "benign_answers": answers}, ensure_ascii=False))
+        tokenizer = self.processing_class
+        refusal = tokenizer(self.args.refusal_response, add_special_tokens=False)["input_ids"]
+        benign = [i for i, harmful in enumerate(self.harmful.tolist()) if not harmful]
+        _, (answers,) = generate_with_states(self._target, tokenizer, [self.rows[i] for i in benign],
+                                             self.args.answer_tokens + 4)
+        complied = self._complied([self.prompts[i] for i in benign], answers)
+        targets = [refusal if harmful else [] for harmful in self.harmful.tolist()]
+        for i, answer, answered in zip(benign, answers, complied):
+            if answered and answer:
+                targets[i] = tokenizer(answer, add_special_tokens=False)["input_ids"][:self.args.answer_tokens]
+        write_atomic(path, json.dumps({"targets": targets, "benign_answers": answers}, ensure_ascii=False))
         return targets
 
-    def _checkpoint(self, folder: Path, step: int, soft: torch.Tensor, optimizer) -> None:
-        state = optimizer.state_dict()
-        tensors = {"soft_prompt": soft.detach().contiguous()}
-        for name, value in state["state"].get(0, {}).items():
-            tensors[f"optimizer.{name}"] = value.detach().reshape(value.shape).contiguous()
-        checkpoint = folder / f"checkpoint-{step}"
-        partial = checkpoint.with_name(checkpoint.name + ".partial")
-        partial.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(partial / "checkpoint.safetensors"))
-        (partial / "trainer_state.json").write_text(json.dumps(
-            {"step": step, "param_groups": state["param_groups"], "log_history": self.log_history}, indent=1))
-        if checkpoint.exists():
-            shutil.rmtree(checkpoint)
-        partial.replace(checkpoint)
-        for older in folder.glob("checkpoint-*"):  # keep only the newest complete checkpoint
-            if older != checkpoint and not older.name.endswith(".partial"):
-                shutil.rmtree(older)
+    def _plot_before_after(self) -> None:
+        from .plots import plot_before_after
 
-    def _resume(self, folder: Path, soft: torch.nn.Parameter, optimizer) -> int:
-        checkpoints = sorted((p for p in folder.glob("checkpoint-*") if not p.name.endswith(".partial")),
-                             key=lambda p: int(p.name.split("-")[1]))
-        if not checkpoints:
-            return 0
-        latest = checkpoints[-1]
-        tensors = load_file(str(latest / "checkpoint.safetensors"))
-        trainer_state = json.loads((latest / "trainer_state.json").read_text())
-        with torch.no_grad():
-            soft.copy_(tensors["soft_prompt"])
-        optimizer.load_state_dict({
-            "state": {0: {k.removeprefix("optimizer."): v for k, v in tensors.items() if k.startswith("optimizer.")}},
-            "param_groups": trainer_state["param_groups"],
-        })
-        self.log_history = trainer_state["log_history"]
-        self._log({"stage": "optimize", "resumed_from_step": trainer_state["step"]})
-        return trainer_state["step"]
+        objective = self._objective
+        after = objective.subspace.project(last_token_states(self._target, self.rows, self.trained_prompt.embeddings))
+        base = objective.base
+        plot_before_after(objective.harmfulness.logits(base).cpu(), objective.refusal.logits(base).cpu(),
+                          objective.harmfulness.logits(after).cpu(), objective.refusal.logits(after).cpu(),
+                          self.harmful, self._stage_dir("optimize") / "before_after.png")
 
     def _stage_dir(self, stage: str) -> Path:
-        return self.output_dir / stage
+        return Path(self.args.output_dir) / stage
 
-    def _stage_fingerprints(self, histories) -> dict[str, str]:
-        config = self.model.config
-        identity = {"model": self._base_model_name(), "model_type": config.model_type,
-                    "hidden_size": self.model.get_input_embeddings().weight.shape[1],
-                    "vocab_size": self.model.get_input_embeddings().weight.shape[0],
-                    "layers": getattr(config, "num_hidden_layers", None),
-                    "judge": getattr(self.judge, "__name__", type(self.judge).__name__),
+    def _stage_fingerprints(self, histories, initial: DROSafetyPrompt) -> dict[str, str]:
+        config, embeddings = self._target.config, self._target.get_input_embeddings().weight
+        identity = {"model": base_model_name(self._target), "model_type": config.model_type,
+                    "hidden_size": embeddings.shape[1], "vocab_size": embeddings.shape[0],
+                    "layers": getattr(config, "num_hidden_layers", None), "judge": judge_name(self.safety_judge),
                     "data": [self.prompts, self.harmful.tolist(), histories]}
-        fingerprints, previous = {}, _digest(identity)
+        stage_identity = {"optimize": hashlib.sha256(initial.embeddings.numpy().tobytes()).hexdigest()}
+        fingerprints, previous = {}, fingerprint(identity)
         for stage in STAGES:
-            previous = _digest({"previous": previous, "settings": self.args.stage_settings(stage)})
+            previous = fingerprint({"previous": previous, "settings": self.args.stage_settings(stage),
+                                    "initial_prompt": stage_identity.get(stage)})
             fingerprints[stage] = previous
         return fingerprints
 
@@ -451,6 +453,8 @@ class DROTrainer:
             )
         for later in STAGES[STAGES.index(stage):]:
             shutil.rmtree(self._stage_dir(later), ignore_errors=True)
+        for checkpoint in Path(self.args.output_dir).glob("checkpoint-*"):  # trained on the outputs just dropped
+            shutil.rmtree(checkpoint)
         return False
 
     def _begin_stage(self, stage: str) -> None:
@@ -463,18 +467,17 @@ class DROTrainer:
         wall, cpu = self._clock.pop(stage)
         times = {"seconds": round(time.perf_counter() - wall, 1), "cpu_seconds": round(time.process_time() - cpu, 1)}
         self._write_stage(stage, complete=True, **times)
-        self._log({"stage": stage, "done": True, **times})
 
     def _write_stage(self, stage: str, **state) -> None:
         folder = self._stage_dir(stage)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {"fingerprint": self._fingerprints[stage], "settings": self.args.stage_settings(stage), **state}
-        (folder / STAGE_FILE).write_text(json.dumps(meta, indent=1))
+        write_atomic(folder / STAGE_FILE, json.dumps(meta, indent=1))
 
     def _training_summary(self) -> dict:
         summary = {"queries": len(self.prompts), "harmful_queries": int(self.harmful.sum()),
-                   "harmless_queries": int((~self.harmful).sum()), "base_model": self._base_model_name(),
-                   "stage_seconds": {}}
+                   "harmless_queries": int((~self.harmful).sum()), "base_model": base_model_name(self._target),
+                   "stage_seconds": {}, "steps": self.state.global_step}
         for stage in STAGES:
             meta = self._stage_dir(stage) / STAGE_FILE
             recorded = json.loads(meta.read_text()) if meta.is_file() else {}
@@ -483,15 +486,71 @@ class DROTrainer:
         estimate = self._stage_dir("estimate") / "estimate.json"
         if estimate.is_file():
             summary["estimate"] = json.loads(estimate.read_text())
-        steps = [log for log in self.log_history if "step" in log and "loss" in log]
+        steps = [log for log in self.state.log_history if "loss" in log]
         if steps:
             summary["final_losses"] = {k: v for k, v in steps[-1].items() if k.endswith("loss")}
         return summary
 
-    def _log(self, logs: dict) -> None:
-        self.log_history.append(logs)
-        for callback in self.callbacks:
-            callback.on_log(logs)
+
+def _initial_prompt(target, tokenizer, peft_config: PromptTuningConfig | None, args: DROConfig) -> DROSafetyPrompt:
+    """The soft prompt's starting point, with the adapter config that records where it came from."""
+    base = base_model_name(target)
+    if peft_config is None:
+        return DROSafetyPrompt.from_text(target, tokenizer, args.safety_prompt, base)
+    if not isinstance(peft_config, PromptTuningConfig):
+        raise TypeError(f"peft_config must be a peft.PromptTuningConfig (a DRO prompt is a prompt-tuning adapter), "
+                        f"got {type(peft_config).__name__}.")
+    if peft_config.prompt_tuning_init == PromptTuningInit.TEXT:
+        return DROSafetyPrompt.from_text(target, tokenizer, peft_config.prompt_tuning_init_text, base)
+    torch.manual_seed(args.seed)  # PEFT's own initialisation (RANDOM, SAMPLE_VOCAB) draws from the global RNG
+    config = copy.deepcopy(peft_config)
+    config.task_type, config.token_dim = "CAUSAL_LM", target.get_input_embeddings().weight.shape[1]
+    wrapped = get_peft_model(target, config)
+    embeddings = wrapped.prompt_encoder[wrapped.active_adapter].embedding.weight.detach().float().cpu()
+    return DROSafetyPrompt(embeddings, prompt_tuning_config(target, config.num_virtual_tokens,
+                                                            base_model_name_or_path=base))
+
+
+def _query_batch(indices: list[int]) -> dict:
+    """Trainer's batches are indices of training queries; the trainer holds their token rows and loss targets."""
+    return {"index": torch.tensor(indices)}
+
+
+class _FunctionJudge(Judge):
+    """A plain ``judge(prompts, completions) -> scores`` function as a :class:`Judge` (threshold 0.5)."""
+
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    @property
+    def __name__(self) -> str:
+        return judge_name(self.function)
+
+    def score(self, prompts, completions) -> list[float]:
+        return self.function(prompts, completions)
+
+
+def _checked_train_dataset(dataset: Dataset | None, args: DROConfig) -> Dataset:
+    fix = "build it with hf_sentinel.training.labelled_prompts(load_prompts('harmful:train'), " \
+          "load_prompts('benign:train'))"
+    if dataset is None or len(dataset) == 0:
+        raise ValueError(f"train_dataset is empty. DRO needs harmful and harmless queries: {fix}.")
+    if "label" not in dataset.column_names:
+        raise ValueError(f"train_dataset has no `label` column (it has {dataset.column_names}). DRO needs `prompt` "
+                         f"and `label` ('harmful' or 'benign'; a boolean `harmful` column is no longer read): {fix}.")
+    check_prompt_dataset(dataset, "train_dataset", ("prompt", "label"))
+    harmful = sum(label == "harmful" for label in dataset["label"])
+    harmless = len(dataset) - harmful
+    if harmful == 0 or harmless == 0:
+        present = "harmful" if harmful else "harmless"
+        raise ValueError(f"train_dataset has only {present} queries ({len(dataset)}) and no "
+                         f"{'harmless' if harmful else 'harmful'} ones. DRO moves harmful and harmless queries in "
+                         f"opposite directions and fits a harmfulness head, so it needs both labels.")
+    if min(harmful, harmless) < args.head_cv_folds:
+        raise ValueError(f"train_dataset has {harmful} harmful and {harmless} harmless queries; cross-validating the "
+                         f"heads with head_cv_folds={args.head_cv_folds} needs at least that many of each.")
+    return dataset
 
 
 def _output_loss(hidden, lm_head, prompt_rows, targets, shared) -> torch.Tensor:
@@ -504,7 +563,7 @@ def _output_loss(hidden, lm_head, prompt_rows, targets, shared) -> torch.Tensor:
             labels.append(token)
     if not labels:
         return hidden.sum() * 0.0
-    logits = lm_head(hidden[torch.tensor(rows), torch.tensor(positions)])
+    logits = lm_head(hidden[torch.tensor(rows, device=hidden.device), torch.tensor(positions, device=hidden.device)])
     return F.cross_entropy(logits.float(), torch.tensor(labels, device=logits.device))
 
 
@@ -527,28 +586,3 @@ def _load_estimate(folder: Path) -> dict:
     return {"subspace": Subspace(mean=tensors["mean"], basis=tensors["basis"], dim=dim,
                                  explained_variance_ratio=summary["explained_variance_ratio"]),
             "refusal": head("refusal"), "harmfulness": head("harmfulness"), "summary": summary}
-
-
-def _validated(dataset: Dataset | None, args: DROConfig) -> Dataset:
-    if dataset is None or len(dataset) == 0:
-        raise ValueError("train_dataset is empty. DRO needs harmful and harmless queries: build one with "
-                         "build_dro_dataset(load_prompts('harmful:train'), load_prompts('benign:train')).")
-    missing = {"prompt", "harmful"} - set(dataset.column_names)
-    if missing:
-        raise ValueError(f"train_dataset lacks the column(s) {sorted(missing)} (it has {dataset.column_names}). "
-                         f"It needs `prompt` (str) and `harmful` (bool); build_dro_dataset(harmful, benign) makes one.")
-    labels = [bool(x) for x in dataset["harmful"]]
-    harmful, harmless = sum(labels), len(labels) - sum(labels)
-    if harmful == 0 or harmless == 0:
-        present = "harmful" if harmful else "harmless"
-        raise ValueError(f"train_dataset has only {present} queries ({len(labels)}) and no "
-                         f"{'harmless' if harmful else 'harmful'} ones. DRO moves harmful and harmless queries in "
-                         f"opposite directions and fits a harmfulness head, so it needs both classes.")
-    if min(harmful, harmless) < args.head_cv_folds:
-        raise ValueError(f"train_dataset has {harmful} harmful and {harmless} harmless queries; cross-validating the "
-                         f"heads with head_cv_folds={args.head_cv_folds} needs at least that many of each.")
-    return dataset
-
-
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
