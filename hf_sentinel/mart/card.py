@@ -12,8 +12,12 @@ from .report import change_summary, report_table
 PAPER = "[MART: Improving LLM Safety with Multi-round Automatic Red-Teaming](https://arxiv.org/abs/2311.07689)"
 
 
-def write_mart_card(folder, role: str, rounds: list[dict], args, base_model: str | None) -> Path:
-    """``README.md`` for one round's ``target`` or ``adversary`` LoRA adapter, with the per-round table so far."""
+def write_mart_card(folder, role: str, rounds: list[dict], args, base_model: str | None,
+                    eval_names: dict | None = None) -> Path:
+    """``README.md`` for one round's ``target`` or ``red_team`` LoRA adapter, with the per-round table so far.
+    ``eval_names``: what the held-out ``{"harmful": ..., "benign": ...}`` sets are called (default: the config's
+    ``eval_harmful`` / ``eval_benign``)."""
+    eval_names = eval_names or {"harmful": args.eval_harmful, "benign": args.eval_benign}
     last = rounds[-1]
     base = base_model or "BASE_MODEL"
     table = f"\n## MART rounds so far\n\n{report_table(rounds)}\n"
@@ -21,25 +25,23 @@ def write_mart_card(folder, role: str, rounds: list[dict], args, base_model: str
         table += f"\n{change_summary(rounds)}\n"
     subset = f"{args.eval_limit} shuffled " if args.eval_limit else ""
     benign = "all" if args.benign_prompts_per_round is None else args.benign_prompts_per_round
-    table += (f"\nViolation rate: share of {subset}`{args.eval_harmful}` prompts answered (judge: "
-              f"{args.safety_judge}); benign answer rate: share of {subset}`{args.eval_benign}` prompts not refused; "
-              f"greedy decoding, {args.max_new_tokens} new tokens. Settings: {args.rounds} rounds, "
+    table += (f"\nViolation rate: share of {subset}`{eval_names['harmful']}` prompts answered (safety judge: "
+              f"{args.safety_judge}); benign answer rate: share of {subset}`{eval_names['benign']}` prompts not "
+              f"refused; greedy decoding, {args.max_new_tokens} new tokens. Settings: {args.rounds} rounds, "
               f"{args.prompts_per_round} adversarial and {benign} benign prompts per round, "
               f"K={args.samples_per_prompt}, context distillation {args.context_distillation or 'off'}.\n")
     if role == "target":
         summary = (f"The target adapter after round {last['round']} of multi-round automatic red-teaming ({PAPER}): "
                    f"`{base}` fine-tuned (LoRA, TRL SFT) on its own safe and helpful answers to prompts written by "
-                   f"an adversarial model, selected by a safety and a helpfulness judge.")
-        results = [EvalResult(task_type="text-generation", dataset_type="hf-sentinel", dataset_name=args.eval_harmful,
-                              metric_type="violation_rate", metric_value=round(last["violation_rate"], 4)),
-                   EvalResult(task_type="text-generation", dataset_type="hf-sentinel", dataset_name=args.eval_benign,
-                              metric_type="benign_answer_rate", metric_value=round(last["benign_answer_rate"], 4))]
+                   f"a red-team model, selected by a safety and a helpfulness judge.")
+        results = [EvalResult(task_type="text-generation", dataset_type="hf-sentinel", dataset_name=eval_names[label],
+                              metric_type=metric, metric_value=round(last[metric], 4))
+                   for label, metric in (("harmful", "violation_rate"), ("benign", "benign_answer_rate"))]
         title = "MART target adapter"
     else:
-        summary = (f"The adversary adapter after round {last['round']} of MART ({PAPER}): `{base}` fine-tuned to write, "
-                   f"from a one-shot instruction, prompts that made the target violate its safety policy.")
-        results, title = None, "MART adversary adapter"
+        summary = (f"The red-team adapter after round {last['round']} of MART ({PAPER}): `{base}` fine-tuned to "
+                   f"write, from a one-shot instruction, prompts that made the target violate its safety policy.")
+        results, title = None, "MART red-team adapter"
     return write_model_card(folder, kind="mart-round", title=title, summary=summary, base_model=base_model,
-                            tags=["mart", "red-teaming", "peft", "lora", "trl", "sft"],
-                            datasets=[args.seed_prompts, args.benign_prompts], eval_results=results, extra=table,
-                            role=role, adversary_template=args.adversary_template)
+                            tags=["mart", "red-teaming", "peft", "lora", "trl", "sft"], eval_results=results,
+                            extra=table, role=role, red_team_template=args.red_team_template)

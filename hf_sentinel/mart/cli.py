@@ -1,68 +1,70 @@
 """Train a target with MART (multi-round automatic red-teaming): LoRA adapters per round, report table and plot.
 
-Every MARTConfig field is an option (``--rounds``, ``--prompts-per-round``, ``--samples-per-prompt``, ...).
-Rounds write to --output-dir; rerunning the same command after an interruption resumes at the round it stopped
-in. The final round's target adapter is a defense: ``hf-sentinel eval --defense mart:OUTPUT_DIR/round-4/target``.
-Example (the documented run on the embedded SmolLM2-135M-Instruct, see docs/mart.md):
+Every MARTConfig field is an option (--rounds, --prompts-per-round, --samples-per-prompt, --learning-rate, ...;
+--flag_name works too). Rounds write to --output-dir; rerunning the same command after an interruption resumes after
+the last finished round (--resume-from-checkpoint last insists on it; --resume-from-checkpoint OUTPUT_DIR/round-2
+resumes after round 2). The final target adapter goes to --output-dir itself and is a defense:
+hf-sentinel eval --defense mart:OUTPUT_DIR.
 
-    hf-sentinel train mart --output-dir outputs/mart
+Examples (the documented run on the embedded SmolLM2-135M-Instruct, then a quick one; see docs/mart.md):
+
+    hf-sentinel train mart --output-dir outputs/mart --eval-limit 30
+    hf-sentinel train mart --output-dir outputs/mart-quick --rounds 1 --prompts-per-round 4 --limit 8 --eval-limit 4
+    torchrun --nproc_per_node 2 -m hf_sentinel.cli train mart --output-dir outputs/mart --eval-limit 30
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-from dataclasses import MISSING, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..training import TrainScriptArguments, resume_argument
 from .config import MARTConfig
 
-_TYPES = {"str": str, "int": int, "float": float, "int | None": int, "str | None": str}
+CONFIG_CLASS = MARTConfig
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", default="default",
-                        help="default (embedded SmolLM2-135M-Instruct), a local model folder or a Hub id")
-    parser.add_argument("--adversary", help="a separate adversary model (folder or Hub id); default: a second LoRA "
-                                            "adapter on the target's own base weights")
-    parser.add_argument("--lora-r", type=int, default=4, help="LoRA rank of both roles")
-    parser.add_argument("--lora-alpha", type=int, default=16, help="LoRA alpha of both roles")
-    parser.add_argument("--lora-target-modules", nargs="+", default=["all-linear"],
-                        help="modules that get LoRA (default: every linear layer)")
-    config = parser.add_argument_group("MARTConfig")
-    for field in fields(MARTConfig):
-        flag = "--" + field.name.replace("_", "-")
-        default = field.default_factory() if field.default is MISSING else field.default
-        help_text = field.metadata["help"]
-        if field.type == "bool":
-            config.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif field.type == "list[str]":
-            config.add_argument(flag, nargs="*", default=default, help=help_text)
-        else:
-            config.add_argument(flag, type=_TYPES[field.type], default=default, choices=field.metadata.get("choices"),
-                                help=help_text)
+@dataclass
+class ScriptArguments(TrainScriptArguments):
+    """What ``hf-sentinel train mart`` loads besides the target and the training prompts."""
+
+    red_team: str | None = field(default=None, metadata={
+        "help": "A separate red-team model (folder or Hub id, a chat model) that writes the attacks. Default: a "
+                "second LoRA adapter on the target's own base weights."})
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
+        "help": "Modules of both roles that get LoRA (default: every linear layer), e.g. q_proj v_proj."})
 
 
-def run(args) -> int:
-    from peft import LoraConfig
-
+def run(script_args: ScriptArguments, config: MARTConfig) -> int:
+    from ..data import load_prompts
     from ..evaluation import load_target
+    from ..training import labelled_prompts, lora_config
     from .report import report_table
     from .trainer import MARTTrainer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config = MARTConfig(**{field.name: getattr(args, field.name) for field in fields(MARTConfig)})  # fails fast
-    lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                      target_modules=args.lora_target_modules[0] if args.lora_target_modules == ["all-linear"]
-                      else args.lora_target_modules)
-    model, tokenizer = load_target(args.target)
-    adversary, adversary_tokenizer = load_target(args.adversary) if args.adversary else (None, None)
-    trainer = MARTTrainer(model, config, processing_class=tokenizer, peft_config=lora, adversary_model=adversary,
-                          adversary_processing_class=adversary_tokenizer)
-    rounds = trainer.train()
-    output = Path(config.output_dir).resolve()
-    print(report_table(rounds))
-    print(f"\nreport: {output / 'report.md'} (plot: {output / 'report.png'})")
-    final = output / f"round-{rounds[-1]['round']}" / "target"
-    print(f"final target adapter (use as --defense mart:PATH): {final}")
+    shuffle = config.seed if script_args.limit else None
+    train_dataset = labelled_prompts(load_prompts(script_args.harmful, limit=script_args.limit, seed=shuffle),
+                                     load_prompts(script_args.benign, limit=script_args.limit, seed=shuffle))
+    model, tokenizer = load_target(script_args.target, torch_dtype=script_args.torch_dtype)
+    red_team, red_team_tokenizer = (load_target(script_args.red_team, torch_dtype=script_args.torch_dtype)
+                                    if script_args.red_team else (None, None))
+    peft_config = None  # the default: LoRA on every linear layer of each model (the two may differ)
+    if script_args.lora_target_modules != ["all-linear"]:
+        peft_config = lora_config(config, model.config.num_hidden_layers,
+                                  target_modules=script_args.lora_target_modules)
+    trainer = MARTTrainer(model, config, train_dataset=train_dataset, processing_class=tokenizer,
+                          peft_config=peft_config, red_team=red_team, red_team_processing_class=red_team_tokenizer)
+    trainer.train(resume_from_checkpoint=resume_argument(config))
+    trainer.save_model()
+    if config.push_to_hub:
+        trainer.push_to_hub()
+    if trainer.is_main:
+        output = Path(config.output_dir).resolve()
+        print(report_table(trainer.rounds))
+        print(f"\nreport: {output / 'report.md'} (plot: {output / 'report.png'})")
+        print(f"final target adapter (use as --defense mart:PATH): {output}")
+        if config.push_to_hub:
+            print(f"pushed to https://huggingface.co/{config.hub_model_id}")
     return 0

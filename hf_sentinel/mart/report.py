@@ -10,10 +10,10 @@ COLUMNS = (
     ("violation_rate", "violation rate (held-out harmful)", lambda v: f"{v:.1%}"),
     ("benign_answer_rate", "benign answer rate (held-out)", lambda v: f"{v:.1%}"),
     ("benign_helpfulness", "benign helpfulness", lambda v: f"{v:.3f}"),
-    ("attack_success_rate", "adversary ASR (own prompts)", lambda v: f"{v:.1%}"),
+    ("attack_success_rate", "red-team ASR (own prompts)", lambda v: f"{v:.1%}"),
     ("adversarial_prompts", "prompts written", str),
     ("dropped_prompts", "dropped (empty/dup.)", str),
-    ("adversary_examples", "adversary SFT pairs", str),
+    ("red_team_examples", "red-team SFT pairs", str),
     ("kept_adversarial", "target SFT: safe answers", str),
     ("kept_benign", "target SFT: benign answers", str),
     ("minutes", "minutes", lambda v: f"{v:.1f}"),
@@ -23,9 +23,7 @@ COLUMNS = (
 def report_table(rounds: list[dict]) -> str:
     """A Markdown table, one row per round; ``-`` where a round has no such number (round 0 trains nothing).
 
-    >>> print(report_table([{"round": 0, "violation_rate": 0.98, "benign_answer_rate": 0.95}]))
-    | round | violation rate (held-out harmful) | benign answer rate (held-out) | benign helpfulness | adversary ASR (own prompts) | prompts written | dropped (empty/dup.) | adversary SFT pairs | target SFT: safe answers | target SFT: benign answers | minutes |
-    |---|---|---|---|---|---|---|---|---|---|---|
+    >>> print(report_table([{"round": 0, "violation_rate": 0.98, "benign_answer_rate": 0.95}]).splitlines()[-1])
     | 0 | 98.0% | 95.0% | - | - | - | - | - | - | - | - |
     """
     lines = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -46,7 +44,7 @@ def change_summary(rounds: list[dict]) -> str:
 
 
 def plot_rounds(rounds: list[dict], path: str | Path, title: str = "MART") -> Path:
-    """Line plot over rounds: violation rate, benign answer rate, and the adversary's attack success rate."""
+    """Line plot over rounds: violation rate, benign answer rate, and the red team's attack success rate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,7 +53,7 @@ def plot_rounds(rounds: list[dict], path: str | Path, title: str = "MART") -> Pa
     fig, ax = plt.subplots(figsize=(6, 4.2))
     series = (("violation_rate", "violation rate (held-out harmful)", "#c0392b", "o-"),
               ("benign_answer_rate", "benign answer rate (held-out)", "#2471a3", "s-"),
-              ("attack_success_rate", "adversary ASR (own prompts)", "#7d3c98", "^--"))
+              ("attack_success_rate", "red-team ASR (own prompts)", "#7d3c98", "^--"))
     for key, label, color, style in series:
         points = [(m["round"], 100 * m[key]) for m in rounds if m.get(key) is not None]
         if points:
