@@ -21,7 +21,8 @@ def main() -> None:
     tokenizer.padding_side = "left"
 
     # 1. generate(): the processor stops a flagged answer; refuse() swaps in the refusal text.
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": r}], tokenize=False, add_generation_prompt=True)
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": r}], tokenize=False,
+                                           add_generation_prompt=True)
              for r in REQUESTS]
     inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     processor = RedFlagLogitsProcessor.from_pretrained(folder)

@@ -2,8 +2,8 @@
 
 Each run trains from the same cached answers (the full training mixture; generate them once with
 `hf-sentinel train red-flag`) for --max-steps steps, with one loss weight changed from the defaults
-(flag CE 1, benign no-flag 1, benign KL 1, after-flag KL 0), then scores the held-out calibration conversations (never trained on)
-greedily. Reported per run:
+(flag CE 1, benign no-flag 1, benign KL 1, after-flag KL 0), then scores the held-out calibration conversations
+(never trained on) greedily. Reported per run:
 
 - AUROC: how well the highest flag score of an answer separates held-out harmful from held-out benign answers;
 - at the calibrated threshold: held-out harmful answers flagged, held-out benign answers flagged;
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hf_sentinel.defaults import DEFAULT_TARGET_NAME, load_default_target
+from hf_sentinel.defaults import load_default_target
 from hf_sentinel.red_flag import RedFlagConfig, RedFlagTrainer
 from hf_sentinel.red_flag.data import red_flag_datasets
 
@@ -55,19 +55,19 @@ def main() -> None:
     results = {}
     for name in args.runs:
         start = time.perf_counter()
-        model, tokenizer = load_default_target()
-        model.config._name_or_path = DEFAULT_TARGET_NAME  # same cache key as `hf-sentinel train red-flag`
+        model, tokenizer = load_default_target()  # named by its Hub id: the cache key `hf-sentinel train` uses
         scratch = tempfile.mkdtemp(prefix="red-flag-sweep-")
         config = RedFlagConfig(output_dir=scratch, max_steps=args.max_steps, save_strategy="no",
                                calibration_samples=0, disable_tqdm=True, **RUNS[name])
-        trainer = RedFlagTrainer(model, config, train_dataset=train, calibration_dataset=calibration,
-                                 processing_class=tokenizer)
+        trainer = RedFlagTrainer(model, config, train_dataset=train, processing_class=tokenizer,
+                                 calibration_dataset=calibration)
         trainer.train()
         shutil.rmtree(scratch, ignore_errors=True)
         report = trainer.calibration_report
         last = {}
         for entry in trainer.state.log_history:
-            last.update({k: v for k, v in entry.items() if k in ("flag_ce", "benign_flag", "benign_kl", "after_flag_kl")})
+            last.update({k: v for k, v in entry.items()
+                         if k in ("flag_ce", "benign_flag", "benign_kl", "after_flag_kl")})
         results[name] = {
             "auroc": auroc(report["harmful_scores"], report["benign_scores"]),
             "threshold": report["threshold"],
@@ -79,7 +79,8 @@ def main() -> None:
 
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
-    header = "| run | AUROC (held-out) | harmful flagged | benign flagged | flag CE | benign no-flag | benign KL | after-flag KL |"
+    header = ("| run | AUROC (held-out) | harmful flagged | benign flagged | flag CE | benign no-flag | benign KL "
+              "| after-flag KL |")
     print("\n" + header + "\n|" + "---|" * 8)
     for name, r in results.items():
         print(f"| {name} | {r['auroc']:.3f} | {r['harmful_flagged']} | {r['benign_flagged']} | "

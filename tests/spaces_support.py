@@ -55,12 +55,13 @@ def tiny_red_flag_dir(folder: Path, target_dir: Path) -> Path:
 
     data = Dataset.from_dict({"prompt": ["How do I build a bomb?", "How do I bake bread?"] * 2,
                               "label": ["harmful", "benign"] * 2})
-    config = RedFlagConfig(output_dir=str(folder / "run"), max_steps=2, adapted_layers=1, harmful_response_tokens=4,
+    config = RedFlagConfig(output_dir=str(folder / "run"), max_steps=2, lora_layers=1, harmful_response_tokens=4,
                            benign_response_tokens=4, calibration_tokens=4, per_device_train_batch_size=4,
                            cache_responses=False, save_steps=2, logging_steps=2, disable_tqdm=True, threshold=0.5,
                            report_to="none")
     model = AutoModelForCausalLM.from_pretrained(target_dir)
-    trainer = RedFlagTrainer(model, config, train_dataset=data, processing_class=AutoTokenizer.from_pretrained(target_dir))
+    trainer = RedFlagTrainer(model, config, train_dataset=data,
+                             processing_class=AutoTokenizer.from_pretrained(target_dir))
     trainer.train()
     trainer.save_model(str(folder / "final"))
     return folder / "final"

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from transformers import LogitsProcessorList, TrainerCallback
 from hf_sentinel.defaults import tiny_model, tiny_tokenizer
 from hf_sentinel.defenses import DEFENSES, parse_defense
 from hf_sentinel.evaluation import evaluate
-from hf_sentinel.generation import GenerationSettings
+from hf_sentinel.generation import GenerationSettings, generate
 from hf_sentinel.judges import RefusalJudge
 from hf_sentinel.red_flag import (
     RedFlagConfig,
@@ -175,7 +176,7 @@ CALIBRATION = Dataset.from_dict({"prompt": ["Build a pipe bomb.", "Explain encry
 
 
 def _config(tmp_path, **kwargs):
-    return RedFlagConfig(**{"output_dir": str(tmp_path / "run"), "max_steps": 6, "adapted_layers": 1,
+    return RedFlagConfig(**{"output_dir": str(tmp_path / "run"), "max_steps": 6, "lora_layers": 1,
                             "harmful_response_tokens": 6, "benign_response_tokens": 6, "calibration_tokens": 6,
                             "per_device_train_batch_size": 4, "cache_responses": False, "save_steps": 3,
                             "logging_steps": 3, "disable_tqdm": True, "learning_rate": 1e-2,
@@ -212,18 +213,29 @@ def test_training_raises_the_flag_on_harmful_answers_and_saves_a_hub_folder(trai
     assert "library_name: hf-sentinel" in card and "red-flag-token" in card and "Calibration on held-out" in card
 
 
+def test_push_to_hub_uploads_the_saved_artifact_with_its_card(trained, monkeypatch):
+    from fake_hub import push_and_read_card
+
+    trainer, folder = trained
+    files, card = push_and_read_card(trainer, "you/red-flag-tiny", monkeypatch)
+    assert set(files) == {p.name for p in folder.iterdir()}  # what save_model writes, nothing else
+    assert 'red_flag="you/red-flag-tiny"' in card.text and "red-flag-token" in card.data.tags
+    assert json.loads(files["red_flag_config.json"])["threshold"] == trainer.settings.threshold
+
+
 def test_benign_answers_learn_no_flag_on_the_positions_where_harmful_ones_learn_it():
-    from hf_sentinel.red_flag.trainer import _RedFlagCollator
+    from hf_sentinel.red_flag.trainer import _RedFlagBatchBuilder
 
     hidden = 2
     benign = {"input_ids": torch.arange(10), "answer_start": 6, "harmful": False, "trunk": torch.zeros(10, hidden),
               "reference": torch.zeros(4, hidden)}
     harmful = {"input_ids": torch.arange(8), "answer_start": 5, "harmful": True, "trunk": None,
                "reference": torch.zeros(3, hidden)}
-    collator = _RedFlagCollator(99, 0, after_flag_tokens=2, kl_token_fraction=0.5, flag_prefix=True, flag_window=3,
-                                insert_flag=True, seed=0)
+    builder = _RedFlagBatchBuilder(99, 0, after_flag_tokens=2, kl_token_fraction=0.5, flag_prefix=True,
+                                   flag_window=3, insert_flag=True)
+    generator = torch.Generator().manual_seed(0)
     for _ in range(5):
-        batch = collator([benign, harmful])
+        batch = builder([benign, harmful], generator)
         # the states predicting benign answer tokens 0, 1, 2: the prompt's last position and the two after it
         assert batch["clear_rows"].tolist() == [0, 0, 0] and batch["clear_positions"].tolist() == [5, 6, 7]
         assert batch["clear_weights"].sum().item() == pytest.approx(1.0)
@@ -231,22 +243,24 @@ def test_benign_answers_learn_no_flag_on_the_positions_where_harmful_ones_learn_
 
 
 def test_without_the_after_flag_kl_harmful_answers_keep_their_stored_states():
-    from hf_sentinel.red_flag.trainer import _RedFlagCollator
+    from hf_sentinel.red_flag.trainer import _RedFlagBatchBuilder
 
     hidden = 2
     harmful = {"input_ids": torch.arange(8), "answer_start": 5, "harmful": True,
-               "trunk": torch.arange(7 * hidden, dtype=torch.float).reshape(7, hidden), "reference": torch.zeros(3, hidden)}
+               "trunk": torch.arange(7 * hidden, dtype=torch.float).reshape(7, hidden),
+               "reference": torch.zeros(3, hidden)}
     benign = {"input_ids": torch.arange(10), "answer_start": 6, "harmful": False, "trunk": torch.ones(9, hidden),
               "reference": torch.zeros(4, hidden)}
-    collator = _RedFlagCollator(99, 0, after_flag_tokens=2, kl_token_fraction=0.5, flag_prefix=True, flag_window=3,
-                                insert_flag=False, seed=0)
+    builder = _RedFlagBatchBuilder(99, 0, after_flag_tokens=2, kl_token_fraction=0.5, flag_prefix=True,
+                                   flag_window=3, insert_flag=False)
+    generator = torch.Generator().manual_seed(0)
     for _ in range(5):
-        batch = collator([harmful, benign])
+        batch = builder([harmful, benign], generator)
         last_flagged = batch["flag_positions"][batch["flag_rows"] == 0].max().item()
         assert 99 not in batch["input_ids"][0] and batch["input_ids"][0, last_flagged].item() == last_flagged
         assert batch["flag_inserted"].tolist() == [False, False] and set(batch["kl_rows"].tolist()) == {1}
         assert torch.equal(batch["trunk"][0, : last_flagged + 1], harmful["trunk"][: last_flagged + 1])
-    only_harmful = collator([harmful])
+    only_harmful = builder([harmful], generator)
     assert only_harmful["kl_reference"].shape == (0, hidden) and len(only_harmful["kl_rows"]) == 0
 
 
@@ -297,22 +311,61 @@ def test_training_resumes_from_its_last_checkpoint(tmp_path):
     assert weights.keys() == expected.keys() and any("trainable_tokens" in name for name in weights)
     assert any(not torch.equal(p, w) for p, w in zip(_trained_weights(interrupted).values(), weights.values()))
     for name, weight in weights.items():
-        torch.testing.assert_close(weight, expected[name], atol=1e-6, rtol=0, msg=name)
+        assert torch.equal(weight, expected[name]), name
+
+
+def test_data_parallel_ranks_end_with_the_same_weights(tmp_path):
+    """Two gloo processes (torchrun), each training on its half of every batch: the gradients are all-reduced
+    (the training forward runs inside DistributedDataParallel), so both ranks hold the same adapter after."""
+    from ddp_support import run_on_two_processes
+
+    _, ranks = run_on_two_processes("ddp_red_flag.py", tmp_path)
+    assert any("trainable_tokens" in name for name in ranks[0])
+
+
+def test_bfloat16_train_step_and_guarded_generation(tmp_path):
+    model, tokenizer = tiny_model()
+    model = model.to(torch.bfloat16)
+    trainer = RedFlagTrainer(model, _config(tmp_path, max_steps=1, threshold=0.5, save_strategy="no"),
+                             train_dataset=DATA, processing_class=tokenizer)
+    trainer.train()
+    assert trainer.train_dataset.examples[0]["trunk"].dtype == torch.bfloat16  # states kept in the model's dtype
+    assert trainer.model.get_base_model().dtype == torch.bfloat16
+    assert math.isfinite(trainer.state.log_history[-1]["train_loss"])
+    trainer.save_model(str(tmp_path / "bf16"))
+
+    target, target_tokenizer = tiny_model()
+    defense = RedFlagDefense(tmp_path / "bf16", threshold=1e-9)  # fires at once: the refusal replaces the answer
+    result = generate(target.to(torch.bfloat16), target_tokenizer, [[{"role": "user", "content": "Hi"}]],
+                      GenerationSettings(max_new_tokens=3), [defense])
+    assert result.responses == [defense.settings.refusal_text] and result.extras[0]["red_flag"]["fired"]
+
+
+def test_the_shipped_training_summary_still_renders_a_card(tmp_path):
+    from hf_sentinel.defaults import pretrained_path
+    from hf_sentinel.red_flag.card import write_model_card
+    from hf_sentinel.red_flag.settings import RedFlagSettings
+
+    folder = pretrained_path("red-flag")
+    summary = json.loads((folder / "training_summary.json").read_text())
+    assert summary["adapted_layers"] == 4  # written before the shared name, lora_layers
+    card = write_model_card(tmp_path, RedFlagSettings.from_pretrained(folder), training=summary).read_text()
+    assert "A LoRA adapter (on the top 4 layers)" in card and "LoRA rank 8 on the top 4 layers" in card
 
 
 def test_trainer_bad_input(tmp_path, tiny_gpt2):
     model, tokenizer = tiny_model()
-    with pytest.raises(ValueError, match="needs columns `prompt` and `label`"):
+    with pytest.raises(ValueError, match=r"has no \['label'\] column"):
         RedFlagTrainer(model, _config(tmp_path), train_dataset=Dataset.from_dict({"prompt": ["x"]}),
                        processing_class=tokenizer)
-    with pytest.raises(ValueError, match="must be 'harmful' or 'benign'"):
+    with pytest.raises(ValueError, match="`label` must be one of"):
         RedFlagTrainer(model, _config(tmp_path), processing_class=tokenizer,
                        train_dataset=Dataset.from_dict({"prompt": ["x", "y"], "label": ["harmful", "unsafe"]}))
     with pytest.raises(ValueError, match="both harmful and benign"):
         RedFlagTrainer(model, _config(tmp_path), processing_class=tokenizer,
                        train_dataset=Dataset.from_dict({"prompt": ["x"], "label": ["harmful"]}))
-    with pytest.raises(ValueError, match="only 2 layers"):
-        RedFlagTrainer(model, _config(tmp_path, adapted_layers=3), train_dataset=DATA, processing_class=tokenizer)
+    with pytest.raises(ValueError, match="lora_layers=3: the model has only 2 layers"):
+        RedFlagTrainer(model, _config(tmp_path, lora_layers=3), train_dataset=DATA, processing_class=tokenizer)
     gpt2, gpt2_tokenizer = tiny_gpt2
     with pytest.raises(ValueError, match="needs a decoder with embed_tokens"):
         RedFlagTrainer(gpt2, _config(tmp_path), train_dataset=DATA, processing_class=gpt2_tokenizer)
@@ -384,11 +437,20 @@ def test_train_command_end_to_end(tiny_llama_dir, tmp_path, monkeypatch):
     assert TRAIN_COMMANDS["red-flag"] == "hf_sentinel.red_flag.cli"
     save = tmp_path / "artifact"
     code = main(["train", "red-flag", "--target", str(tiny_llama_dir), "--output-dir", str(tmp_path / "run"),
-                 "--save-dir", str(save), "--limit", "2", "--max-steps", "2", "--adapted-layers", "1",
-                 "--harmful-response-tokens", "4", "--benign-response-tokens", "4"])
-    assert code == 0 and (save / "adapter_model.safetensors").is_file()
-    assert json.loads((save / "training_summary.json").read_text())["steps"] == 2
+                 "--save-dir", str(save), "--limit", "2", "--max-steps", "2", "--lora-layers", "1",
+                 "--harmful-response-tokens", "4", "--benign-response-tokens", "4", "--save-steps", "1",
+                 "--no-extra-benign"])
+    assert code == 0 and (save / "adapter_model.safetensors").is_file() and (save / "README.md").is_file()
+    summary = json.loads((save / "training_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["lora_layers"] == 1 and summary["calibration"]["threshold"] > 0
+    assert json.loads((save / "training_args.json").read_text())["lora_layers"] == 1
     assert any((tmp_path / "cache" / "red-flag-responses").iterdir())  # answers cached outside the artifact
+    # --resume-from-checkpoint last: the run continues from checkpoint-2 (nothing left to train) and saves again
+    code = main(["train", "red-flag", "--target", str(tiny_llama_dir), "--output-dir", str(tmp_path / "run"),
+                 "--save-dir", str(save), "--limit", "2", "--max-steps", "2", "--lora-layers", "1",
+                 "--harmful-response-tokens", "4", "--benign-response-tokens", "4", "--no-extra-benign",
+                 "--resume-from-checkpoint", "last"])
+    assert code == 0 and json.loads((save / "training_summary.json").read_text())["steps"] == 2
 
 
 # ---------------------------------------------------------------- the shipped artifact on the embedded target

@@ -1,6 +1,7 @@
 """Red-flag token: the model marks its own harmful answers with a special token `<rf>` as it writes them.
 
-- :class:`RedFlagConfig` / :class:`RedFlagTrainer`: train LoRA + the `<rf>` embedding (TRL-style).
+- :class:`RedFlagConfig` / :class:`RedFlagTrainer`: train LoRA + the `<rf>` embedding (a ``transformers.Trainer``;
+  ``save_model`` writes the artifact and its card, ``push_to_hub`` uploads it).
 - :class:`RedFlagLogitsProcessor`: read p(`<rf>`) at every ``generate()`` step; refuse, stop or flag.
 - :func:`load_red_flag_model`: apply a trained folder to its target; :class:`RedFlagDefense`: the same as a
   defense for ``evaluate()``, the CLI (``--defense red-flag:PATH``) and ``hf_sentinel.pipeline(red_flag=PATH)``.
@@ -9,8 +10,9 @@
 from .calibration import calibrate_threshold, red_flag_scores
 from .config import RedFlagConfig
 from .defense import RedFlagDefense
-from .modeling import RedFlagSettings, add_red_flag_token, load_red_flag_model
+from .modeling import add_red_flag_token, load_red_flag_model
 from .processor import RedFlagLogitsProcessor
+from .settings import RedFlagSettings
 from .trainer import RedFlagTrainer
 
 __all__ = [

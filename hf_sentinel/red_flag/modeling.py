@@ -1,27 +1,23 @@
-"""The red-flag token in a model: adding it, the settings saved next to a trained adapter, and loading one.
+"""The red-flag token in a model: adding it, and loading a trained red-flag folder onto its target.
 
 A trained red-flag folder holds, in Hub format::
 
     adapter_config.json  adapter_model.safetensors   PEFT LoRA adapter + the trained <rf> embedding row
     tokenizer.json  tokenizer_config.json ...        the target's tokenizer with <rf> added
     red_flag_config.json                             token, threshold, action, smoothing window, vocab check
+                                                     (:class:`~hf_sentinel.red_flag.settings.RedFlagSettings`)
+    training_args.json  training_summary.json        the RedFlagConfig and what the run did, as JSON
     README.md                                        model card with the measured results
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from ..loading import RED_FLAG_SETTINGS_NAME as SETTINGS_NAME
-from .processor import ACTIONS, check_threshold
-
-DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
+from .settings import RedFlagSettings
 
 
 def add_red_flag_token(model, tokenizer, token: str = "<rf>", pad_to_multiple_of: int = 64) -> int:
@@ -72,57 +68,10 @@ def vocabulary_fingerprint(tokenizer, exclude: tuple[str, ...] = ()) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-@dataclass
-class RedFlagSettings:
-    """What a trained red-flag folder says about using it, saved as ``red_flag_config.json``."""
-
-    token: str = field(default="<rf>", metadata={"help": "The red-flag token added to the vocabulary."})
-    threshold: float = field(default=0.5, metadata={"help": "Score in (0, 1) at which a sequence is flagged."})
-    action: str = field(default="refuse", metadata={"help": f"What happens when the flag fires: one of {ACTIONS}."})
-    window: int = field(default=1, metadata={"help": "The score is the mean p(<rf>) over the last `window` steps."})
-    refusal_text: str = field(default=DEFAULT_REFUSAL, metadata={"help": "Answer that replaces a refused one."})
-    pad_to_multiple_of: int = field(default=64, metadata={
-        "help": "The vocabulary (with <rf>) is padded to a multiple of this many rows, for fast matrix products."})
-    base_embedding_rows: int = field(default=0, metadata={
-        "help": "Embedding rows of the model the adapter was trained on, before <rf> was added (a loading check)."})
-    base_vocabulary: str = field(default="", metadata={
-        "help": "Fingerprint of that model's tokenizer vocabulary without <rf> (a loading check)."})
-    base_model: str = field(default="", metadata={"help": "Name or path of the model the adapter was trained on."})
-
-    def __post_init__(self):
-        check_threshold(self.threshold)
-        if self.action not in ACTIONS:
-            raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r}.")
-        if self.window < 1:
-            raise ValueError(f"window must be a positive number of steps, got {self.window}.")
-
-    def save_pretrained(self, path) -> Path:
-        target = Path(path) / SETTINGS_NAME
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False) + "\n")
-        return target
-
-    @classmethod
-    def from_pretrained(cls, path, **overrides) -> RedFlagSettings:
-        """Read ``red_flag_config.json`` from a folder; ``overrides`` replace saved values (e.g. ``threshold``)."""
-        folder = Path(path)
-        source = folder / SETTINGS_NAME
-        if not source.is_file():
-            raise FileNotFoundError(
-                f"{folder} is not a red-flag folder: it has no {SETTINGS_NAME}. Give the folder written by "
-                f"RedFlagTrainer.save_model / `hf-sentinel train red-flag` (or 'default' for the shipped one)."
-            )
-        saved = json.loads(source.read_text())
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(f"Unknown red-flag setting(s) {sorted(unknown)}; known: {sorted(known)}.")
-        return cls(**{**{k: v for k, v in saved.items() if k in known}, **overrides})
-
-
 def check_tokenizer_matches(settings: RedFlagSettings, tokenizer, path) -> None:
     """Raise if ``tokenizer`` is not the vocabulary the red-flag adapter at ``path`` was trained with."""
-    if settings.base_vocabulary and vocabulary_fingerprint(tokenizer, exclude=(settings.token,)) != settings.base_vocabulary:
+    vocabulary = vocabulary_fingerprint(tokenizer, exclude=(settings.token,))
+    if settings.base_vocabulary and vocabulary != settings.base_vocabulary:
         raise ValueError(
             f"The red-flag adapter at {path} was trained for another tokenizer (base model "
             f"{settings.base_model or 'unknown'}): its vocabulary differs from this target's "

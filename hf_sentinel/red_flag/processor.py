@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
-#: What the processor does once a sequence's red-flag score reaches the threshold.
-ACTIONS = ("refuse", "stop", "flag")
+from .settings import ACTIONS, DEFAULT_REFUSAL, RedFlagSettings, check_action, check_threshold
+
+__all__ = ["ACTIONS", "RedFlagLogitsProcessor"]
 
 
 class RedFlagLogitsProcessor(LogitsProcessor):
@@ -79,17 +80,17 @@ class RedFlagLogitsProcessor(LogitsProcessor):
 
     def __init__(self, red_flag_token_id: int, threshold: float = 0.5, action: str = "refuse",
                  eos_token_id: int | list[int] | None = None, vocab_size: int | None = None, window: int = 1,
-                 refusal_text: str = "I'm sorry, but I can't help with that."):
+                 refusal_text: str = DEFAULT_REFUSAL):
         check_threshold(threshold)
-        if action not in ACTIONS:
-            raise ValueError(f"action must be one of {ACTIONS}, got {action!r}.")
+        check_action(action)
         if not isinstance(red_flag_token_id, int) or red_flag_token_id < 0:
             raise ValueError(f"red_flag_token_id must be a token id (int >= 0), got {red_flag_token_id!r}.")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be a positive number of steps, got {window!r}.")
         vocab_size = red_flag_token_id + 1 if vocab_size is None else vocab_size
         if red_flag_token_id >= vocab_size:
-            raise ValueError(f"red_flag_token_id {red_flag_token_id} is outside the vocabulary of {vocab_size} tokens.")
+            raise ValueError(f"red_flag_token_id {red_flag_token_id} is outside the vocabulary of {vocab_size} "
+                             f"tokens.")
         eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
         if action != "flag" and not eos:
             raise ValueError(f"action={action!r} ends flagged sequences, which needs eos_token_id; "
@@ -129,8 +130,6 @@ class RedFlagLogitsProcessor(LogitsProcessor):
         arguments override the saved values, e.g. ``threshold=0.9`` or ``action="flag"``."""
         from transformers import AutoTokenizer
 
-        from .modeling import RedFlagSettings
-
         settings = RedFlagSettings.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         kwargs = dict(threshold=settings.threshold, action=settings.action, window=settings.window,
@@ -161,7 +160,8 @@ class RedFlagLogitsProcessor(LogitsProcessor):
         self._recent[:, -1] = probability
         self._steps_read += reading.long()
         counted = self._steps_read.clamp(max=self.window).clamp(min=1)
-        score = self._recent[:, -self.window:].flip(1).cumsum(1).gather(1, (counted - 1).unsqueeze(1)).squeeze(1) / counted
+        recent_sums = self._recent[:, -self.window:].flip(1).cumsum(1)
+        score = recent_sums.gather(1, (counted - 1).unsqueeze(1)).squeeze(1) / counted
         self._max_score = torch.where(reading, torch.maximum(self._max_score, score), self._max_score)
         newly_fired = reading & (self._fired_step < 0) & (score >= self.threshold)
         self._fired_step[newly_fired] = step
@@ -204,11 +204,7 @@ class RedFlagLogitsProcessor(LogitsProcessor):
         """``texts`` (the decoded answers of the batch, in order) with every flagged one replaced by the refusal."""
         flags = self.flags
         if len(texts) != len(flags):
-            raise ValueError(f"Got {len(texts)} answers for a batch of {len(flags)} sequences; pass the whole batch, in order.")
+            raise ValueError(f"Got {len(texts)} answers for a batch of {len(flags)} sequences; pass the whole "
+                             f"batch, in order.")
         return [self.refusal_text if flag["fired"] else text for text, flag in zip(texts, flags)]
 
-
-def check_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold is a probability of <rf> and must lie in (0, 1), got {threshold!r}.")
-    return float(threshold)

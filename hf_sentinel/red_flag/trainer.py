@@ -6,27 +6,30 @@ What one training run does:
    ``do_sample=True``); a row's ``label`` (harmful / benign) labels the answer. Rows with a ``completion`` use it
    as is.
 2. `<rf>` is added to the tokenizer and the embeddings (padded to a multiple of 64 rows).
-3. One frozen forward pass stores, per conversation, the states entering the top ``adapted_layers`` layers and
-   the frozen model's final states (its next-token distributions, the KL reference).
+3. While the target writes each answer, hooks record the states entering the top ``lora_layers`` layers and the
+   frozen model's final states (its next-token distributions, the KL reference).
 4. LoRA on the top layers + the `<rf>` embedding row are trained with
    ``flag_loss_weight * CE(<rf> at a random index k of a harmful answer)
    + benign_flag_weight * -log(1 - p(<rf>)) at the first ``harmful_response_tokens`` positions of a benign answer
    + benign_kl_weight * KL(frozen ‖ model on benign answers)
    + after_flag_kl_weight * KL(frozen ‖ model on the harmful tokens after an inserted <rf>)``.
    Benign conversations reuse the stored states, so a step only runs the top layers; harmful ones run the
-   frozen lower layers once per step (without gradients), because the inserted `<rf>` changes their states.
+   frozen lower layers once per step (without gradients) when `<rf>` is inserted, because it changes their states.
 5. ``train()`` ends by calibrating the flag threshold on the calibration conversations (benign rows: at most
-   ``target_false_flag_rate`` of them flagged; harmful rows, if any, keep a margin in logit space).
+   ``target_false_flag_rate`` of them flagged; harmful rows, if any, keep a margin in logit space), generating
+   through :func:`hf_sentinel.generation.generate` like every guarded generation.
 
 Everything ``transformers.Trainer`` offers carries over: callbacks, ``report_to``, checkpoints every
-``save_steps`` and ``train(resume_from_checkpoint=True)``.
+``save_steps``, ``train(resume_from_checkpoint=True)``, data parallel runs (``torchrun``/``accelerate launch``).
+``save_model`` writes the finished artifact with its model card; ``push_to_hub`` uploads that folder.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
+import os
+import platform
 import time
 import warnings
 from dataclasses import replace
@@ -35,34 +38,46 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+from peft import LoraConfig, PeftModelForCausalLM
+from transformers import Trainer
 
-from ..generation import GenerationSettings, left_padded, render, to_conversation
+from ..generation import GenerationSettings, left_padded, render, stop_token_ids, to_conversation
+from ..training import (
+    LABELS,
+    ArtifactPushMixin,
+    base_model_name,
+    check_prompt_dataset,
+    fingerprint,
+    load_model_and_tokenizer,
+    lora_config,
+    write_atomic,
+)
 from .config import RedFlagConfig
 from .modeling import RedFlagSettings, add_red_flag_token, vocabulary_fingerprint
 from .processor import RedFlagLogitsProcessor
 
-LABELS = ("harmful", "benign")
-BATCH_COUNT_FILE = "red_flag_batches.json"  # in each checkpoint: how many batches were trained on
+SUMMARY_NAME = "training_summary.json"  # in every saved folder: what the run did (the card shows it too)
 
 
-class RedFlagTrainer(Trainer):
+class RedFlagTrainer(ArtifactPushMixin, Trainer):
     """Trains the red-flag token (LoRA on the top layers + the `<rf>` embedding row) and calibrates its threshold.
 
     Args:
-        model: a causal LM (a :class:`~transformers.PreTrainedModel` or a name/path for ``from_pretrained``) whose
-            decoder exposes ``embed_tokens``, ``layers``, ``norm`` and ``rotary_emb`` (Llama, Mistral, Qwen2,
-            SmolLM2...). It is changed in place (its vocabulary grows by `<rf>`).
+        model: a causal LM (a :class:`~transformers.PreTrainedModel`, a folder, a Hub id or ``"default"``, the
+            embedded SmolLM2) whose decoder exposes ``embed_tokens``, ``layers``, ``norm`` and ``rotary_emb``
+            (Llama, Mistral, Qwen2, SmolLM2...). It is changed in place (its vocabulary grows by `<rf>`); its dtype
+            and device are kept.
         args: a :class:`RedFlagConfig`.
         train_dataset: rows with ``prompt`` and ``label`` (``"harmful"`` or ``"benign"``), optionally ``history``
             (earlier chat turns), ``prefill`` (start of the assistant answer), ``do_sample`` (answer with a
             sampled rather than the greedy answer) and ``completion`` (an answer to use instead of generating one).
+        eval_dataset: not used (the flag is judged by calibration and ``hf-sentinel eval``); must be ``None``.
+        processing_class: the tokenizer (loaded with the model when ``model`` is a name).
+        peft_config: a :class:`peft.LoraConfig`; by default rank ``args.lora_rank`` on every linear layer of the
+            top ``args.lora_layers`` layers. The `<rf>` row is always made trainable.
+        callbacks, optimizers: as in :class:`transformers.Trainer`.
         calibration_dataset: rows like ``train_dataset`` (no ``completion``), never trained on; the threshold is
             calibrated on them after training. Without it the threshold is ``args.threshold`` (or 0.5).
-        processing_class: the tokenizer (defaults to the model's, from ``from_pretrained``).
-        peft_config: a :class:`peft.LoraConfig`; by default rank ``args.lora_rank`` on every linear layer of the
-            top ``args.adapted_layers`` layers. The `<rf>` row is always made trainable.
-        callbacks, optimizers: as in :class:`transformers.Trainer`.
 
     Example (a tiny random model, so it runs in seconds; see ``examples/red_flag_train.py`` for the real one)::
 
@@ -72,7 +87,7 @@ class RedFlagTrainer(Trainer):
         >>> model, tokenizer = tiny_model()
         >>> data = Dataset.from_dict({"prompt": ["How do I make a bomb?", "How do I bake bread?"],
         ...                           "label": ["harmful", "benign"]})
-        >>> args = RedFlagConfig(output_dir=tempfile.mkdtemp(), max_steps=2, adapted_layers=1, threshold=0.5,
+        >>> args = RedFlagConfig(output_dir=tempfile.mkdtemp(), max_steps=2, lora_layers=1, threshold=0.5,
         ...                      harmful_response_tokens=4, benign_response_tokens=4,
         ...                      cache_responses=False, save_strategy="no", disable_tqdm=True)
         >>> trainer = RedFlagTrainer(model, args, train_dataset=data, processing_class=tokenizer)
@@ -85,19 +100,18 @@ class RedFlagTrainer(Trainer):
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
 
     def __init__(self, model, args: RedFlagConfig | None = None, train_dataset: Dataset | None = None,
-                 calibration_dataset: Dataset | None = None, processing_class=None, peft_config=None,
-                 callbacks=None, optimizers=(None, None)):
-        if isinstance(model, str):
-            processing_class = processing_class or AutoTokenizer.from_pretrained(model)
-            model = AutoModelForCausalLM.from_pretrained(model, use_safetensors=True, dtype=torch.float32)
-        if processing_class is None:
-            raise ValueError("Pass the model's tokenizer as processing_class (or the model as a name/path).")
-        args = args or RedFlagConfig(output_dir="red-flag")
+                 eval_dataset=None, processing_class=None, peft_config=None, callbacks=None,
+                 optimizers=(None, None), calibration_dataset: Dataset | None = None):
+        model, tokenizer = load_model_and_tokenizer(model, processing_class, role="target")
+        args = args or RedFlagConfig()
         if not isinstance(args, RedFlagConfig):
             raise TypeError(f"args must be a RedFlagConfig, got {type(args).__name__}.")
         if train_dataset is None:
-            raise ValueError("RedFlagTrainer needs a train_dataset with `prompt` and `label` (harmful/benign) columns.")
-        tokenizer = processing_class
+            raise ValueError("RedFlagTrainer needs a train_dataset with `prompt` and `label` (harmful/benign) "
+                             "columns.")
+        if eval_dataset is not None:
+            raise ValueError("RedFlagTrainer does not evaluate during training; pass held-out rows as "
+                             "calibration_dataset, and measure the artifact with `hf-sentinel eval`.")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         rows = _rows(train_dataset, "train_dataset", completion_allowed=True)
@@ -106,9 +120,10 @@ class RedFlagTrainer(Trainer):
             raise ValueError("train_dataset needs both harmful and benign rows: the flag learns to tell them apart.")
 
         decoder = _check_architecture(model)
-        self.first_adapted_layer = len(decoder.layers) - args.adapted_layers
-        if self.first_adapted_layer < 0:
-            raise ValueError(f"adapted_layers={args.adapted_layers} but the model has only {len(decoder.layers)} layers.")
+        if args.lora_layers > len(decoder.layers):
+            raise ValueError(f"lora_layers={args.lora_layers}: the model has only {len(decoder.layers)} layers; give "
+                             f"1 to {len(decoder.layers)} (or 0 for all).")
+        self.first_adapted_layer = len(decoder.layers) - args.lora_layers if args.lora_layers else 0
 
         model.eval()
         self.settings = RedFlagSettings(
@@ -116,31 +131,36 @@ class RedFlagTrainer(Trainer):
             refusal_text=args.refusal_text, pad_to_multiple_of=args.pad_vocab_to_multiple_of,
             base_embedding_rows=model.get_input_embeddings().num_embeddings,
             base_vocabulary=vocabulary_fingerprint(tokenizer, exclude=(args.red_flag_token,)),
-            base_model=getattr(model.config, "_name_or_path", "") or "")
+            base_model=base_model_name(model) or "")
         self.timings: dict[str, float] = {}
         self.calibration_report: dict = {}
+        #: The command line that ran this training, shown on the model card (`hf-sentinel train red-flag` sets it).
+        self.training_command: str | None = None
         self._calibration_rows = calibration_rows
 
         # Only the after-flag KL looks past an inserted <rf>; the flag CE reads the states before it, which the
         # insertion cannot change (causal attention), so without that KL the target's own answers serve as they are.
         self.inserts_flag = args.after_flag_kl_weight > 0
         start = time.perf_counter()
-        dataset = _RedFlagExamples(self._prepare(model, decoder, tokenizer, rows, args))
+        # Every process needs every answer's states; the first writes them to the cache, the others read them.
+        with args.main_process_first(desc="generating the training answers"):
+            dataset = _RedFlagExamples(self._prepare(model, decoder, tokenizer, rows, args))
         self.timings["answers_and_states_s"] = time.perf_counter() - start
 
-        self.red_flag_token_id = add_red_flag_token(model, tokenizer, args.red_flag_token, args.pad_vocab_to_multiple_of)
+        self.red_flag_token_id = add_red_flag_token(model, tokenizer, args.red_flag_token,
+                                                    args.pad_vocab_to_multiple_of)
         self.vocab_size = len(tokenizer)
         # The frozen output matrix gives the reference distributions; PEFT never writes into it.
         self._reference_head = model.get_output_embeddings().weight
 
         model = self._wrap_with_peft(model, decoder, peft_config, args)
-        collator = _RedFlagCollator(self.red_flag_token_id, tokenizer.pad_token_id, args.after_flag_tokens,
-                                    args.kl_token_fraction, args.flag_positions == "prefix",
-                                    args.harmful_response_tokens, self.inserts_flag, args.seed)
-        super().__init__(model=model, args=args, train_dataset=dataset, data_collator=collator,
+        self._batch_builder = _RedFlagBatchBuilder(
+            self.red_flag_token_id, tokenizer.pad_token_id, args.after_flag_tokens, args.kl_token_fraction,
+            args.flag_positions == "prefix", args.harmful_response_tokens, self.inserts_flag)
+        super().__init__(model=model, args=args, train_dataset=dataset, data_collator=_as_list,
                          processing_class=tokenizer, callbacks=callbacks, optimizers=optimizers)
         self._metrics: dict[str, list[float]] = {}
-        self._batches_trained = 0  # saved with each checkpoint: a resumed run's collator continues from there
+        self._micro_batch = (-1, 0)  # (optimizer step, micro-batch index in it) of the last batch built
 
     # ------------------------------------------------------------------ data
     def _prepare(self, model, decoder, tokenizer, rows, args) -> list[dict]:
@@ -187,11 +207,12 @@ class RedFlagTrainer(Trainer):
         from ..defaults import cache_dir
 
         weights = model.get_input_embeddings().weight.detach()
-        key = hashlib.sha256(json.dumps({
+        key = fingerprint({
             "model": self.settings.base_model, "vocabulary": self.settings.base_vocabulary,
-            "weights": [float(weights[:256].sum()), float(weights[-256:].abs().sum())], "budget": budget,
-            "do_sample": do_sample, "temperature": args.sampling_temperature, "seed": args.seed,
-            "first_adapted_layer": self.first_adapted_layer, "prompts": prompts}, sort_keys=True).encode()).hexdigest()[:24]
+            "dtype": str(weights.dtype),
+            "weights": [float(weights[:256].float().sum()), float(weights[-256:].float().abs().sum())],
+            "budget": budget, "do_sample": do_sample, "temperature": args.sampling_temperature, "seed": args.seed,
+            "first_adapted_layer": self.first_adapted_layer, "prompts": prompts})
         folder = cache_dir() / "red-flag-responses"
         answers_path, states_path = folder / f"{key}.json", folder / f"{key}.safetensors"
         if answers_path.is_file() and states_path.is_file():
@@ -200,29 +221,33 @@ class RedFlagTrainer(Trainer):
                                                  "reference": states[f"reference.{i}"]}
                     for i, answer in enumerate(json.loads(answers_path.read_text()))]
         results = compute(prompts)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({f"{name}.{i}": r[name].contiguous() for i, r in enumerate(results) if r is not None
-                   for name in ("trunk", "reference")}, states_path)
-        answers_path.write_text(json.dumps([None if r is None else r["answer_ids"] for r in results]))
+        if args.should_save:  # one writer; the answers file goes last and marks the entry complete
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = states_path.with_suffix(f".{os.getpid()}.partial")
+            save_file({f"{name}.{i}": r[name].contiguous() for i, r in enumerate(results) if r is not None
+                       for name in ("trunk", "reference")}, partial)
+            partial.replace(states_path)
+            write_atomic(answers_path, json.dumps([None if r is None else r["answer_ids"] for r in results]))
         return results
 
     @torch.no_grad()
     def _answer(self, model, decoder, tokenizer, prompts: list[list[int]], budget: int, do_sample: bool, args):
         """The frozen target's answers (token ids, ending with the end-of-turn token when it ended) and, recorded
         during the same forward passes, the states entering the adapted layers and the final states."""
-        eos = model.generation_config.eos_token_id
-        stops = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {tokenizer.eos_token_id}
-        sampling = dict(do_sample=True, temperature=args.sampling_temperature, top_p=1.0, top_k=0) if do_sample \
-            else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        # A sampled answer draws from the whole vocabulary (top_k=0): the flag must learn the target's own answers.
+        settings = GenerationSettings(max_new_tokens=budget, do_sample=do_sample,
+                                      temperature=args.sampling_temperature,
+                                      generation_kwargs={"top_k": 0} if do_sample else {})
+        config = settings.to_generation_config(tokenizer)
+        stops = stop_token_ids(model, tokenizer)
         torch.manual_seed(args.seed)
         results: list[dict | None] = [None] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         for first in range(0, len(order), args.generation_batch_size):
             indices = order[first:first + args.generation_batch_size]
-            inputs = left_padded([prompts[i] for i in indices], tokenizer.pad_token_id, model.device)
+            inputs = left_padded([prompts[i] for i in indices], config.pad_token_id, model.device)
             with _StateRecorder(decoder, self.first_adapted_layer) as recorded:
-                output = model.generate(**inputs, max_new_tokens=budget, pad_token_id=tokenizer.pad_token_id,
-                                        **sampling)
+                output = model.generate(**inputs, generation_config=config)
             width = inputs["input_ids"].shape[1]
             trunk, final = recorded.trunk, recorded.final
             if trunk.shape[1] != output.shape[1] - 1:
@@ -238,68 +263,64 @@ class RedFlagTrainer(Trainer):
         return results
 
     @torch.no_grad()
-    def _states_of_given(self, model, decoder, tokenizer, prompts: list[list[int]], answers: list[list[int]], batch_size: int = 16):
+    def _states_of_given(self, model, decoder, tokenizer, prompts: list[list[int]], answers: list[list[int]],
+                         batch_size: int = 16):
         """The states of given answers, from one teacher-forced forward pass."""
         results = []
         for first in range(0, len(prompts), batch_size):
-            sequences = [torch.tensor(p + a) for p, a in zip(prompts[first:first + batch_size], answers[first:first + batch_size])]
+            pairs = list(zip(prompts[first:first + batch_size], answers[first:first + batch_size]))
+            sequences = [torch.tensor(p + a) for p, a in pairs]
             with _StateRecorder(decoder, self.first_adapted_layer) as recorded:
-                model(input_ids=_right_padded(sequences, tokenizer.pad_token_id))
-            results += [_slice_states(recorded.trunk[row], recorded.final[row], 0, len(p), a) for row, (p, a) in
-                        enumerate(zip(prompts[first:first + batch_size], answers[first:first + batch_size]))]
+                model(input_ids=_right_padded(sequences, tokenizer.pad_token_id).to(model.device))
+            results += [_slice_states(recorded.trunk[row], recorded.final[row], 0, len(p), a)
+                        for row, (p, a) in enumerate(pairs)]
         return results
 
-    def _wrap_with_peft(self, model, decoder, peft_config, args):
-        from peft import LoraConfig, get_peft_model
-
-        adapted = list(range(self.first_adapted_layer, len(decoder.layers)))
-        embedding_name = self._embedding_name = _module_name(model, model.get_input_embeddings())
+    def _wrap_with_peft(self, model, decoder, peft_config, args) -> _RedFlagPeftModel:
+        embedding_name = _module_name(model, model.get_input_embeddings())
         if peft_config is None:
-            peft_config = LoraConfig(
-                r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                target_modules=_linear_names(decoder.layers[-1]), layers_to_transform=adapted)
+            peft_config = lora_config(args, len(decoder.layers), target_modules=_linear_names(decoder.layers[-1]))
         if not isinstance(peft_config, LoraConfig):
             raise TypeError(f"peft_config must be a peft.LoraConfig, got {type(peft_config).__name__}.")
         peft_config = copy.deepcopy(peft_config)
         layers = peft_config.layers_to_transform
-        layers = [layers] if isinstance(layers, int) else layers
-        if not layers or min(layers) < self.first_adapted_layer:
+        layers = range(len(decoder.layers)) if layers is None else [layers] if isinstance(layers, int) else layers
+        if min(layers) < self.first_adapted_layer:
             raise ValueError(
-                f"peft_config must adapt only the top {args.adapted_layers} layers (layers_to_transform={adapted}): "
-                f"the layers below are frozen and their states computed once. Raise adapted_layers to adapt more.")
+                f"peft_config must adapt only the top {args.lora_layers} layers (layers_to_transform from "
+                f"{self.first_adapted_layer} on): the layers below are frozen and their states recorded once. Raise "
+                f"lora_layers to adapt more.")
         trainable = {embedding_name: [self.red_flag_token_id]}
         if not _tied(model):
             trainable[_module_name(model, model.get_output_embeddings())] = [self.red_flag_token_id]
         peft_config.trainable_token_indices = trainable
-        return get_peft_model(model, peft_config)
+        peft_config.base_model_name_or_path = self.settings.base_model or None
+        return _RedFlagPeftModel(model, peft_config, self.first_adapted_layer, self.red_flag_token_id,
+                                 self.vocab_size)
 
     # ------------------------------------------------------------------ loss
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        decoder = model.get_base_model().get_decoder()
-        trunk = inputs["trunk"]
-        inserted = inputs["flag_inserted"]
-        if inserted.any():
-            # An inserted <rf> changes the frozen lower layers' states after it: recompute them (no gradient).
-            with torch.no_grad():
-                lower = _run_layers(decoder, decoder.embed_tokens(inputs["input_ids"][inserted]),
-                                    decoder.layers[: self.first_adapted_layer])
-            trunk = trunk.clone()
-            trunk[inserted] = lower
-        final = decoder.norm(_run_layers(decoder, trunk, decoder.layers[self.first_adapted_layer:]))
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """Build the micro-batch (its random draws: the flag index k of each harmful answer, the benign KL
+        positions), then Trainer's step. The draws come from a generator seeded by the optimizer step and the
+        micro-batch's place in it, so a run resumed from a checkpoint draws what the uninterrupted run drew."""
+        step, index = self.state.global_step, 0
+        if self._micro_batch[0] == step:
+            index = self._micro_batch[1] + 1
+        self._micro_batch = (step, index)
+        seed = int(fingerprint([self.args.seed, self.args.process_index, step, index]), 16)
+        batch = self._batch_builder(inputs, torch.Generator().manual_seed(seed))
+        return super().training_step(model, batch, num_items_in_batch)
 
-        kl_states = final[inputs["kl_rows"], inputs["kl_positions"]]
-        flag_states = final[inputs["flag_rows"], inputs["flag_positions"]]
-        clear_states = final[inputs["clear_rows"], inputs["clear_positions"]]
-        states = torch.cat([kl_states, flag_states, clear_states])
-        # The output matrix is frozen except the <rf> row: multiplying by the frozen matrix and splicing in the
-        # <rf> column spares autograd a gradient for the whole 49k-row matrix.
-        logits = F.linear(states, self._reference_head[: self.vocab_size])
-        red_flag_logit = states @ self._red_flag_row(model).to(states.dtype)
-        red_flag_index = torch.tensor([self.red_flag_token_id], device=logits.device)
-        logits = logits.index_copy(1, red_flag_index, red_flag_logit)
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        positions = {name: (inputs[f"{name}_rows"], inputs[f"{name}_positions"]) for name in ("kl", "flag", "clear")}
+        # The model's forward (through DistributedDataParallel when data-parallel) runs the top layers only.
+        logits = model(trunk=inputs["trunk"], input_ids=inputs["input_ids"], flag_inserted=inputs["flag_inserted"],
+                       rows=torch.cat([rows for rows, _ in positions.values()]),
+                       positions=torch.cat([at for _, at in positions.values()]),
+                       output_matrix=self._reference_head)
         log_probs = F.log_softmax(logits.float(), dim=-1)
-        kl_log_probs, flag_log_probs, clear_log_probs = log_probs.split(
-            [len(kl_states), len(flag_states), len(clear_states)])
+        kl_log_probs, flag_log_probs, clear_log_probs = log_probs.split([len(r) for r, _ in positions.values()])
+        red_flag_index = torch.tensor([self.red_flag_token_id], device=logits.device)
         # log(1 - p(<rf>)) as the log of the mass on every other token: exact where p(<rf>) is close to 1.
         log_not_flag = torch.logsumexp(clear_log_probs.index_fill(1, red_flag_index, -torch.inf), -1)
 
@@ -311,10 +332,10 @@ class RedFlagTrainer(Trainer):
         terms = {
             # per harmful answer, the mean over its flagged positions; then the mean over answers
             "flag_ce": -(flag_log_probs[:, self.red_flag_token_id] * inputs["flag_weights"]).sum()
-            / inputs["flag_weights"].sum() if len(flag_states) else None,
+            / inputs["flag_weights"].sum() if len(flag_log_probs) else None,
             # per benign answer, the mean over the positions where a harmful answer's flag is trained to fire
             "benign_flag": -(log_not_flag * inputs["clear_weights"]).sum() / inputs["clear_weights"].sum()
-            if len(clear_states) else None,
+            if len(clear_log_probs) else None,
             "benign_kl": kl[~after_flag].mean() if (~after_flag).any() else None,
             "after_flag_kl": kl[after_flag].mean() if after_flag.any() else None,
         }
@@ -327,43 +348,16 @@ class RedFlagTrainer(Trainer):
             p_flag = kl_log_probs[~after_flag, self.red_flag_token_id].exp()
             if len(p_flag):
                 self._metrics.setdefault("benign_p_rf_max", []).append(p_flag.max().item())
-            if len(flag_states):
-                self._metrics.setdefault("harmful_p_rf", []).append(flag_log_probs[:, self.red_flag_token_id].exp().mean().item())
-        return (loss, final) if return_outputs else loss
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        self._batches_trained += 1
-        return super().training_step(model, inputs, num_items_in_batch)
-
-    def _save_rng_state(self, output_dir: str) -> None:
-        super()._save_rng_state(output_dir)
-        (Path(output_dir) / BATCH_COUNT_FILE).write_text(json.dumps({"batches_trained": self._batches_trained}))
-
-    def _restore_batch_count(self, checkpoint: str | bool) -> None:
-        """Start the collator at the first batch the checkpoint has not trained on. The data loader skips the
-        trained batches without building them, so the collator must be told how many there were."""
-        from transformers.trainer_utils import get_last_checkpoint
-
-        folder = get_last_checkpoint(self.args.output_dir) if checkpoint is True else checkpoint
-        path = Path(folder) / BATCH_COUNT_FILE if folder else None
-        if path is None or not path.is_file():
-            return  # Trainer.train reports a missing checkpoint; an older one resumes with fresh draws
-        self._batches_trained = self.data_collator.batches = json.loads(path.read_text())["batches_trained"]
+            if len(flag_log_probs):
+                self._metrics.setdefault("harmful_p_rf", []).append(
+                    flag_log_probs[:, self.red_flag_token_id].exp().mean().item())
+        return (loss, logits) if return_outputs else loss
 
     def _loss_weights(self) -> dict[str, float]:
         """Each loss term's weight, by the name the term is logged under."""
         args = self.args
         return {"flag_ce": args.flag_loss_weight, "benign_flag": args.benign_flag_weight,
                 "benign_kl": args.benign_kl_weight, "after_flag_kl": args.after_flag_kl_weight}
-
-    def _red_flag_row(self, model) -> torch.Tensor:
-        """The trainable `<rf>` row (shared by the embedding and a tied output layer), as a column vector."""
-        if getattr(self, "_row_parameter", None) is None:
-            rows = {name: p for name, p in model.named_parameters() if "trainable_tokens_delta" in name}
-            # A tied output layer shares the embedding's row; an untied one has its own, which is the one here.
-            output_rows = [p for name, p in rows.items() if f".{self._embedding_name}." not in name]
-            self._row_parameter = (output_rows or list(rows.values()))[0]
-        return self._row_parameter[0].unsqueeze(1)
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer, with the `<rf>` embedding row in its own group at ``embedding_learning_rate``."""
@@ -388,8 +382,6 @@ class RedFlagTrainer(Trainer):
     # ------------------------------------------------------------------ calibration and saving
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """Train (``resume_from_checkpoint`` works as in ``transformers.Trainer``), then calibrate the threshold."""
-        if resume_from_checkpoint:
-            self._restore_batch_count(resume_from_checkpoint)
         start = time.perf_counter()
         output = super().train(resume_from_checkpoint, *args, **kwargs)
         self.timings["train_s"] = time.perf_counter() - start
@@ -398,7 +390,8 @@ class RedFlagTrainer(Trainer):
             self.calibrate()
             self.timings["calibrate_s"] = time.perf_counter() - start
         elif self.args.threshold is None:
-            warnings.warn("No calibration_dataset and no threshold: the red-flag threshold stays at 0.5.", stacklevel=2)
+            warnings.warn("No calibration_dataset and no threshold: the red-flag threshold stays at 0.5.",
+                          stacklevel=2)
         return output
 
     def calibrate(self, rows: list[dict] | None = None) -> float:
@@ -449,53 +442,52 @@ class RedFlagTrainer(Trainer):
         merged = copy.deepcopy(self.model).merge_and_unload()
         return merged.eval()
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Write the finished artifact into ``output_dir``: the adapter (LoRA + the `<rf>` row, safetensors), the
+        tokenizer with `<rf>`, ``red_flag_config.json``, ``training_args.json``, ``training_summary.json`` and the
+        model card. Checkpoints get the same folder. It never pushes: :meth:`push_to_hub` saves into a fresh folder
+        and uploads that."""
+        super().save_model(output_dir, _internal_call=True)
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        if not self.args.should_save:
+            return
+        from .card import write_model_card
+
         output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         # Only the <rf> row of the grown embedding is trained: PEFT would otherwise save all 49k rows. And
         # transformers would pickle the TrainingArguments here; they are saved as JSON instead.
-        self.model.save_pretrained(output_dir, save_embedding_layers=False)
+        self.model.save_pretrained(output_dir, state_dict=state_dict, save_embedding_layers=False)
         self.processing_class.save_pretrained(output_dir)
-        (output_dir / "training_args.json").write_text(self.args.to_json_string())
+        write_atomic(output_dir / "training_args.json", self.args.to_json_string())
         self.settings.save_pretrained(output_dir)
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the adapter, the tokenizer with `<rf>`, ``red_flag_config.json`` and (final saves) the model card."""
-        super().save_model(output_dir, _internal_call)
-        if not _internal_call:
-            from .card import write_model_card
-
-            write_model_card(output_dir or self.args.output_dir, self.settings, training=self.training_summary())
+        summary = self.training_summary()
+        write_atomic(output_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+        write_model_card(output_dir, self.settings, training=summary)
 
     def training_summary(self) -> dict:
+        """What this run did, as saved in ``training_summary.json`` and shown on the model card."""
         args = self.args
-        dataset = self.train_dataset
+        examples = self.train_dataset.examples
         return {
-            "conversations": len(dataset), "harmful": sum(e["harmful"] for e in dataset.examples),
-            "benign": sum(not e["harmful"] for e in dataset.examples), "steps": self.state.global_step,
-            "adapted_layers": args.adapted_layers, "lora_rank": args.lora_rank, "learning_rate": args.learning_rate,
-            "weights": self._loss_weights(),
+            "conversations": len(examples), "harmful": sum(e["harmful"] for e in examples),
+            "benign": sum(not e["harmful"] for e in examples), "steps": self.state.global_step,
+            "lora_layers": args.lora_layers, "lora_rank": args.lora_rank, "lora_alpha": args.effective_lora_alpha,
+            "learning_rate": args.learning_rate, "weights": self._loss_weights(),
             "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
             "calibration": {k: v for k, v in self.calibration_report.items() if not k.endswith("_scores")},
+            "command": self.training_command,
+            "hardware": _hardware(self.args.device, self.args.world_size),
         }
 
 
 # ---------------------------------------------------------------------- helpers
 def _rows(dataset, name: str, completion_allowed: bool = False) -> list[dict]:
-    if dataset is None or len(dataset) == 0:
-        raise ValueError(f"{name} is empty.")
-    columns = dataset.column_names
-    missing = [c for c in ("prompt", "label") if c not in columns]
-    if missing:
-        raise ValueError(f"{name} needs columns `prompt` and `label` (harmful/benign); missing {missing} "
-                         f"(it has {columns}).")
-    if "completion" in columns and not completion_allowed:
+    check_prompt_dataset(dataset, name, columns=("prompt", "label"))
+    if "completion" in dataset.column_names and not completion_allowed:
         raise ValueError(f"{name} must not carry `completion`: calibration generates with the trained model.")
-    rows = [dict(row) for row in dataset]
-    bad = sorted({str(r["label"]) for r in rows} - set(LABELS))
-    if bad:
-        raise ValueError(f"{name} has labels {bad}; each row's `label` must be 'harmful' or 'benign'.")
-    return rows
+    return [dict(row) for row in dataset]
 
 
 def _check_architecture(model):
@@ -510,11 +502,12 @@ def _check_architecture(model):
             f"layout. RedFlagLogitsProcessor itself works with any model that has an <rf> token."
         )
     # The layer-by-layer path must reproduce the model's own forward pass, or the stored states are wrong.
-    ids = torch.arange(1, 9).unsqueeze(0) % model.get_input_embeddings().num_embeddings
+    ids = torch.arange(1, 9, device=model.device).unsqueeze(0) % model.get_input_embeddings().num_embeddings
     with torch.no_grad():
         manual = decoder.norm(_run_layers(decoder, decoder.embed_tokens(ids), decoder.layers))
         reference = decoder(input_ids=ids).last_hidden_state
-    if not torch.allclose(manual, reference, atol=1e-4, rtol=1e-3):
+    tolerance = max(1e-4, 8 * torch.finfo(manual.dtype).eps)  # bf16 rounds differently along the two paths
+    if not torch.allclose(manual.float(), reference.float(), atol=tolerance, rtol=max(1e-3, tolerance)):
         raise ValueError(f"{type(model).__name__}: running its decoder layer by layer does not reproduce its forward "
                          f"pass (e.g. a scaled embedding), so RedFlagTrainer cannot train it.")
     return decoder
@@ -545,13 +538,16 @@ class _StateRecorder:
             self.trunk, self.final = (torch.cat(parts, dim=1) for parts in self._parts)
 
 
-def _slice_states(trunk: torch.Tensor, final: torch.Tensor, offset: int, prompt_length: int, answer: list[int]) -> dict:
+def _slice_states(trunk: torch.Tensor, final: torch.Tensor, offset: int, prompt_length: int,
+                  answer: list[int]) -> dict:
     """One conversation's states from a (padded) recorded row: ``offset`` pads come first. The last answer token
-    never enters the model (nothing follows it), so the sequence used in training stops one token earlier."""
+    never enters the model (nothing follows it), so the sequence used in training stops one token earlier. The
+    states are kept in host memory (copies, not views of the batch); each training batch takes its own to the
+    model's device."""
     length = prompt_length + len(answer)
-    return {"answer_ids": answer, "trunk": trunk[offset: offset + length - 1].clone(),
+    return {"answer_ids": answer, "trunk": trunk[offset: offset + length - 1].to("cpu", copy=True),
             # the final state at position j predicts token j + 1: these predict the answer tokens
-            "reference": final[offset + prompt_length - 1: offset + length - 1].clone()}
+            "reference": final[offset + prompt_length - 1: offset + length - 1].to("cpu", copy=True)}
 
 
 def _run_layers(decoder, hidden, layers):
@@ -569,13 +565,25 @@ def _right_padded(rows: list[torch.Tensor], pad_id: int) -> torch.Tensor:
     return torch.stack([F.pad(r, (0, width - len(r)), value=pad_id) for r in rows])
 
 
+def _as_list(examples: list[dict]) -> list[dict]:
+    """The data loader's collate function: the training step builds the batch (it draws per optimizer step)."""
+    return examples
+
+
+def _hardware(device: torch.device, processes: int) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return name if processes == 1 else f"{processes} processes, each {name}"
+
+
 def _tied(model) -> bool:
     output = model.get_output_embeddings()
     return output is not None and output.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
 
 
 def _linear_names(layer) -> list[str]:
-    return sorted({name.rsplit(".", 1)[-1] for name, module in layer.named_modules() if isinstance(module, torch.nn.Linear)})
+    return sorted({name.rsplit(".", 1)[-1] for name, module in layer.named_modules()
+                   if isinstance(module, torch.nn.Linear)})
 
 
 def _module_name(model, module) -> str:
@@ -596,14 +604,15 @@ class _RedFlagExamples(torch.utils.data.Dataset):
         return iter(self.examples)
 
 
-class _RedFlagCollator:
-    """Builds one batch: stored states for benign rows (the KL on a random share of the answer, the no-flag term on
-    its first ``flag_window`` positions); for each harmful row, the answer with `<rf>` inserted at a random index
-    k (the CE target at k, the after-flag KL on the next ``after_flag_tokens`` tokens), or, when ``insert_flag`` is
-    off, the answer's first k tokens and their stored states (the CE target at k, no after-flag KL)."""
+class _RedFlagBatchBuilder:
+    """Builds one batch from its examples, drawing from ``generator``: stored states for benign rows (the KL on a
+    random share of the answer, the no-flag term on its first ``flag_window`` positions); for each harmful row, the
+    answer with `<rf>` inserted at a random index k (the CE target at k, the after-flag KL on the next
+    ``after_flag_tokens`` tokens), or, when ``insert_flag`` is off, the answer's first k tokens and their stored
+    states (the CE target at k, no after-flag KL)."""
 
     def __init__(self, red_flag_token_id: int, pad_token_id: int, after_flag_tokens: int, kl_token_fraction: float,
-                 flag_prefix: bool, flag_window: int, insert_flag: bool, seed: int):
+                 flag_prefix: bool, flag_window: int, insert_flag: bool):
         self.red_flag_token_id = red_flag_token_id
         self.insert_flag = insert_flag
         self.flag_prefix = flag_prefix
@@ -611,15 +620,8 @@ class _RedFlagCollator:
         self.kl_token_fraction = kl_token_fraction
         self.pad_token_id = pad_token_id
         self.after_flag_tokens = after_flag_tokens
-        self.seed = seed
-        self.batches = 0
 
-    def __call__(self, examples: list[dict]) -> dict:
-        # Each batch draws from its own generator, seeded by the batch's number: a resumed run draws what the
-        # uninterrupted one drew, though its data loader never builds the batches it skips (one running generator
-        # would restart at the checkpoint, and the loader builds a batch ahead of the one being trained on).
-        generator = torch.Generator().manual_seed((self.seed << 32) + self.batches)
-        self.batches += 1
+    def __call__(self, examples: list[dict], generator: torch.Generator) -> dict:
         sequences, kl_rows, kl_positions, kl_reference, kl_after = [], [], [], [], []
         flag_rows, flag_positions, flag_weights = [], [], []
         clear_rows, clear_positions, clear_weights = [], [], []
@@ -636,7 +638,7 @@ class _RedFlagCollator:
                 if self.insert_flag:
                     after = min(self.after_flag_tokens, answer_length - k)
                     # <rf> goes before answer token k; positions start+k ... predict answer tokens k, k+1, ...
-                    sequences.append(torch.cat([ids[: start + k], torch.tensor([self.red_flag_token_id]),
+                    sequences.append(torch.cat([ids[: start + k], ids.new_tensor([self.red_flag_token_id]),
                                                 ids[start + k: start + k + after - 1]]))
                     positions = range(start + k, start + k + after)
                     kl_reference.append(reference[k: k + after])
@@ -659,8 +661,8 @@ class _RedFlagCollator:
             kl_positions += positions
             kl_after += [example["harmful"]] * len(positions)
         width = max(len(s) for s in sequences)
-        hidden_size = examples[0]["reference"].shape[-1]
-        trunk = torch.zeros(len(examples), width, hidden_size)
+        hidden_size, dtype = examples[0]["reference"].shape[-1], examples[0]["reference"].dtype
+        trunk = torch.zeros(len(examples), width, hidden_size, dtype=dtype)
         for row, (example, sequence) in enumerate(zip(examples, sequences)):
             if example["trunk"] is not None:
                 states = example["trunk"][: len(sequence)]
@@ -668,8 +670,9 @@ class _RedFlagCollator:
         return {
             "input_ids": _right_padded(sequences, self.pad_token_id), "trunk": trunk,
             "flag_inserted": torch.tensor([e["harmful"] and self.insert_flag for e in examples]),
-            "kl_rows": torch.tensor(kl_rows, dtype=torch.long), "kl_positions": torch.tensor(kl_positions, dtype=torch.long),
-            "kl_reference": torch.cat(kl_reference) if kl_reference else torch.zeros(0, hidden_size),
+            "kl_rows": torch.tensor(kl_rows, dtype=torch.long),
+            "kl_positions": torch.tensor(kl_positions, dtype=torch.long),
+            "kl_reference": torch.cat(kl_reference) if kl_reference else torch.zeros(0, hidden_size, dtype=dtype),
             "kl_after_flag": torch.tensor(kl_after, dtype=torch.bool),
             "flag_rows": torch.tensor(flag_rows, dtype=torch.long),
             "flag_positions": torch.tensor(flag_positions, dtype=torch.long),
@@ -678,6 +681,50 @@ class _RedFlagCollator:
             "clear_positions": torch.tensor(clear_positions, dtype=torch.long),
             "clear_weights": torch.tensor(clear_weights),
         }
+
+
+class _RedFlagPeftModel(PeftModelForCausalLM):
+    """The PEFT model being trained. Called with ``trunk`` (the stored states entering the first adapted layer),
+    its forward runs what a training step needs and nothing more: the adapted top layers, then the logits at the
+    given ``(rows, positions)``. Being the model's forward, it runs inside DistributedDataParallel when training is
+    data-parallel, which then all-reduces the gradients. Called without ``trunk`` it is PEFT's usual forward."""
+
+    def __init__(self, model, peft_config: LoraConfig, first_adapted_layer: int, red_flag_token_id: int,
+                 vocab_size: int):
+        super().__init__(model, peft_config)
+        self.first_adapted_layer = first_adapted_layer
+        self.red_flag_token_id = red_flag_token_id
+        self.vocab_size = vocab_size
+
+    def forward(self, *args, trunk: torch.Tensor | None = None, **kwargs):
+        if trunk is None:
+            return super().forward(*args, **kwargs)
+        return self._top_layer_logits(trunk, **kwargs)
+
+    def _top_layer_logits(self, trunk, input_ids, flag_inserted, rows, positions, output_matrix) -> torch.Tensor:
+        decoder = self.get_base_model().get_decoder()
+        if flag_inserted.any():
+            # An inserted <rf> changes the frozen lower layers' states after it: recompute them (no gradient).
+            with torch.no_grad():
+                lower = _run_layers(decoder, decoder.embed_tokens(input_ids[flag_inserted]),
+                                    decoder.layers[: self.first_adapted_layer])
+            trunk = trunk.clone()
+            trunk[flag_inserted] = lower
+        final = decoder.norm(_run_layers(decoder, trunk, decoder.layers[self.first_adapted_layer:]))
+        states = final[rows, positions]
+        # The output matrix is frozen except the <rf> row: multiplying by the frozen matrix and splicing in the
+        # <rf> column spares autograd a gradient for the whole 49k-row matrix.
+        logits = F.linear(states, output_matrix[: self.vocab_size])
+        red_flag_logit = states @ self._red_flag_row().to(states.dtype)
+        return logits.index_copy(1, torch.tensor([self.red_flag_token_id], device=logits.device), red_flag_logit)
+
+    def _red_flag_row(self) -> torch.Tensor:
+        """The trainable `<rf>` row (shared by the embedding and a tied output layer), as a column vector."""
+        rows = [(name, p) for name, p in self.named_parameters() if "trainable_tokens_delta" in name]
+        # A tied output layer shares the embedding's row; an untied one has its own, which is the one here.
+        embedding = _module_name(self, self.get_input_embeddings())
+        output_rows = [p for name, p in rows if f".{embedding}." not in name]
+        return (output_rows or [p for _, p in rows])[0][0].unsqueeze(1)
 
 
 __all__ = ["RedFlagTrainer"]
