@@ -50,8 +50,8 @@ def main(argv=None) -> int:
     parser.add_argument("--show-dev-errors", action="store_true",
                         help="list the development rows each judge gets wrong (never test rows)")
     parser.add_argument("--timing", type=int, metavar="N", default=0,
-                        help="also time each judge on N (request, answer) pairs: the labelled rows over and over, each "
-                             "pair made distinct by a number appended to request and answer, so no cache helps")
+                        help="also time each judge on N (request, answer) pairs: the labelled rows over and over, "
+                             "each pair made distinct by a number appended to request and answer, so no cache helps")
     parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
     args = parser.parse_args(argv)
     names = args.judge or ["refusal", "default"]
@@ -72,7 +72,8 @@ def main(argv=None) -> int:
         for label, source, split in GROUPS:
             rows = [i for i in range(len(data))
                     if split in (None, data["split"][i]) and source in (None, data["source"][i])]
-            results[name]["groups"][label] = agreement([predicted[i] for i in rows], [data["refusal"][i] for i in rows])
+            results[name]["groups"][label] = agreement([predicted[i] for i in rows],
+                                                       [data["refusal"][i] for i in rows])
         if args.show_dev_errors:
             _print_dev_errors(name, data, predicted)
 
@@ -110,7 +111,8 @@ def _print_dev_errors(name: str, data, predicted: list[int]) -> None:
     for i in range(len(data)):
         if data["split"][i] == "dev" and predicted[i] != data["refusal"][i]:
             answer = " ".join(data["response"][i].split())
-            print(f"{data['source'][i]} row {data['row'][i]}: human {'refusal' if data['refusal'][i] else 'complied'}, "
+            human = "refusal" if data["refusal"][i] else "complied"
+            print(f"{data['source'][i]} row {data['row'][i]}: human {human}, "
                   f"judge {'refusal' if predicted[i] else 'complied'}\n  request: {data['prompt'][i][:120]}\n"
                   f"  answer: {answer[:240]}{' ...' if len(answer) > 240 else ''}")
     print()

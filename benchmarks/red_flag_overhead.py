@@ -45,7 +45,8 @@ def main() -> None:
     adapted, red_flag_tokenizer = load_red_flag_model(copy.deepcopy(original), artifact)
     prompts = load_prompts("benign:test")["prompt"]
     print(f"torch threads: {torch.get_num_threads()}; vocabulary rows: original "
-          f"{original.get_input_embeddings().num_embeddings}, adapted {adapted.get_input_embeddings().num_embeddings}; "
+          f"{original.get_input_embeddings().num_embeddings}, "
+          f"adapted {adapted.get_input_embeddings().num_embeddings}; "
           f"{args.new_tokens} new tokens per answer, median of {args.repeats} interleaved repeats\n")
 
     print(f"{'batch':>5} | {'original s':>10} | {'adapted s':>9} | {'+processor s':>12} | "

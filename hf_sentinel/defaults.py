@@ -91,7 +91,8 @@ def pretrained_path(method: str) -> Path:
     if not folder.is_dir():
         shipped = sorted(p.name for p in PRETRAINED_DIR.glob("*-smollm2")) if PRETRAINED_DIR.is_dir() else []
         raise FileNotFoundError(f"No shipped {method} artifact at {folder} (shipped: {shipped or 'none'}); "
-                                f"train one with `hf-sentinel train {method}` and pass its folder instead of 'default'.")
+                                f"train one with `hf-sentinel train {method}` and pass its folder instead of "
+                                f"'default'.")
     return folder
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 @functools.cache
 def hub_reachable(timeout: float = 3.0) -> bool:
     """False when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set or a TCP connection to the Hub endpoint fails."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", ""):
+    if any(os.environ.get(name, "0") not in ("0", "") for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
         return False
     from huggingface_hub import constants
 

@@ -15,8 +15,17 @@ import pytest
 
 from hf_sentinel.cli import main
 from hf_sentinel.data import OWN_SETS, load_prompts
-from hf_sentinel.data.heldout import (BENIGN_HELDOUT_FILE, FEATURES, MAX_TEMPLATE_CHARS, PREFILL, SUITE,
-                                      attack_requests, heldout_templates, jailbreak_templates, load_heldout)
+from hf_sentinel.data.heldout import (
+    BENIGN_HELDOUT_FILE,
+    FEATURES,
+    MAX_TEMPLATE_CHARS,
+    PREFILL,
+    SUITE,
+    attack_requests,
+    heldout_templates,
+    jailbreak_templates,
+    load_heldout,
+)
 from hf_sentinel.data.splits import HELDOUT, normalise, split_of
 from hf_sentinel.evaluation.bench import run_bench, wilson_interval
 from hf_sentinel.judges import Judge

@@ -10,8 +10,7 @@ import re
 
 import pytest
 
-from hf_sentinel.data import PROMPTS_DIR, _package_dir, load_prompts
-from hf_sentinel.data import pools
+from hf_sentinel.data import PROMPTS_DIR, _package_dir, load_prompts, pools
 from hf_sentinel.data.benign_pool import SHAPES, XSTEST_TYPES, generate
 from hf_sentinel.data.splits import HELDOUT, SOURCES, normalise, split_of
 

@@ -113,7 +113,8 @@ def _load_file(path: Path) -> Dataset:
         raise ValueError(f"Prompt file {path} is empty. Give a JSONL file with one {{\"prompt\": ...}} per line.")
     builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
     if builder is None:
-        raise ValueError(f"Unsupported prompt file type {path.suffix!r} ({path}); use .jsonl, .json, .csv or .parquet.")
+        raise ValueError(f"Unsupported prompt file type {path.suffix!r} ({path}); "
+                         f"use .jsonl, .json, .csv or .parquet.")
     return _check(load_dataset(builder, data_files=str(path), split="train"), f"Prompt file {path}")
 
 

@@ -58,8 +58,14 @@ from pathlib import Path
 
 from datasets import Dataset, Features, List, Value
 
-from . import (PROMPTS_DIR, TEMPLATE_ASSISTANT_NAME, _harmbench_files, _jailbreak_template_files, _package_dir,
-               load_prompts)
+from . import (
+    PROMPTS_DIR,
+    TEMPLATE_ASSISTANT_NAME,
+    _harmbench_files,
+    _jailbreak_template_files,
+    _package_dir,
+    load_prompts,
+)
 from .splits import HELDOUT, fraction, normalise, split_of
 
 BENIGN_HELDOUT_FILE = PROMPTS_DIR / "benign_heldout.jsonl"

@@ -52,7 +52,8 @@ class ClassifierJudge(Judge):
                 if name.lower() == str(harmful_label).lower():
                     return index
             raise ValueError(f"harmful_label={harmful_label!r} is not a label of this model: {labels}.")
-        candidates = [i for i, name in labels.items() if _HARMFUL_LABEL.search(name) and not _NEGATED_LABEL.match(name)]
+        candidates = [i for i, name in labels.items()
+                      if _HARMFUL_LABEL.search(name) and not _NEGATED_LABEL.match(name)]
         if len(candidates) != 1:
             raise ValueError(
                 f"Cannot tell which label means harmful among {labels}; pass harmful_label=NAME_OR_INDEX."
