@@ -47,20 +47,23 @@ class FakeHub:
     def handle(self, request, path: str, body: bytes) -> None:
         if request.command == "POST" and path == "/api/repos/create":
             payload = json.loads(body)
-            repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+            organization = payload.get("organization")
+            repo_id = f"{organization}/{payload['name']}" if organization else payload["name"]
             private = bool(payload.get("private")) or payload.get("visibility") == "private"
             self.repos.setdefault(repo_id, {"private": private, "files": {}, "commits": []})
             return _reply(request, 200, {"url": f"{self.url}/{repo_id}", "name": repo_id})
         if request.command == "POST" and path == "/api/validate-yaml":
             errors = _yaml_errors(json.loads(body)["content"])
-            return _reply(request, 400 if errors else 200, {"errors": [{"message": e} for e in errors], "warnings": []})
+            answer = {"errors": [{"message": e} for e in errors], "warnings": []}
+            return _reply(request, 400 if errors else 200, answer)
         match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/(preupload|commit)/([^/]+)", path)
         if request.command == "POST" and match and match.group(1) in self.repos:
             repo_id, action = match.group(1), match.group(2)
             if action == "preupload":
                 files = json.loads(body)["files"]
-                return _reply(request, 200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                                                        "oid": None} for f in files]})
+                modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+                         for f in files]
+                return _reply(request, 200, {"files": modes})
             repo = self.repos[repo_id]
             for line in body.decode().splitlines():
                 entry = json.loads(line)
@@ -96,3 +99,29 @@ def _yaml_errors(readme: str) -> list[str]:
     except Exception as error:  # what the real endpoint reports as a 400
         return [f"invalid metadata: {error}"]
     return [] if data.library_name else ["library_name is missing"]
+
+
+def push_and_read_card(trainer, repo_id: str, monkeypatch) -> tuple[dict, object]:
+    """Push a trained artifact through its trainer's one push path (``trainer.push_to_hub``) to a fake Hub, check what
+    every artifact's push must give, and return the uploaded files and the card read back from them.
+
+    The checks: the push made one commit and nothing unexpected; the card's metadata parses and names hf-sentinel;
+    the usage snippets name ``repo_id`` where the local card says ``PATH_OR_REPO_ID``; no pickles were uploaded."""
+    import huggingface_hub
+    from huggingface_hub import ModelCard
+
+    from hf_sentinel.hub import REPO_PLACEHOLDER
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with FakeHub() as hub:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        url = trainer.push_to_hub(repo_id, token="hf_fake")
+    assert url.startswith(f"{hub.url}/{repo_id}/commit/") and not hub.unexpected
+    files = hub.repos[repo_id]["files"]
+    assert not [path for path in files if path.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle"))]
+    text = files["README.md"].decode()
+    assert not _yaml_errors(text)
+    card = ModelCard(text)
+    assert card.data.library_name == "hf-sentinel" and "hf-sentinel" in card.data.tags
+    assert REPO_PLACEHOLDER not in text and f'"{repo_id}"' in card.text
+    return files, card
