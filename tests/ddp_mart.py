@@ -3,6 +3,7 @@
 import json
 import sys
 
+import torch
 from datasets import Dataset
 from safetensors.torch import save_file
 
@@ -39,3 +40,8 @@ with open(f"{out}/rank{rank}.json", "w") as file:
     # every number but the time and the SFT losses (Trainer reports each process's own loss)
     json.dump([{k: v for k, v in r.items() if k != "minutes" and not k.endswith("_loss")} for r in trainer.rounds],
               file)
+
+# Leave together: a rank that exits while gloo's threads still run can abort ("terminate called without an active
+# exception"), which fails the run although the training finished.
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()

@@ -2,6 +2,7 @@
 
 import sys
 
+import torch
 from datasets import Dataset
 from safetensors.torch import save_file
 
@@ -36,3 +37,8 @@ if others[0] != others[1]:
 weights = {n: p.detach().contiguous() for n, p in trainer.model.named_parameters() if p.requires_grad}
 weights.update({f"value.{n}": p.detach().contiguous() for n, p in trainer.value_heads.named_parameters()})
 save_file(weights, f"{out}/rank{rank}.safetensors")
+
+# Leave together: a rank that exits while gloo's threads still run can abort ("terminate called without an active
+# exception"), which fails the run although the training finished.
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()
