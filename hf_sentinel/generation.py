@@ -272,6 +272,21 @@ def left_padded(rows: list[list[int]], pad_id: int, device) -> dict:
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+def common_prefix_length(rows: list[list[int]]) -> int:
+    """Length of the longest token prefix shared by every row, leaving each row at least one token of its own.
+
+    >>> common_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
+    2
+    >>> common_prefix_length([[7, 8], [7, 8]])
+    1
+    """
+    shortest = min(map(len, rows))
+    length = 0
+    while length < shortest - 1 and all(row[length] == rows[0][length] for row in rows):
+        length += 1
+    return length
+
+
 def stop_token_ids(model, tokenizer) -> set[int]:
     """The ids that end an answer: the model's end-of-sequence id(s) and the padding id."""
     eos = model.generation_config.eos_token_id

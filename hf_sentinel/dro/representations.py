@@ -11,28 +11,13 @@ from __future__ import annotations
 
 import torch
 
-from ..generation import decoding_kwargs, pad_token_id, render, stop_token_ids
+from ..generation import common_prefix_length, decoding_kwargs, pad_token_id, render, stop_token_ids
 
 
 def token_rows(tokenizer, conversations: list[list[dict]]) -> list[list[int]]:
     """Token ids of each conversation as the target sees it: chat template with the assistant turn opened."""
     return [tokenizer(render(tokenizer, conv, None, chat=True), add_special_tokens=False)["input_ids"]
             for conv in conversations]
-
-
-def common_prefix_length(rows: list[list[int]]) -> int:
-    """Length of the longest token prefix shared by every row, leaving each row at least one token of its own.
-
-    >>> common_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
-    2
-    >>> common_prefix_length([[7, 8], [7, 8]])
-    1
-    """
-    shortest = min(map(len, rows))
-    length = 0
-    while length < shortest - 1 and all(row[length] == rows[0][length] for row in rows):
-        length += 1
-    return length
 
 
 def forward_rows(model, rows: list[list[int]], soft_prompt: torch.Tensor | None = None,

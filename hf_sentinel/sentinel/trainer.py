@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
-from transformers import Trainer
+from transformers import DynamicCache, Trainer
 from transformers.trainer_utils import get_last_checkpoint, set_seed
 
 from ..generation import GenerationSettings, generate, left_padded, pad_token_id, to_conversation
@@ -48,7 +48,7 @@ from ..training import (
 from . import ppo
 from .config import SentinelConfig, StackelbergPPOConfig
 from .modeling import split_user_turn, user_turn_end, write_sentinel_folder
-from .sampling import sample
+from .sampling import sample, shared_opening
 from .value_heads import AGENTS, ValueHeads
 
 #: Where the agents' LoRA goes unless a ``peft_config`` says otherwise (Llama-style names, as the shipped sentinel).
@@ -340,17 +340,21 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
 
     def _forward(self, agent: str | None, batch: dict, rows=slice(None)):
         """Log-probs of the response tokens, values and logits, with ``agent``'s adapter on (None: adapters off)."""
-        query_ids, response_ids = batch["query_ids"][rows], batch["response_ids"][rows]
-        attention = torch.cat([batch["query_mask"][rows], batch["mask"][rows]], 1)
+        response_ids = batch["response_ids"][rows]
+        # The queries' shared opening runs once, as in the sampling loop (the same computation, a third less of it).
+        cache = DynamicCache()
+        query_ids, query_mask = shared_opening(self.model, batch["query_ids"][rows], batch["query_mask"][rows], cache)
+        attention = torch.cat([query_mask, batch["mask"][rows]], 1)
         input_ids = torch.cat([query_ids, response_ids], 1)
         # Left padding: positions count real tokens only, as the sampling loop counted them.
-        position_ids = (attention.cumsum(1) - 1).clamp(min=0)
+        position_ids = (attention.cumsum(1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         start, length = query_ids.shape[1] - 1, response_ids.shape[1]
         # Logits of the positions that predict response tokens only: the LM head on the query is wasted work. (Index
         # positions, not a trailing count: that slice is strided, and the LM head then runs as a slow batched matmul.)
         keep = torch.arange(start, start + length, device=input_ids.device)
         out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
-                         output_hidden_states=agent is not None, logits_to_keep=keep)
+                         past_key_values=cache, use_cache=True, output_hidden_states=agent is not None,
+                         logits_to_keep=keep)
         # Implementation detail "temperature-scaled logits": score tokens with the distribution they were sampled from.
         logits = out.logits.float() / self.args.temperature
         logprobs = ppo.logprobs_from_logits(logits, response_ids)
