@@ -5,7 +5,7 @@ Every cell of the table is one ``hf-sentinel eval`` run (the exact commands are 
 go to --output-dir. With --update-card the table also replaces the results section of the artifact's model card.
 
     python examples/red_flag_evaluate.py                       # the shipped artifact, red-flag:default
-    python examples/red_flag_evaluate.py --artifact outputs/red-flag/final --update-card
+    python examples/red_flag_evaluate.py --artifact outputs/red-flag --update-card
 """
 
 from __future__ import annotations

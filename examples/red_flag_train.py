@@ -30,7 +30,7 @@ def main() -> None:
     trainer = RedFlagTrainer(model, config, train_dataset=train, processing_class=tokenizer,
                              calibration_dataset=calibration)
     trainer.train()  # then calibrates the threshold on the held-out conversations
-    trainer.save_model(f"{args.output_dir}/final")  # adapter, tokenizer with <rf>, settings, model card
+    trainer.save_model()  # into output_dir, beside the checkpoints: adapter, tokenizer with <rf>, settings, card
     if args.push_to:
         print(f"pushed: {trainer.push_to_hub(args.push_to)}")  # the same folder, saved afresh, then uploaded
 
@@ -38,7 +38,7 @@ def main() -> None:
     print(f"threshold {report['threshold']:.4g}: held-out benign flagged {report['benign_flagged']}/"
           f"{report['benign_answers']}, held-out harmful flagged {report['harmful_flagged']}/"
           f"{report['harmful_answers']}")
-    print(f"use it: hf-sentinel eval --prompts harmful:test --defense red-flag:{args.output_dir}/final")
+    print(f"use it: hf-sentinel eval --prompts harmful:test --defense red-flag:{args.output_dir}")
 
 
 if __name__ == "__main__":

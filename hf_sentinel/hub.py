@@ -155,7 +155,7 @@ def add_push_command(subparsers) -> None:
     """``hf-sentinel push FOLDER REPO_ID``: registered by :mod:`hf_sentinel.cli`."""
     parser = subparsers.add_parser("push", help="Upload a trained artifact folder (with its model card) to the Hub.",
                                    description=push_folder.__doc__)
-    parser.add_argument("folder", help="the artifact folder, e.g. outputs/red-flag/final")
+    parser.add_argument("folder", help="the artifact folder, e.g. outputs/red-flag")
     parser.add_argument("repo_id", help="the Hub model repo, e.g. you/red-flag-smollm2 (created if missing)")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the cached login)")

@@ -71,7 +71,7 @@ def test_from_zero_journey_runs_verbatim(tmp_path):
         pushed = hub.repos["your-name/red-flag-smollm2"]["files"]
         assert {"README.md", "adapter_model.safetensors", "red_flag_config.json"} <= set(pushed)
         assert 'red_flag="your-name/red-flag-smollm2"' in pushed["README.md"].decode()
-    for artifact in ("sentinel", "red-flag/final", "dro", "mart/round-1/target"):
+    for artifact in ("sentinel", "red-flag", "dro", "mart/round-1/target"):
         assert (tmp_path / "outputs/journey" / artifact / "README.md").is_file(), artifact
     assert (tmp_path / "outputs/journey/compare.png").is_file()
 

@@ -11,6 +11,7 @@ from hf_sentinel.defenses import DEFENSES, parse_defense
 from hf_sentinel.evaluation import evaluate
 from hf_sentinel.generation import GenerationSettings, generate
 from hf_sentinel.judges import RefusalJudge
+from hf_sentinel.loading import artifact_kind
 from hf_sentinel.red_flag import (
     RedFlagConfig,
     RedFlagDefense,
@@ -435,19 +436,20 @@ def test_train_command_end_to_end(tiny_llama_dir, tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_SENTINEL_CACHE", str(tmp_path / "cache"))
     assert TRAIN_COMMANDS["red-flag"] == "hf_sentinel.red_flag.cli"
-    save = tmp_path / "artifact"
-    code = main(["train", "red-flag", "--target", str(tiny_llama_dir), "--output-dir", str(tmp_path / "run"),
-                 "--save-dir", str(save), "--limit", "2", "--max-steps", "2", "--lora-layers", "1",
-                 "--harmful-response-tokens", "4", "--benign-response-tokens", "4", "--save-steps", "1",
+    save = tmp_path / "run"  # the artifact goes to --output-dir, beside the checkpoints, as in every method
+    code = main(["train", "red-flag", "--target", str(tiny_llama_dir), "--output-dir", str(save), "--limit", "2",
+                 "--max-steps", "2", "--lora-layers", "1", "--harmful-response-tokens", "4",
+                 "--benign-response-tokens", "4", "--save-steps", "1",
                  "--no-extra-benign"])
     assert code == 0 and (save / "adapter_model.safetensors").is_file() and (save / "README.md").is_file()
+    assert (save / "checkpoint-2").is_dir() and artifact_kind(save) == "red-flag"
     summary = json.loads((save / "training_summary.json").read_text())
     assert summary["steps"] == 2 and summary["lora_layers"] == 1 and summary["calibration"]["threshold"] > 0
     assert json.loads((save / "training_args.json").read_text())["lora_layers"] == 1
     assert any((tmp_path / "cache" / "red-flag-responses").iterdir())  # answers cached outside the artifact
     # --resume-from-checkpoint last: the run continues from checkpoint-2 (nothing left to train) and saves again
-    code = main(["train", "red-flag", "--target", str(tiny_llama_dir), "--output-dir", str(tmp_path / "run"),
-                 "--save-dir", str(save), "--limit", "2", "--max-steps", "2", "--lora-layers", "1",
+    code = main(["train", "red-flag", "--target", str(tiny_llama_dir), "--output-dir", str(save), "--limit", "2",
+                 "--max-steps", "2", "--lora-layers", "1",
                  "--harmful-response-tokens", "4", "--benign-response-tokens", "4", "--no-extra-benign",
                  "--resume-from-checkpoint", "last"])
     assert code == 0 and json.loads((save / "training_summary.json").read_text())["steps"] == 2

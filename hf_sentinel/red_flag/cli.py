@@ -1,14 +1,15 @@
 """Train a red-flag token adapter (LoRA + <rf> embedding) on the target's own answers, then calibrate it.
 
 Training uses the harmful and benign training prompts (harmful:train and benign:train by default); a share of each
-is held out to calibrate the flag threshold and never trained on. Checkpoints go to --output-dir (resume with
---resume-from-checkpoint last); the finished adapter folder (adapter, tokenizer with <rf>, red_flag_config.json,
-training_args.json, training_summary.json, model card) goes to --save-dir. Every RedFlagConfig field is a flag.
+is held out to calibrate the flag threshold and never trained on. As in every method, the finished adapter (adapter,
+tokenizer with <rf>, red_flag_config.json, training_args.json, training_summary.json, model card) is written to
+--output-dir, beside the checkpoint-N folders (resume with --resume-from-checkpoint last; a push leaves them out).
+Every RedFlagConfig field is a flag.
 
     # the shipped artifact (hf_sentinel/pretrained/red-flag-smollm2), 16 minutes on 2 CPU cores
-    hf-sentinel train red-flag --output-dir outputs/red-flag --save-dir outputs/red-flag/final
+    hf-sentinel train red-flag --output-dir outputs/red-flag
     # a quick run, then push the artifact with its model card
-    hf-sentinel train red-flag --limit 20 --max-steps 10 --save-dir outputs/red-flag-quick \\
+    hf-sentinel train red-flag --limit 20 --max-steps 10 --output-dir outputs/red-flag-quick \\
         --push-to-hub --hub-model-id you/red-flag-smollm2
     # a bf16 target on a GPU, LoRA on the top 8 layers
     hf-sentinel train red-flag --target Qwen/Qwen2.5-1.5B-Instruct --torch-dtype bfloat16 --lora-layers 8
@@ -31,7 +32,7 @@ CONFIG_CLASS = RedFlagConfig
 @dataclass
 class ScriptArguments(TrainScriptArguments):
     """What `hf-sentinel train red-flag` needs besides :class:`RedFlagConfig`: the calibration hold-out, the
-    training mixture and where the artifact goes."""
+    training mixture."""
 
     calibration_fraction: float = field(default=0.3, metadata={
         "help": "Share of the benign training prompts held out for calibration (spread over shapes)."})
@@ -42,8 +43,6 @@ class ScriptArguments(TrainScriptArguments):
     no_extra_benign: bool = field(default=False, metadata={
         "help": "Train on the benign prompts only, without the extra benign requests and arithmetic problems "
                 "written for this trainer."})
-    save_dir: str | None = field(default=None, metadata={
-        "help": "Where the finished adapter folder goes (default: OUTPUT_DIR/final)."})
 
 
 def run(script_args: ScriptArguments, config: RedFlagConfig) -> int:
@@ -63,8 +62,7 @@ def run(script_args: ScriptArguments, config: RedFlagConfig) -> int:
     if sys.argv[1:3] == ["train", "red-flag"]:
         trainer.training_command = "hf-sentinel train red-flag " + shlex.join(sys.argv[3:])
     trainer.train(resume_from_checkpoint=resume_argument(config))
-    save_dir = Path(script_args.save_dir or Path(config.output_dir) / "final")
-    trainer.save_model(str(save_dir))
+    trainer.save_model()  # into output_dir, beside the checkpoints
     summary = trainer.training_summary()
     print(json.dumps({k: v for k, v in summary.items() if k != "command"}, indent=2))
     report = trainer.calibration_report
@@ -72,7 +70,7 @@ def run(script_args: ScriptArguments, config: RedFlagConfig) -> int:
         print(f"calibrated threshold {report['threshold']:.4g}: flagged {report['benign_flagged']}/"
               f"{report['benign_answers']} held-out benign and {report['harmful_flagged']}/"
               f"{report['harmful_answers']} held-out harmful answers")
-    print(f"saved: {save_dir}")
+    print(f"saved: {Path(config.output_dir).resolve()}")
     if config.push_to_hub:
         print(f"pushed: {trainer.push_to_hub()}")
     return 0

@@ -97,7 +97,7 @@ class RedFlagConfig(LoraTrainingArguments):
         > Overrides of `TrainingArguments` defaults
 
         output_dir (`str`, *optional*, defaults to `"outputs/red-flag"`):
-            Where checkpoints (and, from `hf-sentinel train red-flag` without `--save-dir`, the artifact) go.
+            Where the checkpoints (`checkpoint-N` folders) and, from `save_model()`, the finished artifact go.
         learning_rate (`float`, *optional*, defaults to `5e-4`):
             AdamW learning rate of the LoRA matrices.
         num_train_epochs (`float`, *optional*, defaults to `4.0`):
@@ -201,8 +201,7 @@ class RedFlagConfig(LoraTrainingArguments):
 
     # --- TrainingArguments defaults that suit this method
     output_dir: str | None = field(default="outputs/red-flag", metadata={
-        "help": "Checkpoints (checkpoint-N folders) go here; `hf-sentinel train red-flag` writes the finished "
-                "artifact to --save-dir (default OUTPUT_DIR/final)."})
+        "help": "Where the checkpoints (checkpoint-N folders) and the finished artifact (save_model) go."})
     learning_rate: float = field(default=5e-4, metadata={"help": "AdamW learning rate of the LoRA matrices."})
     num_train_epochs: float = field(default=4.0, metadata={
         "help": "Passes over the training conversations (on the embedded target, 2 / 3 / 4 epochs: the calibrated "

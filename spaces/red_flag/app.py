@@ -6,7 +6,7 @@ reaches the threshold the flag fires, and the chosen action applies: refuse (the
 stop (the partial answer is kept) or flag (generation goes on; the Space marks where it fired).
 
     python spaces/red_flag/app.py                                   # embedded SmolLM2 + shipped red-flag adapter
-    python spaces/red_flag/app.py --red-flag outputs/red-flag/final --port 7862
+    python spaces/red_flag/app.py --red-flag outputs/red-flag --port 7862
 
 API: ``chat(message, history, threshold, action) -> (history, heat strip, status)``.
 """
