@@ -32,7 +32,7 @@ from .remote import RemoteChatTarget
 #: that they are ignored.
 _NEUTRAL_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 50}
 #: GenerationSettings fields that carry a GenerationConfig value of the same name.
-_OWN_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_p")
+DECODING_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_p")
 
 
 def pad_token_id(tokenizer) -> int:
@@ -97,7 +97,7 @@ class GenerationSettings:
                              f"got {self.top_p}.")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
-        own = sorted(set(self.generation_kwargs) & {*_OWN_FIELDS, "pad_token_id"})
+        own = sorted(set(self.generation_kwargs) & {*DECODING_FIELDS, "pad_token_id"})
         if own:
             raise ValueError(f"generation_kwargs {own} are set elsewhere: give max_new_tokens, do_sample, temperature "
                              f"and top_p as GenerationSettings fields; the pad id comes from the tokenizer.")
@@ -225,7 +225,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
         generated = output[:, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else output
         batch_responses = []
         for row, i in enumerate(indices):
-            token_ids[i] = _until_stop(generated[row].tolist(), stops)
+            token_ids[i] = until_stop(generated[row].tolist(), stops)
             new_tokens += len(token_ids[i])
             batch_responses.append(tokenizer.decode(token_ids[i], skip_special_tokens=True).strip())
         batch_extras = [extras[i] for i in indices]
@@ -294,7 +294,8 @@ def stop_token_ids(model, tokenizer) -> set[int]:
     return {*eos, pad_token_id(tokenizer)}
 
 
-def _until_stop(tokens: list[int], stops: set[int]) -> list[int]:
+def until_stop(tokens: list[int], stops: set[int]) -> list[int]:
+    """``tokens`` up to (without) the first of ``stops``."""
     for position, token in enumerate(tokens):
         if token in stops:
             return tokens[:position]
@@ -383,6 +384,7 @@ def stream(model, tokenizer, conversation: list[dict], settings: GenerationSetti
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
+    stops = stop_token_ids(model, tokenizer) if local else set()
     state, ended = None, False
     try:
         while True:
@@ -393,7 +395,6 @@ def stream(model, tokenizer, conversation: list[dict], settings: GenerationSetti
                 state = StreamState(*payload)
                 yield state
                 continue
-            stops = stop_token_ids(model, tokenizer)
             before = len(state.token_ids)
             for token in payload[0]:
                 ended = ended or token in stops

@@ -20,7 +20,7 @@ from transformers.pipelines.base import Chat
 from transformers.pipelines.text_generation import ReturnType
 
 from .defenses import Defense, parse_defense
-from .generation import GenerationSettings, generate
+from .generation import DECODING_FIELDS, GenerationSettings, generate
 
 
 def pipeline(task: str | None = None, model=None, sentinel=None, red_flag=None, safety_prompt=None, **kwargs):
@@ -159,7 +159,7 @@ class GuardedTextGenerationPipeline(TextGenerationPipeline):
         if resolved.get("max_new_tokens") is None:
             raise ValueError("The guarded pipeline counts the answer's length in new tokens: pass max_new_tokens.")
         copies = given.pop("num_return_sequences", 1)
-        for key in ("max_new_tokens", "do_sample", "temperature", "top_p"):
+        for key in DECODING_FIELDS:  # GenerationSettings carries these
             given.pop(key, None)
         settings = GenerationSettings(
             max_new_tokens=resolved["max_new_tokens"], do_sample=bool(resolved.get("do_sample")),

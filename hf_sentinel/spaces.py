@@ -13,6 +13,7 @@ variables, so tests and small machines can keep answers short::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import threading
 
@@ -151,7 +152,7 @@ def stream_guarded(model, tokenizer, conversation: list[dict], defenses: list[De
     >>> states[0].conversation[-1]["content"].startswith("Hi\\n\\nIf the request above"), states[-1].done
     (True, True)
     """
-    with lock or threading.Lock():
+    with lock or contextlib.nullcontext():
         yield from stream(model, tokenizer, conversation, GenerationSettings(max_new_tokens=max_new_tokens),
                           defenses, logits_processor=logits_processors)
 

@@ -48,6 +48,14 @@ class TrainScriptArguments:
     limit: int | None = field(default=None, metadata={
         "help": "Use at most N prompts of each label (shuffled with --seed): quick runs and sweeps."})
 
+    def load_train_dataset(self, seed: int | None = None):
+        """``--harmful`` and ``--benign`` as one labelled dataset (:func:`labelled_prompts`), each cut to ``--limit``
+        prompts after a shuffle with ``seed`` (``None``: in file order)."""
+        from .data import load_prompts
+
+        return labelled_prompts(load_prompts(self.harmful, limit=self.limit, seed=seed),
+                                load_prompts(self.benign, limit=self.limit, seed=seed))
+
 
 def resume_argument(args: TrainingArguments):
     """``Trainer.train``'s ``resume_from_checkpoint`` from the config: ``True`` (the last checkpoint in
@@ -117,18 +125,23 @@ class LoraTrainingArguments(SentinelTrainingArguments):
         return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_rank
 
 
+def lora_layer_indices(args: LoraTrainingArguments, num_hidden_layers: int) -> list[int] | None:
+    """The decoder layers that get LoRA: the top ``lora_layers`` of ``num_hidden_layers`` (``None``: every layer)."""
+    if not args.lora_layers:
+        return None
+    if args.lora_layers > num_hidden_layers:
+        raise ValueError(f"lora_layers={args.lora_layers}: the model has only {num_hidden_layers} layers; "
+                         f"give 1 to {num_hidden_layers} (or 0 for all).")
+    return list(range(num_hidden_layers - args.lora_layers, num_hidden_layers))
+
+
 def lora_config(args: LoraTrainingArguments, num_hidden_layers: int, target_modules="all-linear", **kwargs):
     """The ``peft.LoraConfig`` a config's LoRA fields describe, for a model of ``num_hidden_layers`` layers."""
     from peft import LoraConfig
 
-    layers = None
-    if args.lora_layers:
-        if args.lora_layers > num_hidden_layers:
-            raise ValueError(f"lora_layers={args.lora_layers}: the model has {num_hidden_layers} decoder layers; "
-                             f"give 1 to {num_hidden_layers} (or 0 for all).")
-        layers = list(range(num_hidden_layers - args.lora_layers, num_hidden_layers))
     return LoraConfig(r=args.lora_rank, lora_alpha=args.effective_lora_alpha, lora_dropout=0.0,
-                      target_modules=target_modules, layers_to_transform=layers, task_type="CAUSAL_LM", **kwargs)
+                      target_modules=target_modules, layers_to_transform=lora_layer_indices(args, num_hidden_layers),
+                      task_type="CAUSAL_LM", **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------ pushing

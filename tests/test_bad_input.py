@@ -15,7 +15,8 @@ from hf_sentinel.data import load_prompts
 from hf_sentinel.defaults import PRETRAINED_DIR, tiny_model, tiny_tokenizer
 from hf_sentinel.defenses import parse_defense
 from hf_sentinel.loading import artifact_kind, looks_like_path
-from hf_sentinel.red_flag.modeling import RedFlagSettings, add_red_flag_token, vocabulary_fingerprint
+from hf_sentinel.red_flag.modeling import add_red_flag_token, vocabulary_fingerprint
+from hf_sentinel.red_flag.settings import RedFlagSettings
 from hf_sentinel.sentinel import SentinelForCausalLM
 
 DRO, MART = PRETRAINED_DIR / "dro-smollm2", PRETRAINED_DIR / "mart-smollm2"

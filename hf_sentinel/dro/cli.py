@@ -45,16 +45,13 @@ def run(script_args: ScriptArguments, config: DROConfig) -> int:
     from ..data import load_prompts
     from ..evaluation import load_target, summary_table
     from ..judges import load_judge
-    from ..training import labelled_prompts
     from .trainer import DROTrainer
 
     for term in script_args.ablate:
         setattr(config, ABLATIONS[term], 0.0)
     if not any(getattr(config, weight) for weight in ABLATIONS.values()):  # fail before any model loads
         raise ValueError(f"--ablate {' '.join(script_args.ablate)} leaves no loss term to optimise.")
-    shuffle = config.seed if script_args.limit else None
-    train = labelled_prompts(load_prompts(script_args.harmful, limit=script_args.limit, seed=shuffle),
-                             load_prompts(script_args.benign, limit=script_args.limit, seed=shuffle))
+    train = script_args.load_train_dataset(seed=config.seed if script_args.limit else None)
     evals = {name: load_prompts(name, limit=script_args.eval_limit, seed=script_args.eval_shuffle_seed)
              for name in script_args.eval_prompts if name != "none"}
     model, tokenizer = load_target(script_args.target, torch_dtype=script_args.torch_dtype)

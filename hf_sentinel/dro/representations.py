@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..generation import common_prefix_length, decoding_kwargs, pad_token_id, render, stop_token_ids
+from ..generation import common_prefix_length, decoding_kwargs, pad_token_id, render, stop_token_ids, until_stop
 
 
 def token_rows(tokenizer, conversations: list[list[dict]]) -> list[list[int]]:
@@ -124,8 +124,7 @@ def generate_with_states(model, tokenizer, rows: list[list[int]], max_new_tokens
             new_tokens = output.sequences[:, input_ids.shape[1]:].tolist()
             for j, tokens in enumerate(new_tokens):
                 row, sample = indices[j // samples], j % samples
-                end = next((p for p, token in enumerate(tokens) if token in stops), len(tokens))
-                answers[sample][row] = tokenizer.decode(tokens[:end], skip_special_tokens=True).strip()
+                answers[sample][row] = tokenizer.decode(until_stop(tokens, stops), skip_special_tokens=True).strip()
     unsorted = torch.cat(states)
     result = torch.empty_like(unsorted)
     result[torch.tensor(order)] = unsorted

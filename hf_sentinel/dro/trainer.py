@@ -143,6 +143,7 @@ class DROTrainer(ArtifactPushMixin, Trainer):
         target.requires_grad_(False)
         target.eval()
         self._target = target
+        self.base_model_name = base_model_name(target)
         initial = _initial_prompt(target, tokenizer, peft_config, args)
         self._initial = initial  # the loss measures every move from it; its config (provenance) is saved too
         wrapped = get_peft_model(target, PromptTuningConfig(
@@ -202,11 +203,12 @@ class DROTrainer(ArtifactPushMixin, Trainer):
             responses.append(answers)
         collection = {"conditions": list(args.conditions), "compliance": compliance, "responses": responses,
                       "samples_per_query": samples}
-        save_file({"states": torch.stack(states).contiguous()}, str(folder / "representations.safetensors"))
+        states = torch.stack(states)
+        save_file({"states": states.contiguous()}, str(folder / "representations.safetensors"))
         write_atomic(folder / "collection.json", json.dumps(collection, indent=1, ensure_ascii=False))
         self._finish_stage("collect")
         self.log({"collect_non_refusal_rate": float(torch.tensor(compliance).mean())})
-        return {**collection, "states": torch.stack(states)}
+        return {**collection, "states": states}
 
     # ------------------------------------------------------------------------------------------------ stage 2
     def estimate(self, collection: dict | None = None) -> dict:
@@ -374,7 +376,7 @@ class DROTrainer(ArtifactPushMixin, Trainer):
         metrics = {}
         for name, prompts in eval_dataset.items():
             result = evaluate(self._target, self.processing_class, prompts, judge, [defense], settings,
-                              target_name=base_model_name(self._target), prompts_name=name, progress=False)
+                              target_name=self.base_model_name, prompts_name=name, progress=False)
             self.eval_results[name] = result
             write_atomic(folder / f"{Path(name).name.replace(':', '-')}.json",
                          json.dumps(result, indent=2, ensure_ascii=False))
@@ -424,7 +426,7 @@ class DROTrainer(ArtifactPushMixin, Trainer):
 
     def _stage_fingerprints(self, histories, initial: DROSafetyPrompt) -> dict[str, str]:
         config, embeddings = self._target.config, self._target.get_input_embeddings().weight
-        identity = {"model": base_model_name(self._target), "model_type": config.model_type,
+        identity = {"model": self.base_model_name, "model_type": config.model_type,
                     "hidden_size": embeddings.shape[1], "vocab_size": embeddings.shape[0],
                     "layers": getattr(config, "num_hidden_layers", None), "judge": judge_name(self.safety_judge),
                     "data": [self.prompts, self.harmful.tolist(), histories]}
@@ -476,7 +478,7 @@ class DROTrainer(ArtifactPushMixin, Trainer):
 
     def _training_summary(self) -> dict:
         summary = {"queries": len(self.prompts), "harmful_queries": int(self.harmful.sum()),
-                   "harmless_queries": int((~self.harmful).sum()), "base_model": base_model_name(self._target),
+                   "harmless_queries": int((~self.harmful).sum()), "base_model": self.base_model_name,
                    "stage_seconds": {}, "steps": self.state.global_step}
         for stage in STAGES:
             meta = self._stage_dir(stage) / STAGE_FILE

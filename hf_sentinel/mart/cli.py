@@ -37,16 +37,13 @@ class ScriptArguments(TrainScriptArguments):
 
 
 def run(script_args: ScriptArguments, config: MARTConfig) -> int:
-    from ..data import load_prompts
     from ..evaluation import load_target
-    from ..training import labelled_prompts, lora_config
+    from ..training import lora_config
     from .report import report_table
     from .trainer import MARTTrainer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    shuffle = config.seed if script_args.limit else None
-    train_dataset = labelled_prompts(load_prompts(script_args.harmful, limit=script_args.limit, seed=shuffle),
-                                     load_prompts(script_args.benign, limit=script_args.limit, seed=shuffle))
+    train_dataset = script_args.load_train_dataset(seed=config.seed if script_args.limit else None)
     model, tokenizer = load_target(script_args.target, torch_dtype=script_args.torch_dtype)
     red_team, red_team_tokenizer = (load_target(script_args.red_team, torch_dtype=script_args.torch_dtype)
                                     if script_args.red_team else (None, None))

@@ -165,8 +165,7 @@ class MARTTrainer(ArtifactPushMixin):
         self.base_model_name = base_model_name(model)
 
         if train_dataset is None:
-            defaults = TrainScriptArguments()
-            train_dataset = labelled_prompts(load_prompts(defaults.harmful), load_prompts(defaults.benign))
+            train_dataset = TrainScriptArguments().load_train_dataset()
         train = split_by_label(check_prompt_dataset(train_dataset, "train_dataset", ("prompt", "label")))
         if len(train["harmful"]) == 0:
             raise ValueError("train_dataset has no rows labelled 'harmful': MART's red team starts from harmful seed "
@@ -342,8 +341,7 @@ class MARTTrainer(ArtifactPushMixin):
         args = self.args
         rng = random.Random(args.seed * 1000 + index)
         parents = draw_parents(self.parents, args.prompts_per_round, rng)
-        instructions = [[{"role": "user", "content": one_shot_instruction(args.red_team_template, p["prompt"],
-                                                                          p["category"])}] for p in parents]
+        instructions = [self._red_team_conversation(p) for p in parents]
         settings = GenerationSettings(max_new_tokens=args.red_team_max_new_tokens, do_sample=True,
                                       temperature=args.red_team_temperature, batch_size=args.generation_batch_size,
                                       seed=args.seed * 1000 + index)
@@ -665,9 +663,13 @@ class MARTTrainer(ArtifactPushMixin):
                          if c["decision"] == KEPT and (c["harmful"] or not adversarial_only)]
         return examples
 
-    def _red_team_example(self, parent: dict, child: str) -> dict:
+    def _red_team_conversation(self, parent: dict) -> list[dict]:
+        """The red team's one-shot instruction for ``parent``: the same chat when it writes and when it learns."""
         instruction = one_shot_instruction(self.args.red_team_template, parent["prompt"], parent["category"])
-        return {"prompt": [{"role": "user", "content": instruction}], "completion": child, "finished": True}
+        return [{"role": "user", "content": instruction}]
+
+    def _red_team_example(self, parent: dict, child: str) -> dict:
+        return {"prompt": self._red_team_conversation(parent), "completion": child, "finished": True}
 
     def _with_adapter(self, model, adapter: str, peft_config):
         """``model`` (frozen, on the device a Trainer would put it) as a PEFT model with one LoRA adapter."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
-from .settings import ACTIONS, DEFAULT_REFUSAL, RedFlagSettings, check_action, check_threshold
+from .settings import DEFAULT_REFUSAL, RedFlagSettings, check_action, check_threshold
 
-__all__ = ["ACTIONS", "RedFlagLogitsProcessor"]
+__all__ = ["RedFlagLogitsProcessor"]
 
 
 class RedFlagLogitsProcessor(LogitsProcessor):

@@ -50,11 +50,13 @@ from ..training import (
     fingerprint,
     load_model_and_tokenizer,
     lora_config,
+    lora_layer_indices,
     write_atomic,
 )
 from .config import RedFlagConfig
-from .modeling import RedFlagSettings, add_red_flag_token, vocabulary_fingerprint
+from .modeling import add_red_flag_token, vocabulary_fingerprint
 from .processor import RedFlagLogitsProcessor
+from .settings import RedFlagSettings
 
 SUMMARY_NAME = "training_summary.json"  # in every saved folder: what the run did (the card shows it too)
 
@@ -120,10 +122,8 @@ class RedFlagTrainer(ArtifactPushMixin, Trainer):
             raise ValueError("train_dataset needs both harmful and benign rows: the flag learns to tell them apart.")
 
         decoder = _check_architecture(model)
-        if args.lora_layers > len(decoder.layers):
-            raise ValueError(f"lora_layers={args.lora_layers}: the model has only {len(decoder.layers)} layers; give "
-                             f"1 to {len(decoder.layers)} (or 0 for all).")
-        self.first_adapted_layer = len(decoder.layers) - args.lora_layers if args.lora_layers else 0
+        adapted = lora_layer_indices(args, len(decoder.layers))
+        self.first_adapted_layer = adapted[0] if adapted else 0
 
         model.eval()
         self.settings = RedFlagSettings(

@@ -42,16 +42,14 @@ class ScriptArguments(TrainScriptArguments):
 
 
 def run(script_args: ScriptArguments, config: StackelbergPPOConfig) -> int:
-    from ..data import load_prompts
     from ..evaluation import load_target
     from ..judges import load_judge
-    from ..training import labelled_prompts, resume_argument
+    from ..training import resume_argument
     from .plots import plot_rewards
     from .trainer import StackelbergPPOTrainer
 
     safety_judge, helpfulness_judge = load_judge(script_args.safety_judge), load_judge(script_args.helpfulness_judge)
-    prompts = labelled_prompts(load_prompts(script_args.harmful, limit=script_args.limit, seed=config.seed),
-                               load_prompts(script_args.benign, limit=script_args.limit, seed=config.seed))
+    prompts = script_args.load_train_dataset(seed=config.seed)
     target, tokenizer = load_target(script_args.target, torch_dtype=script_args.torch_dtype)
     if tokenizer is None:
         raise ValueError(f"--target {script_args.target} is an endpoint; training the sentinel needs the target's "

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from transformers import DynamicCache, Trainer
 from transformers.trainer_utils import get_last_checkpoint, set_seed
 
-from ..generation import GenerationSettings, generate, left_padded, pad_token_id, to_conversation
+from ..generation import GenerationSettings, generate, left_padded, pad_token_id, render, to_conversation
 from ..judges import RefusalJudge
 from ..training import (
     ArtifactPushMixin,
@@ -310,7 +310,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         return self._render([{"role": "user", "content": self.args.red_team_instruction.format(prompt=prompt)}])
 
     def _render(self, conversation: list[dict]) -> str:
-        return self.processing_class.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        return render(self.processing_class, conversation, prefill=None, chat=True)
 
     def _target_answers(self, conversations: list[list[dict] | None]) -> list[str]:
         """The target's greedy answers (adapters off); an empty attack (None) gets an empty answer."""

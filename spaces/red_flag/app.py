@@ -20,7 +20,7 @@ import torch
 from transformers import LogitsProcessor
 
 from hf_sentinel.red_flag import RedFlagSettings
-from hf_sentinel.red_flag.processor import ACTIONS
+from hf_sentinel.red_flag.settings import ACTIONS
 from hf_sentinel.spaces import (
     ModelStore,
     check_prompt,
@@ -53,18 +53,11 @@ class RedFlagProbabilities(LogitsProcessor):
         return scores
 
 
-def load_red_flag(arg: str):
-    """The red-flag defense a spec names (``default``, a folder or a Hub id), with its saved settings."""
-    from hf_sentinel.red_flag import RedFlagDefense
-
-    return RedFlagDefense.from_spec(arg)
-
-
 def build_demo(args) -> gr.Blocks:
     store = ModelStore(args.target)
     spec = f"red-flag:{args.red_flag}"
     try:  # only the small JSON of saved settings: the slider starts at the calibrated threshold
-        saved = load_red_flag(args.red_flag).settings
+        saved = store.defense(spec).settings
     except Exception:
         saved = RedFlagSettings()
 
@@ -74,7 +67,7 @@ def build_demo(args) -> gr.Blocks:
         model, tokenizer = store.target()
         try:
             # The guarded copy of the target is built on the first answer and shared by every threshold and action.
-            defense = store.defense(spec, lambda: load_red_flag(args.red_flag))
+            defense = store.defense(spec)
             defense = defense.with_settings(threshold=float(threshold), action=action)
             red_flag_tokenizer = defense.tokenizer
         except Exception as error:
