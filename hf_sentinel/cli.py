@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -50,7 +51,13 @@ def _eval_parser(sub) -> None:
 
 
 def _serve_parser(sub) -> None:
-    from .server import DEFAULT_MAX_MESSAGES, DEFAULT_MAX_PROMPT_TOKENS
+    from .server import (
+        API_KEY_ENV,
+        DEFAULT_BATCH_WAIT_MS,
+        DEFAULT_MAX_BATCH_SIZE,
+        DEFAULT_MAX_MESSAGES,
+        DEFAULT_MAX_PROMPT_TOKENS,
+    )
 
     p = sub.add_parser("serve", help="Serve a (guarded) target as an OpenAI-compatible chat-completions API.")
     p.add_argument("--target", default="default",
@@ -63,21 +70,38 @@ def _serve_parser(sub) -> None:
                         "(and to any longer than the model's context minus the request's max_tokens)")
     p.add_argument("--max-messages", type=int, default=DEFAULT_MAX_MESSAGES,
                    help="answer HTTP 400 to requests with more messages than this")
+    p.add_argument("--api-key", action="append", default=None,
+                   help=f"answer HTTP 401 to /v1 requests without 'Authorization: Bearer KEY' for this key (repeat "
+                        f"for several; default: the {API_KEY_ENV} environment variable, else no key needed)")
+    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                   help="most concurrent requests generated together in one batch (1: one at a time)")
+    p.add_argument("--batch-wait-ms", type=float, default=DEFAULT_BATCH_WAIT_MS,
+                   help="how long a request waits for others to join its batch when the server is idle")
+    p.add_argument("--shutdown-timeout", type=int, default=60,
+                   help="on SIGINT/SIGTERM, seconds to finish the requests in flight before exiting")
 
 
 def run_serve(args) -> int:
     from .defenses import parse_defense
     from .evaluation import check_target, load_target
-    from .server import check_limits, serve
+    from .server import API_KEY_ENV, check_limits, serve
 
     # Cheap checks first, so bad input fails before any model loads.
-    check_limits(args.max_prompt_tokens, args.max_messages)
+    check_limits(args.max_prompt_tokens, args.max_messages, args.max_batch_size, args.batch_wait_ms)
+    api_keys = args.api_key or ([os.environ[API_KEY_ENV]] if os.environ.get(API_KEY_ENV) else [])
+    if any(not key.strip() for key in api_keys):
+        raise ValueError("--api-key is empty; give a non-empty key, or leave the flag out to serve without keys.")
     check_target(args.target)
     defenses = [parse_defense(spec) for spec in (args.defense or ["none"])]
     model, tokenizer = load_target(args.target)
+    if not api_keys and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host} without an API key: anyone who can reach this port can use the "
+              f"model; add --api-key (or set {API_KEY_ENV}).", file=sys.stderr, flush=True)
     print(f"serving {args.target} on http://{args.host}:{args.port}/v1", flush=True)
     serve(model, tokenizer, defenses, host=args.host, port=args.port, model_name=args.target,
-          max_prompt_tokens=args.max_prompt_tokens, max_messages=args.max_messages)
+          max_prompt_tokens=args.max_prompt_tokens, max_messages=args.max_messages, api_keys=api_keys,
+          max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
+          shutdown_timeout=args.shutdown_timeout)
     return 0
 
 

@@ -143,6 +143,10 @@ class GenerationResult:
     new_tokens: int = 0
     seconds: float = 0.0
     token_ids: list[list[int]] = field(default_factory=list)  # per answer: its tokens up to end-of-sequence
+    #: per answer, why it ended, in the OpenAI API's words: "stop" (end of sequence), "length" (its token limit) or
+    #: "content_filter" (a defense replaced or cut it; the defense's spec is in ``extras[i]["content_filter"]``)
+    finish_reasons: list[str] = field(default_factory=list)
+    prompt_tokens: list[int] = field(default_factory=list)  # per conversation: its tokens as the target read them
 
 
 def to_conversation(prompt: str, history: list[dict] | None = None) -> list[dict]:
@@ -171,7 +175,8 @@ def render(tokenizer, conversation: list[dict], prefill: str | None, chat: bool)
 @torch.no_grad()
 def generate(model, tokenizer, conversations: list[list[dict]], settings: GenerationSettings,
              defenses: list[Defense] = (), chat: bool = True, on_batch=None, *, streamer=None,
-             logits_processor=(), stopping_criteria=(), on_rewrite=None) -> GenerationResult:
+             logits_processor=(), stopping_criteria=(), on_rewrite=None, on_tokens=None,
+             max_new_tokens: list[int] | None = None, stop_requested=None) -> GenerationResult:
     """Answer every conversation with the target under the given defenses.
 
     Each defense acts at its hook, in this order (see :class:`~hf_sentinel.defenses.Defense`):
@@ -187,17 +192,28 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
             the defenses' (they see the raw scores).
         on_rewrite: called with ``(conversations, extras)`` once the defenses have rewritten the conversations,
             before the target generates (e.g. to show a sentinel's suffix while the answer streams).
+        on_tokens: called at every decoding step with ``(indices, tokens)``: the conversations of the batch and
+            the token each one just got (rows that have ended get padding). Streams every row of a batch, where a
+            ``streamer`` takes one conversation per batch.
+        max_new_tokens: per conversation, its own token limit (at most ``settings.max_new_tokens``): its row ends
+            there while the rest of the batch goes on. Requests of a server batch differ in ``max_tokens``.
+        stop_requested: called at every step with a conversation's index; ``True`` ends its row (a client that
+            went away).
     """
     extras: list[dict] = [{} for _ in conversations]
     for defense in defenses:
         conversations = defense.rewrite(conversations, extras)
     if on_rewrite:
         on_rewrite(conversations, extras)
+    limits = [settings.max_new_tokens] * len(conversations) if max_new_tokens is None else list(max_new_tokens)
+    if len(limits) != len(conversations) or not all(1 <= n <= settings.max_new_tokens for n in limits):
+        raise ValueError(f"max_new_tokens needs one limit per conversation ({len(conversations)}), each between 1 "
+                         f"and settings.max_new_tokens ({settings.max_new_tokens}); got {max_new_tokens}.")
     if isinstance(model, RemoteChatTarget):
-        if streamer is not None or logits_processor or stopping_criteria:
+        if streamer is not None or on_tokens or logits_processor or stopping_criteria or stop_requested:
             raise ValueError(f"A remote target ({model.base_url}) answers whole texts: it cannot stream tokens or "
                              f"take logits processors / stopping criteria.")
-        return _generate_remote(model, conversations, extras, settings, defenses, on_batch)
+        return _generate_remote(model, conversations, extras, settings, defenses, on_batch, limits)
     for defense in defenses:
         model = defense.wrap_model(model)
     config = settings.to_generation_config(tokenizer)
@@ -205,6 +221,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
     texts = [render(tokenizer, conv, settings.prefill, chat) for conv in conversations]
     responses: list[str | None] = [None] * len(texts)
     token_ids: list[list[int] | None] = [None] * len(texts)
+    # Chat templates already contain the BOS/role tokens, so no special tokens are added here.
+    prompts = [tokenizer(text, add_special_tokens=not chat)["input_ids"] for text in texts]
     # Batches of similar length waste less compute on padding.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     new_tokens, start = 0, time.perf_counter()
@@ -212,20 +230,22 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
         torch.manual_seed(settings.seed)
     for first in range(0, len(order), settings.batch_size):
         indices = order[first:first + settings.batch_size]
-        # Chat templates already contain the BOS/role tokens, so no special tokens are added here.
-        inputs = left_padded([tokenizer(texts[i], add_special_tokens=not chat)["input_ids"] for i in indices],
-                             config.pad_token_id, model.device)
+        inputs = left_padded([prompts[i] for i in indices], config.pad_token_id, model.device)
         for defense in defenses:
             inputs = defense.prepare_inputs(model, inputs)
         processors = [*logits_processor, *(p for defense in defenses for p in defense.logits_processors())]
+        criteria = [*stopping_criteria]
+        if max_new_tokens is not None or stop_requested:
+            criteria.append(_RowsEnd([limits[i] for i in indices], indices, stop_requested))
         output = model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList(processors),
-                                stopping_criteria=StoppingCriteriaList(stopping_criteria), streamer=streamer,
+                                stopping_criteria=StoppingCriteriaList(criteria),
+                                streamer=_RowStreamer(indices, on_tokens) if on_tokens else streamer,
                                 **({"tokenizer": tokenizer} if config.stop_strings else {}))
         # generate() returns prompt + answer for input_ids, the answer alone for inputs_embeds.
         generated = output[:, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else output
         batch_responses = []
         for row, i in enumerate(indices):
-            token_ids[i] = until_stop(generated[row].tolist(), stops)
+            token_ids[i] = until_stop(generated[row].tolist()[:limits[i]], stops)
             new_tokens += len(token_ids[i])
             batch_responses.append(tokenizer.decode(token_ids[i], skip_special_tokens=True).strip())
         batch_extras = [extras[i] for i in indices]
@@ -235,11 +255,47 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
             responses[i] = response
         if on_batch:
             on_batch(len(indices))
-    return GenerationResult(conversations, responses, extras, new_tokens, time.perf_counter() - start, token_ids)
+    # An answer that used its whole limit did not end on its own, whatever the next token would have been.
+    finish_reasons = ["content_filter" if "content_filter" in extra else "length" if len(ids) >= limit else "stop"
+                      for extra, ids, limit in zip(extras, token_ids, limits)]
+    return GenerationResult(conversations, responses, extras, new_tokens, time.perf_counter() - start, token_ids,
+                            finish_reasons, [len(p) for p in prompts])
+
+
+class _RowStreamer(BaseStreamer):
+    """Hands each decoding step's tokens of a batch to ``on_tokens(indices, tokens)`` (the first ``put`` is the
+    prompt)."""
+
+    def __init__(self, indices: list[int], on_tokens):
+        self.indices, self.on_tokens = indices, on_tokens
+        self._prompt_seen = False
+
+    def put(self, value):
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.on_tokens(self.indices, value.reshape(-1).tolist())
+
+    def end(self):
+        pass  # generate() finalizes the answers once the batch is done
+
+
+class _RowsEnd(StoppingCriteria):
+    """Ends each row of a batch at its own token limit, or when its conversation's ``stop_requested(i)``."""
+
+    def __init__(self, limits: list[int], indices: list[int], stop_requested=None):
+        self.limits, self.indices, self.stop_requested = limits, indices, stop_requested
+        self.steps = 0
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.steps += 1
+        ended = [self.steps >= limit or bool(self.stop_requested and self.stop_requested(i))
+                 for limit, i in zip(self.limits, self.indices)]
+        return torch.tensor(ended, dtype=torch.bool, device=input_ids.device)
 
 
 def _generate_remote(target: RemoteChatTarget, conversations, extras, settings: GenerationSettings,
-                     defenses, on_batch) -> GenerationResult:
+                     defenses, on_batch, limits: list[int]) -> GenerationResult:
     """A black-box target sees only text: defenses that need its weights or logits cannot guard it."""
     needs_weights = [d.spec for d in defenses if _acts_beyond_rewrite(d)]
     if needs_weights:
@@ -248,11 +304,16 @@ def _generate_remote(target: RemoteChatTarget, conversations, extras, settings: 
                          f"system-prompt).")
     if settings.prefill:
         raise ValueError("A remote chat-completions target cannot be pre-filled; drop --prefill.")
-    start, responses = time.perf_counter(), []
+    start, responses = time.perf_counter(), [None] * len(conversations)
     for first in range(0, len(conversations), settings.batch_size):
-        batch = conversations[first:first + settings.batch_size]
-        responses += target.chat(batch, max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-                                 temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
+        batch = range(first, min(first + settings.batch_size, len(conversations)))
+        for limit in sorted({limits[i] for i in batch}):  # one request shape per token limit
+            indices = [i for i in batch if limits[i] == limit]
+            answers = target.chat([conversations[i] for i in indices], max_new_tokens=limit,
+                                  do_sample=settings.do_sample, temperature=settings.temperature, top_p=settings.top_p,
+                                  seed=settings.seed)
+            for i, answer in zip(indices, answers):
+                responses[i] = answer
         if on_batch:
             on_batch(len(batch))
     # Token counts are the server's business; tokens_per_second stays 0 for remote targets.
@@ -319,32 +380,6 @@ class StreamState:
     result: GenerationResult | None = None
 
 
-class _QueueStreamer(BaseStreamer):
-    """Hands each new token of a one-row ``model.generate`` to the consuming thread (the first ``put`` is the
-    prompt)."""
-
-    def __init__(self, queue: Queue):
-        self.queue = queue
-        self._prompt_seen = False
-
-    def put(self, value):
-        if not self._prompt_seen:
-            self._prompt_seen = True
-            return
-        self.queue.put(("tokens", value.reshape(-1).tolist()))
-
-    def end(self):
-        pass  # the worker reports the end itself, once the defenses have finalized the answer
-
-
-class _Cancelled(StoppingCriteria):
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
 def stream(model, tokenizer, conversation: list[dict], settings: GenerationSettings | None = None,
            defenses: list[Defense] = (), chat: bool = True, logits_processor=()):
     """Answer one conversation as :func:`generate` does, yielding a :class:`StreamState` as the answer grows.
@@ -369,7 +404,8 @@ def stream(model, tokenizer, conversation: list[dict], settings: GenerationSetti
     cancel, outcome = threading.Event(), {}
     # A remote target answers in one piece: its stream is the rewritten conversation, then the answer.
     local = not isinstance(model, RemoteChatTarget)
-    token_streaming = dict(streamer=_QueueStreamer(updates), stopping_criteria=[_Cancelled(cancel)]) if local else {}
+    token_streaming = dict(on_tokens=lambda indices, tokens: updates.put(("tokens", tokens)),
+                           stop_requested=lambda i: cancel.is_set()) if local else {}
 
     def run():
         try:

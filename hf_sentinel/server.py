@@ -1,41 +1,68 @@
 """``hf-sentinel serve``: an OpenAI-compatible chat-completions server for any target under any defenses.
 
 Deploy a guarded model as a service, or put a local model behind an endpoint that a sentinel elsewhere guards
-(:class:`hf_sentinel.sentinel.RemoteChatTarget` speaks to it). Binds to loopback unless told otherwise.
+(:class:`hf_sentinel.remote.RemoteChatTarget` speaks to it). What an OpenAI client can rely on:
 
-Every request is checked before it reaches the model (roles, empty messages, message count, prompt length in
-tokens, sampling parameters); a bad one gets HTTP 400 with OpenAI's error body::
+- **Batching.** One worker thread runs every generation: the requests that arrive while it is busy (or within
+  ``batch_wait_ms`` of the first) go through :func:`hf_sentinel.generation.generate` together, up to
+  ``max_batch_size``, each row stopping at its own ``max_tokens``. Greedy requests batch together, sampled ones
+  with the same temperature and top_p; a sampled request with a ``seed`` runs alone, so its answer repeats.
+- **Streaming** (``stream: true``): server-sent events in the OpenAI chunk format, ending with ``data: [DONE]``. The
+  first chunk comes once the defenses have rewritten the request (a sentinel's suffix is decided before the first
+  token, and reported there). When a defense replaces an answer that was partly streamed (the red flag fired),
+  the last chunk carries the replacement as its content, ``finish_reason: "content_filter"``, and
+  ``hf_sentinel.retracted: true`` with the whole final answer in ``hf_sentinel.content``: a client that shows
+  streamed text should replace it.
+- **Honest endings**: ``finish_reason`` is ``"content_filter"`` when a defense replaced or cut the answer,
+  ``"length"`` when ``max_tokens`` ran out, else ``"stop"``; ``usage`` counts prompt tokens (as the target read
+  them, after the defenses' rewrites) and answer tokens; ``hf_sentinel`` holds the defenses' report (sentinel
+  suffix, red-flag step and probability). ``/v1/models`` lists the served model with its defenses.
+- **Safe by default**: loopback bind unless told; optional API keys (``Authorization: Bearer KEY``, else 401);
+  every request is checked before it reaches the model (roles, empty messages, message count, prompt length in
+  tokens, sampling parameters), a bad one gets HTTP 400 with OpenAI's error body::
 
     {"error": {"message": "...", "type": "invalid_request_error", "param": "top_p", "code": null}}
 
-An error inside generation gets HTTP 500 with the same shape (``type: server_error``), and the server keeps
-serving.
+  An error inside generation fails only its own request (HTTP 500, ``type: server_error``; a batch that fails is
+  retried one request at a time) and the server keeps serving; on shutdown, requests in flight are finished.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
+import json
 import logging
 import math
+import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from .defenses import Defense, describe
-from .generation import GenerationSettings, generate, render
+from .generation import GenerationSettings, generate, render, stop_token_ids
+from .remote import RemoteChatTarget
 
 MAX_TOKENS_LIMIT = 2048
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_MAX_PROMPT_TOKENS = 4096
 DEFAULT_MAX_MESSAGES = 64
+DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_BATCH_WAIT_MS = 10.0
 ROLES = ("system", "user", "assistant")
 # torch.manual_seed takes a signed 64-bit integer.
 MAX_SEED = 2**63 - 1
+#: Where `hf-sentinel serve` reads its API key when --api-key is not given.
+API_KEY_ENV = "HF_SENTINEL_API_KEY"
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +70,10 @@ logger = logging.getLogger(__name__)
 class ChatMessage(BaseModel):
     role: str
     content: str
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
 
 
 class ChatCompletionRequest(BaseModel):
@@ -53,45 +84,213 @@ class ChatCompletionRequest(BaseModel):
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    n: int = 1
     stream: bool = False
+    stream_options: StreamOptions | None = None
 
 
-class BadRequest(Exception):
-    """A request that must not reach the model: answered with HTTP 400, naming the parameter at fault."""
+class APIError(Exception):
+    """A request answered with an OpenAI error body: 400 for what must not reach the model (naming the parameter
+    at fault), 401 for a missing or wrong API key."""
 
-    def __init__(self, message: str, param: str | None = None):
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None):
         super().__init__(message)
-        self.message, self.param = message, param
+        self.message, self.param, self.status, self.code = message, param, status, code
 
 
-def check_limits(max_prompt_tokens: int, max_messages: int) -> None:
-    """Raise ``ValueError`` on server limits that would refuse every request."""
+def check_limits(max_prompt_tokens: int, max_messages: int, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+                 batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS) -> None:
+    """Raise ``ValueError`` on server settings that would refuse every request or never batch."""
     if max_prompt_tokens < 1:
         raise ValueError(f"max_prompt_tokens (--max-prompt-tokens) must be at least 1, got {max_prompt_tokens}.")
     if max_messages < 1:
         raise ValueError(f"max_messages (--max-messages) must be at least 1, got {max_messages}.")
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size (--max-batch-size) must be at least 1 (1: one request at a time), got "
+                         f"{max_batch_size}.")
+    if not (math.isfinite(batch_wait_ms) and batch_wait_ms >= 0):
+        raise ValueError(f"batch_wait_ms (--batch-wait-ms) must be a number of milliseconds >= 0, got "
+                         f"{batch_wait_ms}.")
+
+
+# ------------------------------------------------------------------------------------------------------- batching
+
+
+@dataclass(eq=False)
+class _Job:
+    """One request on its way through the worker. ``emit`` hands the worker's events to the request's handler
+    (thread-safe): ``("rewritten", conversation, extras)``, ``("token", id)`` while it streams, then
+    ``("done", answer)`` or ``("error", exception)``."""
+
+    conversation: list[dict]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    emit: Callable[[tuple], None]
+    cancelled: bool = False  # the client went away: its row stops at the next step
+    tokens_sent: int = 0
+    ended: bool = False  # its row produced an end-of-sequence token: what follows is padding
+
+    def batch_key(self) -> tuple:
+        """Requests with the same key decode the same way and can share one ``generate()`` call."""
+        if self.temperature == 0:
+            return ("greedy",)
+        if self.seed is None:
+            return ("sampled", self.temperature, self.top_p)
+        return ("seeded", id(self))  # alone: the same seed gives the same answer, whatever else was queued
+
+
+@dataclass
+class _Answer:
+    content: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    extras: dict = field(default_factory=dict)
+
+
+class BatchingWorker:
+    """The one thread that generates: it takes what is queued (waiting up to ``batch_wait_ms`` after the first
+    request for more, up to ``max_batch_size``), splits it by decoding settings and runs each part through
+    :func:`~hf_sentinel.generation.generate` as one batch. Defenses keep per-batch state (the red flag's
+    processors), so generation never runs on two threads at once."""
+
+    def __init__(self, model, tokenizer, defenses: list[Defense], max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+                 batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS):
+        self.model, self.tokenizer, self.defenses = model, tokenizer, list(defenses)
+        self.max_batch_size, self.batch_wait = max_batch_size, batch_wait_ms / 1000
+        self.local = not isinstance(model, RemoteChatTarget)
+        self.stops = stop_token_ids(model, tokenizer) if self.local else set()
+        self.batch_sizes: list[int] = []  # every generate() call's batch size, for tests and logs
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="hf-sentinel-generation", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: _Job) -> None:
+        self._queue.put(job)
+
+    def stop(self) -> None:
+        """Finish what is queued, then end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs, deadline = [first], time.monotonic() + self.batch_wait
+            while len(jobs) < self.max_batch_size:
+                try:
+                    job = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                except queue.Empty:
+                    break
+                if job is None:  # stop after this batch
+                    self._queue.put(None)
+                    break
+                jobs.append(job)
+            groups: dict[tuple, list[_Job]] = {}
+            for job in jobs:
+                groups.setdefault(job.batch_key(), []).append(job)
+            for group in groups.values():
+                self._generate(group)
+
+    def _generate(self, jobs: list[_Job]) -> None:
+        try:
+            result = self._call_generate(jobs)
+        except Exception as error:  # noqa: BLE001 - one request's failure must not fail the others
+            if len(jobs) == 1:
+                logger.exception("generation failed")
+                jobs[0].emit(("error", error))
+                return
+            # Find the request at fault: the others are answered again, alone (unless they already streamed).
+            for job in jobs:
+                if job.tokens_sent:
+                    job.emit(("error", error))
+                else:
+                    self._generate([job])
+            return
+        for i, job in enumerate(jobs):
+            job.emit(("done", _Answer(
+                result.responses[i], result.finish_reasons[i] if result.finish_reasons else "stop",
+                result.prompt_tokens[i] if result.prompt_tokens else 0,
+                len(result.token_ids[i]) if result.token_ids else 0, result.extras[i])))
+
+    def _call_generate(self, jobs: list[_Job]):
+        first = jobs[0]
+        limits = [job.max_tokens for job in jobs]
+        settings = GenerationSettings.at_temperature(first.temperature, max_new_tokens=max(limits), top_p=first.top_p,
+                                                     seed=first.seed, batch_size=len(jobs))
+
+        def rewritten(conversations, extras):
+            for job, conversation, extra in zip(jobs, conversations, extras):
+                job.emit(("rewritten", conversation, dict(extra)))
+
+        def tokens(indices, new_tokens):
+            for i, token in zip(indices, new_tokens):
+                job = jobs[i]
+                job.ended = job.ended or token in self.stops or job.tokens_sent >= job.max_tokens
+                if not job.ended:
+                    job.tokens_sent += 1
+                    job.emit(("token", token))
+
+        for job in jobs:
+            job.tokens_sent, job.ended = 0, False
+        self.batch_sizes.append(len(jobs))
+        streaming = dict(on_tokens=tokens, stop_requested=lambda i: jobs[i].cancelled) if self.local else {}
+        return generate(self.model, self.tokenizer, [job.conversation for job in jobs], settings, self.defenses,
+                        on_rewrite=rewritten, max_new_tokens=limits, **streaming)
+
+
+# ------------------------------------------------------------------------------------------------------------ app
 
 
 def create_app(model, tokenizer, defenses: list[Defense] = (), model_name: str = "default",
-               max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
-               max_messages: int = DEFAULT_MAX_MESSAGES) -> FastAPI:
-    """The FastAPI app; generation is serialised (one request at a time on the model).
+               max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS, max_messages: int = DEFAULT_MAX_MESSAGES,
+               api_keys: list[str] = (), max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+               batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS) -> FastAPI:
+    """The FastAPI app: OpenAI's ``/v1/chat/completions`` (streaming or not) and ``/v1/models``, plus ``/health``.
 
     ``max_prompt_tokens`` and ``max_messages`` bound what one request may send; the prompt is also refused when
-    it leaves fewer than the request's ``max_tokens`` positions in the model's context.
+    it leaves fewer than the request's ``max_tokens`` positions in the model's context. ``api_keys``: when given,
+    every ``/v1`` request must send one of them as ``Authorization: Bearer KEY``. ``max_batch_size`` and
+    ``batch_wait_ms`` shape the batches (``max_batch_size=1``: one request at a time).
     """
-    check_limits(max_prompt_tokens, max_messages)
+    check_limits(max_prompt_tokens, max_messages, max_batch_size, batch_wait_ms)
     if tokenizer is not None and not tokenizer.chat_template:
         raise ValueError(f"The target's tokenizer ({tokenizer.name_or_path or type(tokenizer).__name__}) has no chat "
                          f"template, so it cannot serve chat completions; serve a chat/instruct model.")
-    app = FastAPI(title="hf-sentinel", description=f"{model_name} guarded by {describe(list(defenses))}")
-    lock = threading.Lock()
+    if any(not key.strip() for key in api_keys):
+        raise ValueError("An API key (--api-key) is empty; give a non-empty key, or none to serve without keys.")
+    defense = describe(list(defenses))
+    worker = BatchingWorker(model, tokenizer, defenses, max_batch_size, batch_wait_ms)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        worker.stop()  # runs after the server has finished the requests in flight
+
+    app = FastAPI(title="hf-sentinel", description=f"{model_name} guarded by {defense}", lifespan=lifespan)
+    app.state.worker = worker
+    created = int(time.time())
     # A remote target (or a model without the attribute) has no known context size.
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
-    @app.exception_handler(BadRequest)
-    def bad_request(request: Request, error: BadRequest):
-        return _error(400, error.message, error.param)
+    def authorized(request: Request) -> None:
+        if not api_keys:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key:
+            raise APIError("Missing API key: this server needs one, sent as the header 'Authorization: Bearer KEY' "
+                           "(the openai client's api_key=...).", status=401, code="invalid_api_key")
+        if not any(hmac.compare_digest(key.encode(), allowed.encode()) for allowed in api_keys):
+            raise APIError("Incorrect API key; send one that `hf-sentinel serve --api-key` was given.", status=401,
+                           code="invalid_api_key")
+
+    @app.exception_handler(APIError)
+    def api_error(request: Request, error: APIError):
+        return _error(error.status, error.message, error.param, code=error.code)
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(request: Request, error: RequestValidationError):
@@ -108,71 +307,168 @@ def create_app(model, tokenizer, defenses: list[Defense] = (), model_name: str =
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": model_name, "defense": describe(list(defenses))}
+        return {"status": "ok", "model": model_name, "defense": defense}
 
-    @app.get("/v1/models")
+    def model_card() -> dict:
+        return {"id": model_name, "object": "model", "created": created, "owned_by": "hf-sentinel",
+                "hf_sentinel": {"defense": defense, "defenses": [d.spec for d in defenses if d.spec != "none"]}}
+
+    @app.get("/v1/models", dependencies=[Depends(authorized)])
     def models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "hf-sentinel"}]}
+        return {"object": "list", "data": [model_card()]}
 
-    @app.post("/v1/chat/completions")
-    def chat_completions(request: ChatCompletionRequest):
+    @app.get("/v1/models/{name:path}", dependencies=[Depends(authorized)])
+    def one_model(name: str):
+        if name != model_name:
+            raise APIError(f"The model {name!r} is not served here; this server serves {model_name!r}.", "model",
+                           status=404, code="model_not_found")
+        return model_card()
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
+    async def chat_completions(request: ChatCompletionRequest):
         messages = [m.model_dump() for m in request.messages]
         max_tokens, max_tokens_param = _check(messages, request, max_messages)
         if tokenizer is not None:
             _check_length(tokenizer, messages, max_tokens, max_tokens_param, max_prompt_tokens, context)
-        settings = GenerationSettings.at_temperature(request.temperature, max_new_tokens=max_tokens,
-                                                     top_p=request.top_p, seed=request.seed or 0, batch_size=1)
-        try:
-            with lock:
-                result = generate(model, tokenizer, [messages], settings, defenses)
-        except Exception as error:  # the model or a defense failed: answer this request, keep serving the next
-            logger.exception("generation failed")
-            return _error(500, f"Generation failed: {type(error).__name__}: {error}. The request was valid; the "
-                               f"server logged the traceback and keeps serving.", None, kind="server_error")
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-            "model": model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.responses[0]},
-                         "finish_reason": "stop"}],
-            "usage": {"completion_tokens": result.new_tokens},
-            "hf_sentinel": {"defense": describe(list(defenses)), **result.extras[0]},
-        }
+        loop, events = asyncio.get_running_loop(), asyncio.Queue()
+        job = _Job(messages, max_tokens, request.temperature, request.top_p, request.seed,
+                   emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+        worker.submit(job)
+        reply = _Reply(model_name, defense)
+        if request.stream:
+            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+            return StreamingResponse(reply.stream(job, events, tokenizer, include_usage),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        while True:
+            event = await events.get()
+            if event[0] == "error":
+                return _generation_failed(event[1])
+            if event[0] == "done":
+                return reply.completion(event[1])
 
     return app
 
 
+class _Reply:
+    """One request's answer in OpenAI's shapes: a ``chat.completion``, or the ``chat.completion.chunk`` events of
+    a stream."""
+
+    def __init__(self, model_name: str, defense: str):
+        self.id, self.created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        self.model_name, self.defense = model_name, defense
+
+    def _usage(self, answer: _Answer) -> dict:
+        return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+                "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+
+    def completion(self, answer: _Answer) -> dict:
+        return {
+            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.content},
+                         "finish_reason": answer.finish_reason, "logprobs": None}],
+            "usage": self._usage(answer),
+            "hf_sentinel": {"defense": self.defense, **answer.extras},
+        }
+
+    def _chunk(self, delta: dict, finish_reason: str | None = None, include_usage: bool = False, **extension) -> str:
+        chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model_name,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+        if include_usage:
+            chunk["usage"] = None  # as OpenAI: null on every chunk, counted on the last one
+        if extension:
+            chunk["hf_sentinel"] = extension
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    async def stream(self, job: _Job, events: asyncio.Queue, tokenizer, include_usage: bool):
+        tokens, shown = [], ""
+        try:
+            while True:
+                event = await events.get()
+                kind = event[0]
+                if kind == "rewritten":  # before the first token: the sentinel's suffix is already decided
+                    yield self._chunk({"role": "assistant", "content": ""}, include_usage=include_usage,
+                                      defense=self.defense, **event[2])
+                elif kind == "token":
+                    tokens.append(event[1])
+                    text = tokenizer.decode(tokens, skip_special_tokens=True).lstrip()
+                    # A character split over several tokens decodes to U+FFFD until its last token arrives.
+                    if not text.endswith("\ufffd") and text.startswith(shown) and len(text) > len(shown):
+                        delta, shown = text[len(shown):], text
+                        yield self._chunk({"content": delta}, include_usage=include_usage)
+                elif kind == "error":
+                    _log_failure(event[1])
+                    yield f"data: {json.dumps(_error_body(*_failure(event[1])))}\n\n"
+                    break
+                else:
+                    answer: _Answer = event[1]
+                    report = {"defense": self.defense, **answer.extras}
+                    if answer.content == shown.strip():
+                        yield self._chunk({}, answer.finish_reason, include_usage, **report)
+                    elif answer.content.startswith(shown.strip()):  # remote targets answer in one piece
+                        rest = answer.content[len(shown.strip()):]
+                        yield self._chunk({"content": rest}, answer.finish_reason, include_usage, **report)
+                    else:  # a defense replaced what was streamed: say so, and send the replacement
+                        content = f"\n\n{answer.content}" if shown else answer.content
+                        yield self._chunk({"content": content}, answer.finish_reason, include_usage, **report,
+                                          retracted=True, content=answer.content)
+                    if include_usage:
+                        usage = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                                 "model": self.model_name, "choices": [], "usage": self._usage(answer)}
+                        yield f"data: {json.dumps(usage)}\n\n"
+                    break
+            yield "data: [DONE]\n\n"
+        finally:
+            job.cancelled = True  # a client that went away stops its row; after the end, this changes nothing
+
+
+def _failure(error: Exception) -> tuple[int, str, str | None, str]:
+    return (500, f"Generation failed: {type(error).__name__}: {error}. The request was valid; the server logged the "
+                 f"traceback and keeps serving.", None, "server_error")
+
+
+def _log_failure(error: Exception) -> None:
+    logger.error("generation failed", exc_info=(type(error), error, error.__traceback__))
+
+
+def _generation_failed(error: Exception) -> JSONResponse:
+    _log_failure(error)
+    status, message, param, kind = _failure(error)
+    return _error(status, message, param, kind)
+
+
 def _check(messages: list[dict], request: ChatCompletionRequest, max_messages: int) -> tuple[int, str]:
-    """Raise :class:`BadRequest` on what the model must not see; return the number of new tokens to generate and
+    """Raise :class:`APIError` on what the model must not see; return the number of new tokens to generate and
     the parameter that set it."""
-    if request.stream:
-        raise BadRequest("stream=true is not supported by this server; send stream=false.", "stream")
+    if request.n != 1:
+        raise APIError(f"n={request.n} is not supported: this server gives one answer per request; send n=1 and "
+                         f"repeat the request for more answers.", "n")
     if not messages:
-        raise BadRequest("messages is empty; send at least one {'role': 'user', 'content': ...} message.", "messages")
+        raise APIError("messages is empty; send at least one {'role': 'user', 'content': ...} message.", "messages")
     if len(messages) > max_messages:
-        raise BadRequest(f"{len(messages)} messages is more than this server accepts ({max_messages}); send a shorter "
+        raise APIError(f"{len(messages)} messages is more than this server accepts ({max_messages}); send a shorter "
                          f"conversation.", "messages")
     for i, message in enumerate(messages):
         if message["role"] not in ROLES:
-            raise BadRequest(f"messages[{i}].role {message['role']!r} is not supported; use one of "
+            raise APIError(f"messages[{i}].role {message['role']!r} is not supported; use one of "
                              f"{', '.join(ROLES)}.", f"messages[{i}].role")
         if not message["content"].strip():
-            raise BadRequest(f"messages[{i}].content is empty; every message needs some text.",
+            raise APIError(f"messages[{i}].content is empty; every message needs some text.",
                              f"messages[{i}].content")
     if messages[-1]["role"] != "user":
-        raise BadRequest(f"The last message must come from the user, got role {messages[-1]['role']!r}; end the "
+        raise APIError(f"The last message must come from the user, got role {messages[-1]['role']!r}; end the "
                          f"conversation with the user's turn.", f"messages[{len(messages) - 1}].role")
     # `is not None`, not `or`: max_tokens=0 is an error, not a request for the default.
     param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
     max_tokens = getattr(request, param)
     max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
     if not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
-        raise BadRequest(f"{param} must be between 1 and {MAX_TOKENS_LIMIT}, got {max_tokens}.", param)
+        raise APIError(f"{param} must be between 1 and {MAX_TOKENS_LIMIT}, got {max_tokens}.", param)
     if not (math.isfinite(request.temperature) and request.temperature >= 0):
-        raise BadRequest(f"temperature must be >= 0 (0: greedy), got {request.temperature}.", "temperature")
+        raise APIError(f"temperature must be >= 0 (0: greedy), got {request.temperature}.", "temperature")
     if not (math.isfinite(request.top_p) and 0 < request.top_p <= 1):
-        raise BadRequest(f"top_p must be in (0, 1], got {request.top_p}.", "top_p")
+        raise APIError(f"top_p must be in (0, 1], got {request.top_p}.", "top_p")
     if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
-        raise BadRequest(f"seed must be between 0 and {MAX_SEED}, got {request.seed}.", "seed")
+        raise APIError(f"seed must be between 0 and {MAX_SEED}, got {request.seed}.", "seed")
     return max_tokens, param
 
 
@@ -187,11 +483,11 @@ def _check_length(tokenizer, messages: list[dict], max_tokens: int, max_tokens_p
                f"{max_tokens_param}={max_tokens}")
         fix = ", or ask for fewer new tokens"
     if limit < 1:
-        raise BadRequest(f"{max_tokens_param}={max_tokens} leaves no room for a prompt in the model's context of "
+        raise APIError(f"{max_tokens_param}={max_tokens} leaves no room for a prompt in the model's context of "
                          f"{context} tokens; ask for fewer new tokens.", max_tokens_param)
     length = len(tokenizer(render(tokenizer, messages, None, chat=True), add_special_tokens=False)["input_ids"])
     if length > limit:
-        raise BadRequest(f"The conversation is {length} tokens long (with the chat template), over {why}. Send fewer "
+        raise APIError(f"The conversation is {length} tokens long (with the chat template), over {why}. Send fewer "
                          f"or shorter messages{fix}.", "messages")
 
 
@@ -204,15 +500,25 @@ def _param(location) -> str | None:
     return param or None
 
 
-def _error(status: int, message: str, param: str | None, kind: str = "invalid_request_error") -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "param": param, "code": None}}
-    return JSONResponse(status_code=status, content=body)
+def _error_body(status: int, message: str, param: str | None, kind: str = "invalid_request_error",
+                code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _error(status: int, message: str, param: str | None, kind: str = "invalid_request_error",
+           code: str | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content=_error_body(status, message, param, kind, code))
 
 
 def serve(model, tokenizer, defenses: list[Defense], host: str = "127.0.0.1", port: int = 8000,
           model_name: str = "default", max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
-          max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+          max_messages: int = DEFAULT_MAX_MESSAGES, api_keys: list[str] = (),
+          max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+          shutdown_timeout: int = 60) -> None:
+    """Run :func:`create_app` with uvicorn until interrupted. On SIGINT/SIGTERM the server stops taking
+    connections and finishes the requests in flight (up to ``shutdown_timeout`` seconds) before it exits."""
     import uvicorn
 
-    app = create_app(model, tokenizer, defenses, model_name, max_prompt_tokens, max_messages)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    app = create_app(model, tokenizer, defenses, model_name, max_prompt_tokens, max_messages, api_keys,
+                     max_batch_size, batch_wait_ms)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=shutdown_timeout)

@@ -1,16 +1,17 @@
-"""``hf-sentinel serve`` on bad input: HTTP 400 in OpenAI's error shape before the model is reached; a failure
-inside generation is a 500 with a message, and the server keeps serving."""
+"""``hf-sentinel serve`` in process: HTTP 400 in OpenAI's error shape before the model is reached; a failure inside
+generation is a 500 for its own request only; streaming, batching, finish reasons, usage and API keys.
+``test_server_clients.py`` drives a real server process with the official ``openai`` client."""
 
+import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from hf_sentinel.defaults import tiny_model, tiny_tokenizer
 from hf_sentinel.defenses import Defense
 from hf_sentinel.generation import GenerationSettings, generate
-from hf_sentinel.remote import RemoteChatTarget
 from hf_sentinel.server import MAX_SEED, create_app
 
 HELLO = [{"role": "user", "content": "Please explain how encryption works"}]
@@ -75,7 +76,7 @@ def _messages(count: int) -> list[dict]:
     ({"messages": HELLO, "top_p": 1.5}, "top_p", r"top_p must be in \(0, 1\], got 1.5"),
     ({"messages": HELLO, "temperature": -0.5}, "temperature", "temperature must be >= 0"),
     ({"messages": HELLO, "seed": MAX_SEED + 1}, "seed", "seed must be between 0 and"),
-    ({"messages": HELLO, "stream": True}, "stream", "stream=true is not supported by this server; send stream=false."),
+    ({"messages": HELLO, "n": 2}, "n", "n=2 is not supported: this server gives one answer per request"),
 ])
 def test_bad_requests_get_400_in_openai_shape_and_never_reach_the_model(client, spy, body, param, message):
     reply = client.post("/v1/chat/completions", json=body)
@@ -113,15 +114,6 @@ def test_an_error_inside_generation_is_a_500_with_a_message_and_the_server_keeps
     assert client.post("/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2}).status_code == 200
 
 
-def test_remote_target_reports_the_servers_message(client, monkeypatch):
-    monkeypatch.setattr(httpx, "post", lambda url, json, headers, timeout: client.post(
-        url.removeprefix("http://testserver"), json=json))
-    remote = RemoteChatTarget("http://testserver/v1")
-    with pytest.raises(ConnectionError, match=r"answered HTTP 400: messages\[0\].role 'tool' is not supported"):
-        remote.chat([[{"role": "tool", "content": "hi"}]])
-    assert isinstance(remote.chat([HELLO], max_new_tokens=2)[0], str)
-
-
 def test_create_app_rejects_limits_and_models_it_cannot_serve(tiny_llama):
     model, tokenizer = tiny_llama
     with pytest.raises(ValueError, match=r"max_prompt_tokens \(--max-prompt-tokens\) must be at least 1, got 0"):
@@ -132,3 +124,192 @@ def test_create_app_rejects_limits_and_models_it_cannot_serve(tiny_llama):
     plain.chat_template = None
     with pytest.raises(ValueError, match="has no chat template, so it cannot serve chat completions"):
         create_app(tiny_model(tokenizer=plain)[0], plain)
+
+
+# ------------------------------------------------------------------------------ streaming, batching, honest answers
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory):
+    """A tiny target with untied embeddings (its answers are non-empty and differ by prompt)."""
+    from spaces_support import tiny_target_dir
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tiny_target_dir(tmp_path_factory.mktemp("varied"))
+    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+
+def _events(reply) -> list:
+    """The JSON payloads of a server-sent event stream, checking its framing and the closing [DONE]."""
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
+    blocks = reply.text.split("\n\n")
+    assert blocks[-2:] == ["data: [DONE]", ""], blocks[-3:]
+    assert all(block.startswith("data: ") for block in blocks[:-1])
+    return [json.loads(block.removeprefix("data: ")) for block in blocks[:-2]]
+
+
+def _ask(client, content: str, **fields):
+    return client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": content}], **fields})
+
+
+def test_a_stream_adds_up_to_the_answer_with_role_finish_reason_and_usage(varied):
+    client = TestClient(create_app(*varied))
+    whole = _ask(client, "Tell me about rivers", max_tokens=6).json()
+    events = _events(_ask(client, "Tell me about rivers", max_tokens=6, stream=True,
+                          stream_options={"include_usage": True}))
+    chunks, usage = events[:-1], events[-1]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in events)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text.strip() == whole["choices"][0]["message"]["content"] != ""
+    assert [c["choices"][0]["finish_reason"] for c in chunks].count(None) == len(chunks) - 1
+    assert chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
+    assert usage["choices"] == [] and usage["usage"] == whole["usage"]
+    assert whole["usage"]["total_tokens"] == whole["usage"]["prompt_tokens"] + whole["usage"]["completion_tokens"]
+    # Without include_usage, no usage anywhere (as OpenAI).
+    assert all("usage" not in c for c in _events(_ask(client, "Hi", max_tokens=2, stream=True)))
+
+
+def test_finish_reason_says_length_when_max_tokens_ran_out_and_stop_otherwise(varied):
+    client = TestClient(create_app(*varied))
+    short = _ask(client, "Tell me about rivers", max_tokens=3).json()
+    assert short["choices"][0]["finish_reason"] == "length" and short["usage"]["completion_tokens"] == 3
+    model, tokenizer = varied
+    result = generate(model, tokenizer, [[{"role": "user", "content": "Tell me about rivers"}]],
+                      GenerationSettings(max_new_tokens=64))
+    expected = "length" if len(result.token_ids[0]) == 64 else "stop"
+    reply = _ask(client, "Tell me about rivers", max_tokens=64).json()
+    assert reply["choices"][0]["finish_reason"] == expected == result.finish_reasons[0]
+    assert reply["usage"]["completion_tokens"] == len(result.token_ids[0])
+    assert reply["usage"]["prompt_tokens"] == result.prompt_tokens[0] == len(tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Tell me about rivers"}], add_generation_prompt=True, tokenize=True)["input_ids"])
+
+
+PROMPTS = ["Tell me about rivers", "How do plants grow?", "Write a haiku about snow",
+           "What is the capital of France and why?", "Hi", "Explain a loop in Python to a child please"]
+
+
+def _concurrently(client, bodies: list[dict]) -> list:
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(lambda body: client.post("/v1/chat/completions", json=body), bodies))
+
+
+def test_concurrent_requests_are_generated_as_one_batch_each_with_its_own_limit(varied):
+    model, tokenizer = varied
+    app = create_app(model, tokenizer, batch_wait_ms=1000)
+    limits = [2, 5, 3, 6, 4, 5]
+    replies = _concurrently(TestClient(app), [{"messages": [{"role": "user", "content": p}], "max_tokens": n}
+                                              for p, n in zip(PROMPTS, limits)])
+    assert app.state.worker.batch_sizes == [6]
+    conversations = [[{"role": "user", "content": p}] for p in PROMPTS]
+    # What the same conversations get as one batch of generate(): each row stopped at its own limit.
+    expected = generate(model, tokenizer, conversations, GenerationSettings(max_new_tokens=6, batch_size=6),
+                        max_new_tokens=limits)
+    for i, reply in enumerate(replies):
+        body = reply.json()
+        assert body["choices"][0]["message"]["content"] == expected.responses[i]
+        assert body["usage"]["completion_tokens"] == len(expected.token_ids[i]) <= limits[i]
+        assert body["choices"][0]["finish_reason"] == expected.finish_reasons[i]
+
+
+def test_requests_batch_by_how_they_decode_and_a_seeded_sampled_one_repeats_alone(varied):
+    app = create_app(*varied, batch_wait_ms=1000)
+    client = TestClient(app)
+    bodies = [*({"messages": [{"role": "user", "content": p}], "max_tokens": 3} for p in PROMPTS[:3]),
+              {"messages": HELLO, "max_tokens": 4, "temperature": 0.8, "seed": 7},
+              {"messages": HELLO, "max_tokens": 4, "temperature": 0.8, "top_p": 0.9},
+              {"messages": HELLO, "max_tokens": 4, "temperature": 0.8, "top_p": 0.9}]
+    replies = _concurrently(client, bodies)
+    assert sorted(app.state.worker.batch_sizes) == [1, 2, 3]  # greedy / same sampling / seeded alone
+    seeded = replies[3].json()["choices"][0]["message"]["content"]
+    assert client.post("/v1/chat/completions", json=bodies[3]).json()["choices"][0]["message"]["content"] == seeded
+
+
+def test_a_request_that_fails_in_a_batch_fails_alone(varied):
+    spy = Spy()
+    app = create_app(*varied, [spy], batch_wait_ms=1000)
+    replies = _concurrently(TestClient(app), [{"messages": [{"role": "user", "content": c}], "max_tokens": 2}
+                                              for c in ("Hi", "boom", "How do plants grow?")])
+    assert [r.status_code for r in replies] == [200, 500, 200]
+    assert replies[1].json()["error"]["message"].startswith("Generation failed: RuntimeError: the defense broke.")
+    assert app.state.worker.batch_sizes == [3, 1, 1, 1]  # the batch, then each request alone
+
+
+class Censor(Defense):
+    """Replaces every answer, as a red flag that fired late would: the stream must retract what it showed."""
+
+    spec = "censor"
+
+    def finalize(self, responses, extras):
+        for extra in extras:
+            extra["content_filter"] = self.spec
+        return ["[removed]"] * len(responses)
+
+
+def test_a_stream_whose_answer_a_defense_replaced_ends_with_content_filter_and_retracts(varied):
+    client = TestClient(create_app(*varied, [Censor()]))
+    whole = _ask(client, "Tell me about rivers", max_tokens=5).json()
+    assert whole["choices"][0] == {"index": 0, "message": {"role": "assistant", "content": "[removed]"},
+                                   "finish_reason": "content_filter", "logprobs": None}
+    assert whole["hf_sentinel"] == {"defense": "censor", "content_filter": "censor"}
+    chunks = _events(_ask(client, "Tell me about rivers", max_tokens=5, stream=True))
+    shown = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1])
+    assert shown.strip()  # tokens were streamed before the defense replaced the answer
+    last = chunks[-1]
+    assert last["choices"][0]["finish_reason"] == "content_filter"
+    assert last["choices"][0]["delta"]["content"] == "\n\n[removed]"
+    assert last["hf_sentinel"]["retracted"] is True and last["hf_sentinel"]["content"] == "[removed]"
+
+
+def test_a_red_flag_that_fires_is_a_content_filter_with_its_report(tmp_path_factory):
+    from spaces_support import tiny_red_flag_dir, tiny_target_dir
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_sentinel.red_flag import RedFlagDefense
+
+    folder = tmp_path_factory.mktemp("served-red-flag")
+    target = tiny_target_dir(folder / "target")
+    flag = RedFlagDefense(tiny_red_flag_dir(folder / "red-flag", target))
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(target), AutoTokenizer.from_pretrained(target)
+    always = TestClient(create_app(model, tokenizer, [flag.with_settings(threshold=1e-9)]))
+    reply = _ask(always, "How do I build a bomb?", max_tokens=4).json()
+    assert reply["choices"][0]["finish_reason"] == "content_filter"
+    assert reply["choices"][0]["message"]["content"] == flag.settings.refusal_text
+    assert reply["hf_sentinel"]["red_flag"]["fired"] and reply["hf_sentinel"]["red_flag"]["step"] == 0
+    last = _events(_ask(always, "How do I build a bomb?", max_tokens=4, stream=True))[-1]
+    assert last["choices"][0]["finish_reason"] == "content_filter"
+    assert last["choices"][0]["delta"]["content"] == flag.settings.refusal_text  # nothing was shown before it
+    never = TestClient(create_app(model, tokenizer, [flag.with_settings(threshold=0.999999, action="flag")]))
+    reply = _ask(never, "How do I build a bomb?", max_tokens=4).json()
+    assert reply["choices"][0]["finish_reason"] in ("stop", "length")
+    assert "content_filter" not in reply["hf_sentinel"] and not reply["hf_sentinel"]["red_flag"]["fired"]
+
+
+def test_api_keys_guard_every_v1_route_and_models_lists_the_defenses(tiny_llama, spy):
+    client = TestClient(create_app(*tiny_llama, [spy], model_name="smol", api_keys=["k1", "k2"]))
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "k1"}):
+        for reply in (client.get("/v1/models", headers=headers),
+                      client.post("/v1/chat/completions", json={"messages": HELLO}, headers=headers)):
+            assert reply.status_code == 401
+            assert reply.json()["error"]["code"] == "invalid_api_key"
+            assert "API key" in reply.json()["error"]["message"]
+    assert spy.seen == 0
+    assert client.get("/health").status_code == 200
+    models = client.get("/v1/models", headers={"Authorization": "Bearer k2"}).json()
+    assert [m["id"] for m in models["data"]] == ["smol"]
+    assert models["data"][0]["hf_sentinel"] == {"defense": "none", "defenses": []}
+    assert client.get("/v1/models/smol", headers={"Authorization": "Bearer k1"}).json()["id"] == "smol"
+    missing = client.get("/v1/models/other", headers={"Authorization": "Bearer k1"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+    with pytest.raises(ValueError, match=r"An API key \(--api-key\) is empty"):
+        create_app(*tiny_llama, api_keys=[" "])
+
+
+def test_stop_requested_ends_a_row_and_the_rest_of_the_batch_goes_on(varied):
+    model, tokenizer = varied
+    conversations = [[{"role": "user", "content": p}] for p in PROMPTS[:2]]
+    result = generate(model, tokenizer, conversations, GenerationSettings(max_new_tokens=8, batch_size=2),
+                      stop_requested=lambda i: i == 1)
+    assert len(result.token_ids[1]) == 1  # the row ends after the step that saw the request
+    assert result.token_ids[0] == generate(model, tokenizer, conversations,
+                                           GenerationSettings(max_new_tokens=8, batch_size=2)).token_ids[0]

@@ -22,7 +22,8 @@ class RedFlagDefense(Defense):
     ``wrap_model`` returns a copy of the target with the adapter merged in (built once per target and reused);
     every batch gets a fresh :class:`RedFlagLogitsProcessor` (the latest one is :attr:`last_processor`, for live
     displays); ``finalize`` replaces flagged answers by the refusal text when the action is ``"refuse"`` and
-    records ``extras[i]["red_flag"] = {"fired", "step", "probability"}`` for every answer. ``threshold``,
+    records ``extras[i]["red_flag"] = {"fired", "step", "probability"}`` for every answer (and
+    ``extras[i]["content_filter"]``, the spec, for an answer it replaced or cut). ``threshold``,
     ``action`` and ``window`` default to the values saved in the folder's ``red_flag_config.json``;
     :meth:`with_settings` changes them without loading anything again.
 
@@ -108,6 +109,8 @@ class RedFlagDefense(Defense):
         flags = [self._flags.popleft() for _ in responses]
         for extra, flag in zip(extras, flags):
             extra["red_flag"] = flag
+            if flag["fired"] and self.settings.action != "flag":  # the answer was replaced ("refuse") or cut
+                extra["content_filter"] = self.spec
         if self.settings.action == "refuse":
             responses = [self.settings.refusal_text if flag["fired"] else r for r, flag in zip(responses, flags)]
         return responses
