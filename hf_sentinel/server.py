@@ -119,7 +119,7 @@ def check_limits(max_prompt_tokens: int, max_messages: int, max_batch_size: int 
 @dataclass(eq=False)
 class _Job:
     """One request on its way through the worker. ``emit`` hands the worker's events to the request's handler
-    (thread-safe): ``("rewritten", conversation, extras)``, ``("token", id)`` while it streams, then
+    (thread-safe): ``("rewritten", conversation, extras)``, ``("token", id)`` while a stream streams, then
     ``("done", answer)`` or ``("error", exception)``."""
 
     conversation: list[dict]
@@ -128,6 +128,7 @@ class _Job:
     top_p: float
     seed: int | None
     emit: Callable[[tuple], None]
+    stream: bool = False  # only a stream is sent its tokens one by one
     cancelled: bool = False  # the client went away: its row stops at the next step
     tokens_sent: int = 0
     ended: bool = False  # its row produced an end-of-sequence token: what follows is padding
@@ -231,7 +232,7 @@ class BatchingWorker:
             for i, token in zip(indices, new_tokens):
                 job = jobs[i]
                 job.ended = job.ended or token in self.stops or job.tokens_sent >= job.max_tokens
-                if not job.ended:
+                if not job.ended and job.stream:
                     job.tokens_sent += 1
                     job.emit(("token", token))
 
@@ -332,7 +333,7 @@ def create_app(model, tokenizer, defenses: list[Defense] = (), model_name: str =
             _check_length(tokenizer, messages, max_tokens, max_tokens_param, max_prompt_tokens, context)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         job = _Job(messages, max_tokens, request.temperature, request.top_p, request.seed,
-                   emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+                   emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event), stream=request.stream)
         worker.submit(job)
         reply = _Reply(model_name, defense)
         if request.stream:

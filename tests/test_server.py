@@ -7,10 +7,11 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from hf_sentinel.defaults import tiny_model, tiny_tokenizer
-from hf_sentinel.defenses import Defense
+from hf_sentinel.defenses import Defense, describe
 from hf_sentinel.generation import GenerationSettings, generate
 from hf_sentinel.server import MAX_SEED, create_app
 
@@ -313,3 +314,43 @@ def test_stop_requested_ends_a_row_and_the_rest_of_the_batch_goes_on(varied):
     assert len(result.token_ids[1]) == 1  # the row ends after the step that saw the request
     assert result.token_ids[0] == generate(model, tokenizer, conversations,
                                            GenerationSettings(max_new_tokens=8, batch_size=2)).token_ids[0]
+
+
+def test_every_defense_kind_streams_and_batches_as_generate_answers(tmp_path_factory):
+    """Sentinel (suffix decided before the first token), DRO soft prompt, MART adapter and red flag, one at a time
+    and stacked: a stream adds up to the non-streamed answer, and a batch answers as generate() does."""
+    from peft import LoraConfig, get_peft_model
+    from spaces_support import tiny_artifact_dirs
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_sentinel.defenses import parse_defense
+    from hf_sentinel.sentinel import SentinelDefense
+
+    dirs = tiny_artifact_dirs(tmp_path_factory.mktemp("served-defenses"))
+    model = AutoModelForCausalLM.from_pretrained(dirs["target"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(dirs["target"])
+    torch.manual_seed(2)
+    mart = dirs["root"] / "mart"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(dirs["target"]),
+                   LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)).save_pretrained(mart)
+    sentinel = SentinelDefense.from_spec(str(dirs["sentinel"]), target=model, target_tokenizer=tokenizer)
+    dro, red_flag = parse_defense(f"dro:{dirs['dro']}"), parse_defense(f"red-flag:{dirs['red_flag']}")
+    stacks = [[sentinel], [dro], [parse_defense(f"mart:{mart}")], [red_flag], [dro, sentinel, red_flag]]
+    conversations = [[{"role": "user", "content": p}] for p in PROMPTS[:3]]
+    for defenses in stacks:
+        app = create_app(model, tokenizer, defenses, batch_wait_ms=1000)
+        client = TestClient(app)
+        replies = _concurrently(client, [{"messages": c, "max_tokens": 4} for c in conversations])
+        expected = generate(model, tokenizer, conversations, GenerationSettings(max_new_tokens=4, batch_size=3),
+                            defenses)
+        assert app.state.worker.batch_sizes == [3], describe(defenses)
+        assert [r.json()["choices"][0]["message"]["content"] for r in replies] == expected.responses
+        chunks = _events(client.post("/v1/chat/completions", json={"messages": conversations[0], "max_tokens": 4,
+                                                                   "stream": True}))
+        streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+        alone = client.post("/v1/chat/completions", json={"messages": conversations[0], "max_tokens": 4}).json()
+        assert streamed.strip() == alone["choices"][0]["message"]["content"], describe(defenses)
+        if sentinel in defenses:  # the suffix is reported before the answer's first token
+            assert chunks[0]["hf_sentinel"]["sentinel_suffix"] == alone["hf_sentinel"]["sentinel_suffix"] != ""
+        if red_flag in defenses:
+            assert chunks[-1]["hf_sentinel"]["red_flag"] == alone["hf_sentinel"]["red_flag"]
