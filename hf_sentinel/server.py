@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import queue
+import signal
 import threading
 import time
 import uuid
@@ -381,7 +382,7 @@ class _Reply:
         return f"data: {json.dumps(chunk)}\n\n"
 
     async def stream(self, job: _Job, events: asyncio.Queue, tokenizer, include_usage: bool):
-        tokens, shown = [], ""
+        text = _IncrementalText(tokenizer)
         try:
             while True:
                 event = await events.get()
@@ -390,11 +391,8 @@ class _Reply:
                     yield self._chunk({"role": "assistant", "content": ""}, include_usage=include_usage,
                                       defense=self.defense, **event[2])
                 elif kind == "token":
-                    tokens.append(event[1])
-                    text = tokenizer.decode(tokens, skip_special_tokens=True).lstrip()
-                    # A character split over several tokens decodes to U+FFFD until its last token arrives.
-                    if not text.endswith("\ufffd") and text.startswith(shown) and len(text) > len(shown):
-                        delta, shown = text[len(shown):], text
+                    delta = text.add(event[1])
+                    if delta:
                         yield self._chunk({"content": delta}, include_usage=include_usage)
                 elif kind == "error":
                     _log_failure(event[1])
@@ -403,15 +401,17 @@ class _Reply:
                 else:
                     answer: _Answer = event[1]
                     report = {"defense": self.defense, **answer.extras}
-                    if answer.content == shown.strip():
+                    shown = text.shown.strip()
+                    if answer.finish_reason == "content_filter" and shown and answer.content != shown:
+                        # A defense replaced what was streamed: say so, and send the replacement.
+                        yield self._chunk({"content": f"\n\n{answer.content}"}, answer.finish_reason, include_usage,
+                                          **report, retracted=True, content=answer.content)
+                    elif answer.content.startswith(shown) and answer.content != shown:
+                        # What was not streamed token by token: a remote target's answer, a refusal before any token.
+                        yield self._chunk({"content": answer.content[len(shown):]}, answer.finish_reason,
+                                          include_usage, **report)
+                    else:
                         yield self._chunk({}, answer.finish_reason, include_usage, **report)
-                    elif answer.content.startswith(shown.strip()):  # remote targets answer in one piece
-                        rest = answer.content[len(shown.strip()):]
-                        yield self._chunk({"content": rest}, answer.finish_reason, include_usage, **report)
-                    else:  # a defense replaced what was streamed: say so, and send the replacement
-                        content = f"\n\n{answer.content}" if shown else answer.content
-                        yield self._chunk({"content": content}, answer.finish_reason, include_usage, **report,
-                                          retracted=True, content=answer.content)
                     if include_usage:
                         usage = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                                  "model": self.model_name, "choices": [], "usage": self._usage(answer)}
@@ -420,6 +420,39 @@ class _Reply:
             yield "data: [DONE]\n\n"
         finally:
             job.cancelled = True  # a client that went away stops its row; after the end, this changes nothing
+
+
+class _IncrementalText:
+    """The text of a growing answer, token by token, decoding only a short window of the latest tokens (as vLLM and
+    TGI do): decoding the whole answer at every token would cost time quadratic in its length.
+
+    >>> from hf_sentinel.defaults import tiny_tokenizer
+    >>> tokenizer = tiny_tokenizer()
+    >>> ids = tokenizer("  Hello there, world", add_special_tokens=False)["input_ids"]
+    >>> text = _IncrementalText(tokenizer)
+    >>> "".join(text.add(i) for i in ids) == tokenizer.decode(ids).lstrip() == text.shown
+    True
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.tokens, self.shown = tokenizer, [], ""
+        self._prefix = self._read = 0  # the window: tokens[_prefix:_read] were decoded and shown already
+
+    def add(self, token: int) -> str:
+        """The new text ``token`` completes (``""`` while a character is split over several tokens); leading
+        whitespace of the answer is dropped, as in the finished answer."""
+        self.tokens.append(token)
+        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        before, after = decode(self.tokens[self._prefix:self._read]), decode(self.tokens[self._prefix:])
+        # A character split over several tokens decodes to U+FFFD until its last token arrives.
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            return ""
+        delta = after[len(before):]
+        self._prefix, self._read = self._read, len(self.tokens)
+        if not self.shown:
+            delta = delta.lstrip()
+        self.shown += delta
+        return delta
 
 
 def _failure(error: Exception) -> tuple[int, str, str | None, str]:
@@ -522,4 +555,14 @@ def serve(model, tokenizer, defenses: list[Defense], host: str = "127.0.0.1", po
 
     app = create_app(model, tokenizer, defenses, model_name, max_prompt_tokens, max_messages, api_keys,
                      max_batch_size, batch_wait_ms)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=shutdown_timeout)
+    # uvicorn raises the signal that stopped it again once it has shut down gracefully; with Python's default
+    # handlers that kills the process (exit -15) or raises KeyboardInterrupt. Handlers that do nothing let serve()
+    # return, so a graceful stop exits 0; the caller's handlers are back afterwards.
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=shutdown_timeout)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
