@@ -1,6 +1,6 @@
 """Throughput of `hf-sentinel serve` with dynamic batching vs. the serialised server (one request at a time).
 
-    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/server_throughput.py [--target default] [--defense SPEC]
+    HF_HUB_OFFLINE=1 python benchmarks/server_throughput.py [--target default] [--defense SPEC]
         [--max-tokens 48] [--concurrency 1 4 16 64] [--requests-per-client N] [--max-batch-size 32]
 
 Starts two real servers on 127.0.0.1 (`python -m hf_sentinel.cli serve`), one after the other: the serialised one

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -40,6 +41,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -133,6 +135,7 @@ class _Job:
     cancelled: bool = False  # the client went away: its row stops at the next step
     tokens_sent: int = 0
     ended: bool = False  # its row produced an end-of-sequence token: what follows is padding
+    rewritten_sent: bool = False  # a request retried alone after its batch failed announces itself once
 
     def batch_key(self) -> tuple:
         """Requests with the same key decode the same way and can share one ``generate()`` call."""
@@ -164,7 +167,7 @@ class BatchingWorker:
         self.max_batch_size, self.batch_wait = max_batch_size, batch_wait_ms / 1000
         self.local = not isinstance(model, RemoteChatTarget)
         self.stops = stop_token_ids(model, tokenizer) if self.local else set()
-        self.batch_sizes: list[int] = []  # every generate() call's batch size, for tests and logs
+        self.batch_sizes: deque[int] = deque(maxlen=10_000)  # the latest generate() calls' batch sizes
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="hf-sentinel-generation", daemon=True)
         self._thread.start()
@@ -196,7 +199,12 @@ class BatchingWorker:
             for job in jobs:
                 groups.setdefault(job.batch_key(), []).append(job)
             for group in groups.values():
-                self._generate(group)
+                try:
+                    self._generate(group)
+                except Exception as error:  # noqa: BLE001 - the worker must outlive anything
+                    logger.exception("the generation worker failed on a batch")
+                    for job in group:  # an answer already sent stays; the others end with this error
+                        job.emit(("error", error))
 
     def _generate(self, jobs: list[_Job]) -> None:
         try:
@@ -227,7 +235,9 @@ class BatchingWorker:
 
         def rewritten(conversations, extras):
             for job, conversation, extra in zip(jobs, conversations, extras):
-                job.emit(("rewritten", conversation, dict(extra)))
+                if not job.rewritten_sent:
+                    job.rewritten_sent = True
+                    job.emit(("rewritten", conversation, dict(extra)))
 
         def tokens(indices, new_tokens):
             for i, token in zip(indices, new_tokens):
@@ -334,7 +344,7 @@ def create_app(model, tokenizer, defenses: list[Defense] = (), model_name: str =
             _check_length(tokenizer, messages, max_tokens, max_tokens_param, max_prompt_tokens, context)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         job = _Job(messages, max_tokens, request.temperature, request.top_p, request.seed,
-                   emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event), stream=request.stream)
+                   emit=functools.partial(_emit, loop, events), stream=request.stream)
         worker.submit(job)
         reply = _Reply(model_name, defense)
         if request.stream:
@@ -349,6 +359,12 @@ def create_app(model, tokenizer, defenses: list[Defense] = (), model_name: str =
                 return reply.completion(event[1])
 
     return app
+
+
+def _emit(loop: asyncio.AbstractEventLoop, events: asyncio.Queue, event: tuple) -> None:
+    """Hand a worker event to the request's handler on the server's event loop (from the worker thread)."""
+    with contextlib.suppress(RuntimeError):  # the loop has closed: the server is gone, nobody waits for this
+        loop.call_soon_threadsafe(events.put_nowait, event)
 
 
 class _Reply:

@@ -100,13 +100,32 @@ def test_serve_rejects_bad_limits_and_targets_before_loading(no_model_loads, cap
     assert "max_messages (--max-messages) must be at least 1, got -1" in _error(capsys, "serve")
     assert main(["serve", "--target", "/no/such/model"]) == 2
     assert "/no/such/model does not exist" in _error(capsys, "serve")
+    assert main(["serve", "--max-batch-size", "0"]) == 2
+    assert "max_batch_size (--max-batch-size) must be at least 1 (1: one request at a time), got 0" in _error(
+        capsys, "serve")
+    assert main(["serve", "--batch-wait-ms", "-5"]) == 2
+    assert "batch_wait_ms (--batch-wait-ms) must be a number of milliseconds >= 0, got -5.0" in _error(capsys, "serve")
+    assert main(["serve", "--api-key", " "]) == 2
+    assert "--api-key is empty; give a non-empty key" in _error(capsys, "serve")
 
 
-def test_serve_passes_its_limits_to_the_server(tiny_llama_dir, monkeypatch):
+def test_serve_passes_its_settings_to_the_server_and_warns_when_open_without_a_key(tiny_llama_dir, monkeypatch,
+                                                                                  capsys):
     calls = {}
     monkeypatch.setattr("hf_sentinel.server.serve", lambda *args, **kwargs: calls.update(kwargs))
-    assert main(["serve", "--target", str(tiny_llama_dir), "--max-prompt-tokens", "100", "--max-messages", "5"]) == 0
-    assert calls["max_prompt_tokens"] == 100 and calls["max_messages"] == 5
+    monkeypatch.delenv("HF_SENTINEL_API_KEY", raising=False)
+    assert main(["serve", "--target", str(tiny_llama_dir), "--max-prompt-tokens", "100", "--max-messages", "5",
+                 "--max-batch-size", "8", "--batch-wait-ms", "2.5", "--shutdown-timeout", "9"]) == 0
+    assert calls["max_prompt_tokens"] == 100 and calls["max_messages"] == 5 and calls["api_keys"] == []
+    assert (calls["max_batch_size"], calls["batch_wait_ms"], calls["shutdown_timeout"]) == (8, 2.5, 9)
+    assert "warning" not in capsys.readouterr().err  # loopback: no key needed
+    assert main(["serve", "--target", str(tiny_llama_dir), "--host", "0.0.0.0"]) == 0
+    assert "warning: serving on 0.0.0.0 without an API key" in capsys.readouterr().err
+    monkeypatch.setenv("HF_SENTINEL_API_KEY", "from-env")
+    assert main(["serve", "--target", str(tiny_llama_dir), "--host", "0.0.0.0"]) == 0
+    assert calls["api_keys"] == ["from-env"] and "warning" not in capsys.readouterr().err
+    assert main(["serve", "--target", str(tiny_llama_dir), "--api-key", "a", "--api-key", "b"]) == 0
+    assert calls["api_keys"] == ["a", "b"]  # the flag wins over the environment
 
 
 # ------------------------------------------------------------------------------------------------ --output

@@ -201,7 +201,7 @@ def test_concurrent_requests_are_generated_as_one_batch_each_with_its_own_limit(
     limits = [2, 5, 3, 6, 4, 5]
     replies = _concurrently(TestClient(app), [{"messages": [{"role": "user", "content": p}], "max_tokens": n}
                                               for p, n in zip(PROMPTS, limits)])
-    assert app.state.worker.batch_sizes == [6]
+    assert list(app.state.worker.batch_sizes) == [6]
     conversations = [[{"role": "user", "content": p}] for p in PROMPTS]
     # What the same conversations get as one batch of generate(): each row stopped at its own limit.
     expected = generate(model, tokenizer, conversations, GenerationSettings(max_new_tokens=6, batch_size=6),
@@ -233,7 +233,7 @@ def test_a_request_that_fails_in_a_batch_fails_alone(varied):
                                               for c in ("Hi", "boom", "How do plants grow?")])
     assert [r.status_code for r in replies] == [200, 500, 200]
     assert replies[1].json()["error"]["message"].startswith("Generation failed: RuntimeError: the defense broke.")
-    assert app.state.worker.batch_sizes == [3, 1, 1, 1]  # the batch, then each request alone
+    assert list(app.state.worker.batch_sizes) == [3, 1, 1, 1]  # the batch, then each request alone
 
 
 class Censor(Defense):
@@ -343,7 +343,7 @@ def test_every_defense_kind_streams_and_batches_as_generate_answers(tmp_path_fac
         replies = _concurrently(client, [{"messages": c, "max_tokens": 4} for c in conversations])
         expected = generate(model, tokenizer, conversations, GenerationSettings(max_new_tokens=4, batch_size=3),
                             defenses)
-        assert app.state.worker.batch_sizes == [3], describe(defenses)
+        assert list(app.state.worker.batch_sizes) == [3], describe(defenses)
         assert [r.json()["choices"][0]["message"]["content"] for r in replies] == expected.responses
         chunks = _events(client.post("/v1/chat/completions", json={"messages": conversations[0], "max_tokens": 4,
                                                                    "stream": True}))
