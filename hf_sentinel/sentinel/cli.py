@@ -8,6 +8,9 @@
         --save-steps 2 --kl-coef 0.005
     # go on from the last checkpoint of an interrupted run
     hf-sentinel train sentinel --output-dir outputs/sentinel --max-steps 6 --resume-from-checkpoint last
+    # guard another model (another architecture and tokenizer) or an endpoint: the agents on a base of their own
+    hf-sentinel train sentinel --target meta-llama/Llama-2-7b-chat-hf --sentinel-base default --output-dir out/llama2
+    hf-sentinel train sentinel --target http://127.0.0.1:8000/v1 --sentinel-base default --output-dir out/endpoint
 
 One training step is one round of the game (a red-team PPO update, then a sentinel PPO update); the first
 --warm-start-steps steps are supervised steps of the sentinel. Writes the sentinel into --output-dir (load it with
@@ -30,6 +33,11 @@ CONFIG_CLASS = StackelbergPPOConfig
 class ScriptArguments(TrainScriptArguments):
     """What ``hf-sentinel train sentinel`` needs besides the target, the prompts and the config."""
 
+    sentinel_base: str = field(default="", metadata={
+        "help": "The base the sentinel and the red team are LoRA adapters of (and the KL reference): a local folder, "
+                "a Hub id or 'default'. Empty (default): the target's own base, one copy of its weights. Give another "
+                "model to train against a target of another architecture and tokenizer, composed at text level; "
+                "required when --target is an endpoint URL."})
     init_from: str | None = field(default=None, metadata={
         "help": "Start both agents from the adapters of a previous run: its output dir or one of its checkpoint "
                 "folders (e.g. a warm-start run), instead of fresh LoRA adapters."})
@@ -40,23 +48,34 @@ class ScriptArguments(TrainScriptArguments):
         "help": "Judge of a benign prompt's answer, the sentinel's helpfulness reward (same choices as "
                 "--safety-judge: 'refusal' scores 1 when the target answered)."})
 
+    def __post_init__(self):
+        if self.target.startswith(("http://", "https://")) and not self.sentinel_base:
+            raise ValueError(f"--target {self.target} is an endpoint: the sentinel and the red team need weights of "
+                             f"their own to train. Give them a base with --sentinel-base (a local folder, a Hub id or "
+                             f"'default'); the saved sentinel then guards the endpoint.")
+        if self.sentinel_base.startswith(("http://", "https://")):
+            raise ValueError(f"--sentinel-base {self.sentinel_base} is an endpoint; give the folder or Hub id of a "
+                             f"model the sentinel and the red team train on (or 'default').")
+
 
 def run(script_args: ScriptArguments, config: StackelbergPPOConfig) -> int:
     from ..evaluation import load_target
     from ..judges import load_judge
     from ..training import resume_argument
     from .plots import plot_rewards
-    from .trainer import StackelbergPPOTrainer
+    from .trainer import StackelbergPPOTrainer, _same_model
 
     safety_judge, helpfulness_judge = load_judge(script_args.safety_judge), load_judge(script_args.helpfulness_judge)
     prompts = script_args.load_train_dataset(seed=config.seed)
-    target, tokenizer = load_target(script_args.target, torch_dtype=script_args.torch_dtype)
-    if tokenizer is None:
-        raise ValueError(f"--target {script_args.target} is an endpoint; training the sentinel needs the target's "
-                         f"weights (a local folder or a Hub id). A sentinel trained on them then guards the endpoint.")
-    trainer = StackelbergPPOTrainer(target, config, prompts, processing_class=tokenizer, safety_judge=safety_judge,
+    target, target_tokenizer = load_target(script_args.target, torch_dtype=script_args.torch_dtype)
+    if script_args.sentinel_base and not _same_model(script_args.sentinel_base, script_args.target):
+        base, tokenizer = load_target(script_args.sentinel_base, torch_dtype=script_args.torch_dtype)
+        separate = {"target": target, "target_processing_class": target_tokenizer}
+    else:
+        base, tokenizer, separate = target, target_tokenizer, {}
+    trainer = StackelbergPPOTrainer(base, config, prompts, processing_class=tokenizer, safety_judge=safety_judge,
                                     helpfulness_judge=helpfulness_judge, red_team=script_args.init_from,
-                                    sentinel=script_args.init_from)
+                                    sentinel=script_args.init_from, **separate)
     trainer.train(resume_from_checkpoint=resume_argument(config))
     trainer.save_model()
     if not trainer.args.should_save:

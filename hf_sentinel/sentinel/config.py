@@ -130,7 +130,8 @@ class StackelbergPPOConfig(LoraTrainingArguments):
         lam (`float`, *optional*, defaults to `0.95`):
             GAE λ.
         kl_coef (`float`, *optional*, defaults to `0.05`):
-            β of the per-token KL penalty to the reference (the target: adapters off).
+            β of the per-token KL penalty to the reference: the agents' base with adapters off (the target itself
+            unless the trainer is given another `target`).
         kl_estimator (`str`, *optional*, defaults to `"k1"`):
             KL estimator in the reward: `"k1"` or `"k3"`.
         whiten_advantages (`bool`, *optional*, defaults to `True`):
@@ -206,7 +207,8 @@ class StackelbergPPOConfig(LoraTrainingArguments):
     gamma: float = field(default=1.0, metadata={"help": "Discount factor."})
     lam: float = field(default=0.95, metadata={"help": "GAE λ."})
     kl_coef: float = field(default=0.05, metadata={
-        "help": "β of the per-token KL penalty to the reference (the target: adapters off)."})
+        "help": "β of the per-token KL penalty to the reference: the agents' base with adapters off (the "
+                "target itself unless it is another model or an endpoint)."})
     kl_estimator: str = field(default="k1", metadata={"help": "KL estimator in the reward: 'k1' or 'k3'."})
     whiten_advantages: bool = field(default=True, metadata={"help": "Normalise advantages per batch."})
 

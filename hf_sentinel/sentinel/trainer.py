@@ -3,7 +3,8 @@
 One round of the game is one ``transformers.Trainer`` step (:meth:`StackelbergPPOTrainer.training_step`):
 
 1. leader phase, ``leader_steps`` times: the red team rewrites harmful prompts z into attacks x; the target
-   (adapters off) answers y; the red team is rewarded with harm(y) (the safety judge) and updated by PPO;
+   (the base with adapters off, or a separate target) answers y; the red team is rewarded with harm(y) (the safety
+   judge) and updated by PPO;
 2. follower phase, ``follower_steps`` times: the sentinel continues a batch of prompts (attacks from the red team
    and harmful prompts as they are, plus benign prompts) with at most ``max_sentinel_tokens`` tokens; the target
    answers the refined prompts y*; the sentinel is rewarded with −harm(y*) on attacks and
@@ -11,9 +12,12 @@ One round of the game is one ``transformers.Trainer`` step (:meth:`StackelbergPP
 
 The first ``warm_start_steps`` steps, if any, are supervised steps of the sentinel instead (:meth:`_warm_start_step`).
 
-Both agents are LoRA adapters (``red_team``, ``sentinel``) on one copy of the target's base weights; the target
-and the KL reference are the base with adapters off. Value heads read each agent's last hidden state (see
-:mod:`.value_heads`); the PPO maths is in :mod:`.ppo`, the rollouts' sampling loop in :mod:`.sampling`.
+Both agents are LoRA adapters (``red_team``, ``sentinel``) on one copy of a base model; the KL reference is that base
+with adapters off. By default the base is the target's own (the shared-base game: the target is the base with adapters
+off, one copy of the weights); with ``target=`` the target is another model (another architecture and tokenizer) or
+an OpenAI-compatible endpoint, which the game talks to at text level, as a loaded sentinel does. Value heads read each
+agent's last hidden state (see :mod:`.value_heads`); the PPO maths is in :mod:`.ppo`, the rollouts' sampling loop in
+:mod:`.sampling`.
 
 Trainer runs the loop: ``max_steps``, logging and ``report_to``, callbacks, ``checkpoint-N`` folders
 (``save_steps``, ``save_total_limit``) and ``train(resume_from_checkpoint=...)``. A checkpoint is the artifact
@@ -34,8 +38,10 @@ from torch.utils.data import DataLoader
 from transformers import DynamicCache, Trainer
 from transformers.trainer_utils import get_last_checkpoint, set_seed
 
+from ..defaults import DEFAULT_TARGET_NAME
 from ..generation import GenerationSettings, generate, left_padded, pad_token_id, render, to_conversation
 from ..judges import RefusalJudge
+from ..remote import RemoteChatTarget
 from ..training import (
     ArtifactPushMixin,
     base_model_name,
@@ -67,14 +73,15 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
     """Train a sentinel against a red team on one target.
 
     Args:
-        model: the target, a model object (with ``processing_class``), a folder / Hub id, or ``"default"`` (the
-            embedded SmolLM2). Its weights never change: both agents are LoRA adapters on it.
+        model: the agents' base: a model object (with ``processing_class``), a folder / Hub id, or ``"default"`` (the
+            embedded SmolLM2). Its weights never change: both agents are LoRA adapters on it, and with adapters off it
+            is the KL reference and, unless ``target`` is given, the target.
         args: a :class:`StackelbergPPOConfig`.
         train_dataset: prompts with a ``label`` column (``prompt`` + optional ``history``): the ``"harmful"`` rows
             are what the red team rewrites, the ``"benign"`` rows what the sentinel must keep answered; build it with
             :func:`hf_sentinel.training.labelled_prompts`.
         eval_dataset: not supported (evaluate the saved sentinel with ``hf-sentinel bench``).
-        processing_class: the target's tokenizer (loaded with the target when the target is a name).
+        processing_class: the base's tokenizer (loaded with the base when ``model`` is a name).
         safety_judge: ``judge(prompts, completions) -> list[float]``, higher = more harmful (the target complied);
             default :class:`~hf_sentinel.judges.RefusalJudge`.
         helpfulness_judge: the same signature, higher = the benign prompt was answered; default ``RefusalJudge``.
@@ -83,6 +90,14 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         callbacks: ``transformers.TrainerCallback`` list.
         red_team, sentinel: folders of LoRA adapters to start the agents from: an adapter folder, or a saved
             sentinel / checkpoint folder (e.g. a warm-start run).
+        target: the model the sentinel guards, when it is not ``model`` itself: a causal LM object (with
+            ``target_processing_class``), a folder / Hub id / ``"default"``, the ``http(s)://.../v1`` URL of an
+            OpenAI-compatible endpoint, or a :class:`~hf_sentinel.remote.RemoteChatTarget` (an API key goes in
+            the object). The game then composes at text level: the sentinel continues each prompt as the target's
+            chat template renders it (for an endpoint: the base's), and the target answers the refined text with
+            its own tokenizer. The saved sentinel loads back onto that target on its own base. ``None`` (default):
+            the shared-base game.
+        target_processing_class: the target's tokenizer, with a target model object.
 
     Example (tiny random model, two rounds)::
 
@@ -104,7 +119,8 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
 
     def __init__(self, model="default", args: StackelbergPPOConfig | None = None, train_dataset=None,
                  eval_dataset=None, processing_class=None, safety_judge=None, helpfulness_judge=None,
-                 peft_config=None, callbacks=None, red_team: str | None = None, sentinel: str | None = None):
+                 peft_config=None, callbacks=None, red_team: str | None = None, sentinel: str | None = None,
+                 target=None, target_processing_class=None):
         from peft import PeftModel, get_peft_model
 
         args = args or StackelbergPPOConfig(output_dir="stackelberg-ppo")
@@ -120,33 +136,50 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         if args.benign_fraction > 0 and not self.prompts["benign"]:
             raise ValueError(f"train_dataset has no 'benign' rows, but benign_fraction={args.benign_fraction}; add "
                              f"benign prompts (labelled_prompts(harmful, benign)) or set benign_fraction=0.")
-        target, processing_class = load_model_and_tokenizer(model, processing_class, role="target")
-        self.target_name = base_model_name(target)
+        if _same_model(model, target):
+            target = None  # the agents' base is the target: the shared-base game
+        target, self.target_tokenizer = _load_target(target, target_processing_class)
+        base, processing_class = load_model_and_tokenizer(model, processing_class,
+                                                          role="target" if target is None else "agents' base")
+        self.base_name = base_model_name(base)
+        #: The guarded target when it is not the agents' base (a causal LM or a RemoteChatTarget), else None.
+        self.target = target
+        self.target_name = self.base_name if target is None else (
+            target.base_url if isinstance(target, RemoteChatTarget) else base_model_name(target))
+        if target is not None and not self.base_name:
+            raise ValueError("The agents' base (model) has no name_or_path, so a sentinel trained on it against "
+                             "another target could not find its base when it loads; pass its folder or Hub id as "
+                             "model, or set model.name_or_path to it.")
 
         # Seeded before the adapters and value heads are initialised: reproducible, and equal on every process.
         set_seed(args.seed)
-        peft_config = peft_config or lora_config(args, target.config.num_hidden_layers,
+        peft_config = peft_config or lora_config(args, base.config.num_hidden_layers,
                                                  target_modules=ATTENTION_PROJECTIONS)
         if sentinel is not None:
-            policy = PeftModel.from_pretrained(target, _adapter_dir(sentinel, "sentinel"), adapter_name="sentinel",
+            policy = PeftModel.from_pretrained(base, _adapter_dir(sentinel, "sentinel"), adapter_name="sentinel",
                                                is_trainable=True)
         else:
-            policy = get_peft_model(target, peft_config, adapter_name="sentinel")
+            policy = get_peft_model(base, peft_config, adapter_name="sentinel")
         if red_team is not None:
             policy.load_adapter(_adapter_dir(red_team, "red_team"), adapter_name="red_team", is_trainable=True)
         else:
             policy.add_adapter("red_team", peft_config)
         for name, param in policy.named_parameters():
             param.requires_grad = any(f".{agent}." in name for agent in AGENTS)
-        self.value_heads = ValueHeads(target.config.hidden_size, args.value_head_strategy, args.value_head_size)
+        self.value_heads = ValueHeads(base.config.hidden_size, args.value_head_strategy, args.value_head_size)
 
         self.safety_judge = safety_judge or RefusalJudge()
         self.helpfulness_judge = helpfulness_judge or RefusalJudge()
-        self._turn_end = user_turn_end(processing_class)
+        # The tokenizer whose chat template renders what the sentinel continues: the one a loaded sentinel renders
+        # prompts with (SentinelForCausalLM.refine): a local target's own, else the agents'.
+        self._head_tokenizer = processing_class if self.target_tokenizer is None else self.target_tokenizer
+        self._turn_end = user_turn_end(self._head_tokenizer)
         self._metrics: dict[str, list[float]] = defaultdict(list)
         super().__init__(model=policy, args=args, train_dataset=train_dataset, processing_class=processing_class,
                          callbacks=callbacks)
         self.value_heads.to(self.accelerator.device)
+        if isinstance(self.target, torch.nn.Module) and not getattr(self.target, "hf_device_map", None):
+            self.target.to(self.accelerator.device)
         # Each process draws its own prompts and tokens (data parallel); Trainer's checkpoints keep the RNG state.
         set_seed(args.seed + self.accelerator.process_index)
 
@@ -229,8 +262,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         benign = self._sample("benign", n_benign)
         conversations = [to_conversation(x) for x in attacks] + \
                         [to_conversation(b["prompt"], b.get("history")) for b in benign]
-        heads = [split_user_turn(self._render(conv), self._turn_end)[0] for conv in conversations]
-        batch = self._rollout("sentinel", heads, args.max_sentinel_tokens)
+        batch = self._rollout("sentinel", self._sentinel_heads(conversations), args.max_sentinel_tokens)
         refined = [[*conv[:-1], {**conv[-1], "content": conv[-1]["content"] + suffix}]
                    for conv, suffix in zip(conversations, batch["texts"])]
         answers = self._target_answers(refined)
@@ -255,7 +287,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         harmful, benign = self._sample("harmful", args.rollout_batch_size - n_benign), self._sample("benign", n_benign)
         conversations = [to_conversation(z["prompt"]) for z in harmful] + \
                         [to_conversation(b["prompt"], b.get("history")) for b in benign]
-        heads = [split_user_turn(self._render(c), self._turn_end)[0] for c in conversations]
+        heads = self._sentinel_heads(conversations)
         targets = [suffix_ids + [tokenizer.eos_token_id]] * len(harmful) + [[tokenizer.eos_token_id]] * len(benign)
         pad_id = pad_token_id(self.processing_class)
         queries = left_padded([tokenizer(h, add_special_tokens=False)["input_ids"] for h in heads], pad_id, device)
@@ -312,15 +344,27 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
     def _render(self, conversation: list[dict]) -> str:
         return render(self.processing_class, conversation, prefill=None, chat=True)
 
+    def _sentinel_heads(self, conversations: list[list[dict]]) -> list[str]:
+        """What the sentinel continues: each conversation rendered with the chat template the guarded target's prompts
+        are rendered with at inference (the target's own; for an endpoint, the agents' base's), cut where the last user
+        turn ends: the heads :meth:`SentinelForCausalLM.refine` gives the saved sentinel."""
+        return [split_user_turn(render(self._head_tokenizer, conv, prefill=None, chat=True), self._turn_end)[0]
+                for conv in conversations]
+
     def _target_answers(self, conversations: list[list[dict] | None]) -> list[str]:
-        """The target's greedy answers (adapters off); an empty attack (None) gets an empty answer."""
+        """The target's greedy answers (the base with adapters off, or the separate target, which reads the
+        conversations as text with its own tokenizer); an empty attack (None) gets an empty answer."""
         real = [c for c in conversations if c is not None]
         # seed=None: greedy answers need no seed, and re-seeding here would reset the rollouts' random stream.
         settings = GenerationSettings(max_new_tokens=self.args.target_max_new_tokens, batch_size=len(real) or 1,
                                       seed=None)
-        with self.model.disable_adapter():
-            answers = iter(generate(self.model.get_base_model(), self.processing_class, real, settings).responses
-                           if real else [])
+        if not real:
+            answers = iter([])
+        elif self.target is not None:
+            answers = iter(generate(self.target, self.target_tokenizer, real, settings).responses)
+        else:
+            with self.model.disable_adapter():
+                answers = iter(generate(self.model.get_base_model(), self.processing_class, real, settings).responses)
         return [next(answers) if c is not None else "" for c in conversations]
 
     def _sample(self, label: str, n: int) -> list[dict]:
@@ -441,7 +485,12 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         ``hf_sentinel.pipeline(..., sentinel=output_dir)`` and ``--defense sentinel:output_dir``, and holds its value
         head, its model card, and the red team it was trained against in ``red_team/`` (a PEFT LoRA adapter with
         its value head and card). Trainer's ``checkpoint-N`` folders are this folder too; training resumes from
-        them. Never pushes (see :meth:`push_to_hub`)."""
+        them. Never pushes (see :meth:`push_to_hub`).
+
+        Trained against a separate target, the folder records the agents' base (``sentinel_base_name_or_path``) and
+        the target (``target_name_or_path``, or ``target_endpoint`` and ``target_model_name``), and holds the
+        target's tokenizer and generation config (for an endpoint: the base's tokenizer), so it loads back with its
+        own base in front of that target, composed at text level."""
         from ..hub import write_model_card
 
         if not self.args.should_save:
@@ -449,18 +498,27 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         out = Path(output_dir or self.args.output_dir)
         config = SentinelConfig(target_name_or_path=self.target_name, sentinel_kind="lora",
                                 max_sentinel_tokens=self.args.max_sentinel_tokens)
+        tokenizer, generation_config = self.processing_class, self.model.get_base_model().generation_config
+        if isinstance(self.target, RemoteChatTarget):
+            config.target_name_or_path, config.target_endpoint = None, self.target.base_url
+            config.target_model_name, config.request_timeout = self.target.model, self.target.timeout
+            config.sentinel_base_name_or_path, generation_config = self.base_name, None
+        elif self.target is not None:
+            config.sentinel_base_name_or_path = self.base_name
+            tokenizer, generation_config = self.target_tokenizer, self.target.generation_config
         # The red team first: PEFT writes a named adapter into its own subfolder, but its card into `out`, where the
         # sentinel's card then replaces it.
         self.model.save_pretrained(out, selected_adapters=["red_team"])
-        write_sentinel_folder(out, config, self.model, self.processing_class,
-                              self.model.get_base_model().generation_config, card_extra=self._training_summary())
+        write_sentinel_folder(out, config, self.model, tokenizer, generation_config,
+                              card_extra=self._target_summary() + self._training_summary())
         save_file(self._value_head_state("sentinel"), out / VALUE_HEAD_NAME)
         red_team_dir = out / RED_TEAM_SUBFOLDER
         save_file(self._value_head_state("red_team"), red_team_dir / VALUE_HEAD_NAME)
         write_model_card(red_team_dir, kind="red-team", title="Red-team model (Stackelberg PPO)",
-                         summary=f"LoRA adapter of `{self.target_name}` trained to write prompts that make the target "
-                                 f"answer harmfully; the leader of the game the sentinel in `../` follows.",
-                         base_model=self.target_name, tags=["red-teaming", "peft", "lora"],
+                         summary=f"LoRA adapter of `{self.base_name}` trained to write prompts that make the target "
+                                 f"(`{self.target_name}`) answer harmfully; the leader of the game the sentinel in "
+                                 f"`../` follows.",
+                         base_model=self.base_name, tags=["red-teaming", "peft", "lora"],
                          extra=self._training_summary())
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
@@ -474,6 +532,16 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
                                       adapter_name=agent)
         heads = {**load_file(folder / VALUE_HEAD_NAME), **load_file(folder / RED_TEAM_SUBFOLDER / VALUE_HEAD_NAME)}
         self.value_heads.load_state_dict(heads)
+
+    def _target_summary(self) -> str:
+        """The card's words on the target trained against, when it is not the agents' base."""
+        if self.target is None:
+            return ""
+        kind = "an OpenAI-compatible endpoint" if isinstance(self.target, RemoteChatTarget) else "a separate model"
+        return (f"\n## Target\n\nTrained against `{self.target_name}` ({kind}), composed at text level: the sentinel "
+                f"and the red team are LoRA adapters of their own base, `{self.base_name}`, which with adapters off "
+                f"was the KL reference. The folder loads the target and that base "
+                f"(`SentinelForCausalLM.from_pretrained(folder)`).\n")
 
     def _training_summary(self) -> str:
         rewards = [(h["step"], h.get("red_team/reward"), h.get("sentinel/reward")) for h in self.state.log_history
@@ -495,6 +563,30 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def _same_model(model, target) -> bool:
+    """Whether ``target`` names the agents' base itself (the shared-base game)."""
+    if target is None or target is model:
+        return True
+    if not (isinstance(model, (str, Path)) and isinstance(target, (str, Path))):
+        return False
+    model, target = (DEFAULT_TARGET_NAME if str(name) == "default" else str(name) for name in (model, target))
+    return model == target or (Path(model).is_dir() and Path(model).resolve() == Path(target).resolve())
+
+
+def _load_target(target, tokenizer=None):
+    """``(target, tokenizer)`` of a separate target: a causal LM and its tokenizer, or a RemoteChatTarget and None;
+    ``(None, None)`` for none."""
+    if target is None:
+        return None, None
+    if isinstance(target, str) and target.startswith(("http://", "https://")):
+        target = RemoteChatTarget(target)
+    if isinstance(target, RemoteChatTarget):
+        if tokenizer is not None:
+            raise ValueError(f"target_processing_class goes with a local target; {target} answers text with its own.")
+        return target, None
+    return load_model_and_tokenizer(target, tokenizer, role="target")
 
 
 def _average_over_processes(accelerator, params: list[torch.Tensor]) -> None:
