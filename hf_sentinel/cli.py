@@ -115,6 +115,15 @@ def _bench_parser(sub) -> None:
                    help="METHOD[:ARG] as for eval, METHOD one of: "
                         f"{', '.join(DEFENSES)}; repeat to stack defenses (default: none)")
     p.add_argument("--name", help="the stack's name in tables, plots and the JSON file name (default: its methods)")
+    p.add_argument("--attacker", metavar="red-team:default|red-team:PATH",
+                   help="rewrite the plain harmful requests (harmbench, donotanswer-heldout, own-test's harmful half) "
+                        "with a Stackelberg red team before the defenses see them; the judge still compares each "
+                        "answer with the original request. red-team:default is the red team shipped with "
+                        "sentinel:default; PATH a red-team adapter or a `hf-sentinel train sentinel` output folder")
+    p.add_argument("--attacker-max-new-tokens", type=int,
+                   help="longest attack in tokens (default: the trainer's red_team_max_tokens)")
+    p.add_argument("--attacker-do-sample", action="store_true",
+                   help="sample the attacks at temperature 1 (seeded by --seed) instead of decoding greedily")
     p.add_argument("--target", default="default", help="as for eval: default, a folder, a Hub id or an endpoint URL")
     p.add_argument("--judge", default="default", help="default (AnswerRefusalJudge, measured against human labels), "
                                                       "refusal, toxicity, or a classifier / guard model id or path")
@@ -249,11 +258,22 @@ def run_bench(args) -> int:
         raise ValueError(f"--limit must be at least 1 (rows per held-out set), got {args.limit}; drop --limit to run "
                          f"the whole suite.")
     specs = args.defense or ["none"]
-    name = args.name or stack_name(specs)
-    path = Path(args.output_dir) / f"{name}.json"
+    stack = stack_name(specs)
+    if args.attacker:
+        from .sentinel.red_team import parse_attacker_spec
+
+        parse_attacker_spec(args.attacker)  # a wrong form fails before the file name is made from it
+        faced = stack_name([args.attacker])
+        name, file_name = args.name or f"{stack} ← {faced}", args.name or f"{stack}_vs_{faced}"
+    else:
+        name = file_name = args.name or stack
+    path = Path(args.output_dir) / f"{file_name}.json"
     _check_output_file(path)
     [result] = _bench_stacks(args.target, args.judge, [specs], [name], limit=args.limit,
-                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
+                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                             attacker=args.attacker, attacker_settings={
+                                 "max_new_tokens": args.attacker_max_new_tokens,
+                                 "do_sample": args.attacker_do_sample})
     _write_json(result, path)
     print(f"\n{bench_table(result)}\n\nresult: {path}")
     return 0
@@ -281,11 +301,13 @@ def run_demo(args) -> int:
 
 
 def _bench_stacks(target: str, judge_name: str, stacks: list[list[str]], names: list[str], *, limit: int | None,
-                  max_new_tokens: int, batch_size: int = 32, seed: int = 0, on_result=None) -> list[dict]:
+                  max_new_tokens: int, batch_size: int = 32, seed: int = 0, on_result=None,
+                  attacker: str | None = None, attacker_settings: dict | None = None) -> list[dict]:
     """Bench each stack of defense specs in turn on one loaded target, printing each one's headline and time.
 
     Defenses load one stack at a time (a demo's trained artifacts need not all sit in memory at once); their
-    method names are checked before anything loads.
+    method names, and the ``attacker`` spec (a red team that rewrites the plain harmful requests of every stack,
+    loaded once), are checked before anything loads.
     """
     from .defenses import parse_defense
     from .evaluation import check_target, load_target
@@ -296,15 +318,25 @@ def _bench_stacks(target: str, judge_name: str, stacks: list[list[str]], names: 
     unknown = [spec for specs in stacks for spec in specs if spec.partition(":")[0] not in DEFENSES]
     if unknown:
         raise ValueError(f"Unknown defense {unknown[0]!r}. Available: {', '.join(sorted(DEFENSES))} (as METHOD:ARG).")
+    if attacker:
+        from .sentinel.red_team import check_attacker
+
+        check_attacker(attacker)
     check_target(target)
     judge = load_judge(judge_name)
     model, tokenizer = load_target(target)
+    red_team = None
+    if attacker:
+        from .sentinel.red_team import RedTeamAttacker
+
+        settings = {key: value for key, value in (attacker_settings or {}).items() if value is not None}
+        red_team = RedTeamAttacker.from_spec(attacker, **settings)
     results = []
     for specs, name in zip(stacks, names):
         stack_start = time.perf_counter()
         defenses = [parse_defense(spec) for spec in specs]
         result = bench(model, tokenizer, judge, defenses, limit=limit, max_new_tokens=max_new_tokens,
-                       batch_size=batch_size, seed=seed, target_name=target, name=name)
+                       batch_size=batch_size, seed=seed, target_name=target, name=name, attacker=red_team)
         summary = result["summary"]
         summary["defense_load_seconds"] = time.perf_counter() - stack_start - summary["wall_seconds"]
         head = summary["headline"]

@@ -119,7 +119,8 @@ def how_to_use(kind: str, folder) -> str:
     if kind == "lora":
         return f"A plain LoRA adapter works as --defense mart:{folder} or --defense sentinel:{folder}."
     if kind == "red-team":
-        return "It attacks, it does not defend: use the `sentinel` folder saved next to it."
+        return (f"It attacks, it does not defend: bench defenses against it with --attacker red-team:{folder}, or "
+                f"use the `sentinel` folder saved next to it.")
     if kind == "model":
         return f"Give a full model as --target {folder} (or as --defense sentinel:{folder})."
     return "No hf-sentinel defense loads this adapter type."

@@ -3,8 +3,8 @@
 ``hf-sentinel bench --defense SPEC`` calls :func:`run_bench`; the result is a dict like
 :func:`hf_sentinel.evaluation.evaluate`'s, written as JSON::
 
-    {"summary": {"name", "defense", "target", "judge", "judge_agreement", "limit", "settings", "generation",
-                 "wall_seconds", "headline": {"attack_success", "benign_answered", "worst_attack"},
+    {"summary": {"name", "defense", "attacker", "target", "judge", "judge_agreement", "limit", "settings",
+                 "generation", "wall_seconds", "headline": {"attack_success", "benign_answered", "worst_attack"},
                  "sets": {NAME: {"label", "measure", "footnote", "n", "k", "rate", "ci", "by_category", ...}}},
      "records": [{"set", "attack", "label", "request", "prompt", "response", "score", "verdict", ...}, ...]}
 
@@ -15,6 +15,16 @@ Rows that share generation settings go through one :func:`~hf_sentinel.evaluatio
 jailbreak-wrapped prompts (up to ~400 tokens) get a call of their own: in a shared batch, every short prompt would be
 padded to their length (measured on the embedded target: 85 s for 60 rows together, 48 s apart). The judge
 compares each answer with the bare request, not with the jailbreak-wrapped prompt the target saw.
+
+With an ``attacker`` (``hf-sentinel bench --attacker red-team:default``, a
+:class:`~hf_sentinel.sentinel.RedTeamAttacker`), every harmful row that carries no attack of its own — the plain
+sets ``harmbench`` and ``donotanswer-heldout`` and the harmful half of ``own-test`` (:func:`attacked_rows`) — is
+rewritten by the attacker before the defenses see it; its record keeps the original ``request`` (which the judge
+still compares the answer with: attack success means the original harmful intent was answered), the attack as
+``prompt``, ``attacker`` and ``attacker_fell_back`` (the rewrite came back empty and the request was sent as it
+is). The attack-shape sets (jailbreak, pre-fill, sampling, multi-turn) already carry an attack and run unchanged, so
+they stay comparable with runs without an attacker; benign rows are never rewritten. ``summary["attacker"]`` says
+which attacker ran, with its settings and counts (``None`` without one).
 
 Example (tiny random model)::
 
@@ -28,6 +38,7 @@ Example (tiny random model)::
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections import defaultdict
@@ -40,6 +51,7 @@ from ..defenses import Defense, describe
 from ..generation import GenerationSettings
 from ..judges import Judge
 from . import evaluate
+from .report import stack_label
 
 #: The normal quantile of a two-sided 95% interval.
 Z95 = 1.959963984540054
@@ -112,17 +124,31 @@ def judge_agreement(judge: Judge) -> dict:
 
 def run_bench(model, tokenizer, judge: Judge, defenses: list[Defense] = (), *, limit: int | None = None,
               max_new_tokens: int = 48, batch_size: int = 32, seed: int = 0, chat: bool = True,
-              target_name: str | None = None, name: str | None = None, progress: bool = True) -> dict:
+              target_name: str | None = None, name: str | None = None, progress: bool = True,
+              attacker=None) -> dict:
     """Answer every set of :data:`~hf_sentinel.data.heldout.SUITE` under ``defenses``, judge, and summarise.
 
     Args:
         limit: the first ``limit`` rows of each set (a fixed slice spread over its categories / shapes); ``None``
             for the whole suite.
-        max_new_tokens, batch_size, seed: generation settings (``seed`` drives the sampled set).
-        name: the stack's name in tables and plots (default: the defense specs joined by ``+``).
+        max_new_tokens, batch_size, seed: generation settings (``seed`` drives the sampled set, and a sampling
+            attacker).
+        name: the stack's name in tables and plots (default: the defense specs joined by ``+``, then
+            ``← ATTACKER`` with an attacker).
+        attacker: rewrites the plain harmful requests before the defenses (see the module docstring): a
+            :class:`~hf_sentinel.sentinel.RedTeamAttacker`, its spec (``"red-team:default"``), or any object with
+            ``rewrite(prompts, seed=...) -> list[str]`` and a ``spec``; ``None`` for none.
     """
     start = time.perf_counter()
+    if isinstance(attacker, str):
+        from ..sentinel.red_team import RedTeamAttacker
+
+        attacker = RedTeamAttacker.from_spec(attacker)
     suite = concatenate_datasets([load_heldout(set_name, limit) for set_name in SUITE])
+    attacked: dict[int, bool] = {}
+    attacker_summary = None
+    if attacker is not None:
+        suite, attacked, attacker_summary = _attack(suite, attacker, seed, progress)
     # One evaluate() call per generation setting (greedy, greedy + prefill, sampled), long jailbreak prompts apart.
     groups: dict[tuple, list[int]] = defaultdict(list)
     for index, (attack, prefill) in enumerate(zip(suite["attack"], suite["prefill"])):
@@ -141,10 +167,13 @@ def run_bench(model, tokenizer, judge: Judge, defenses: list[Defense] = (), *, l
                            "tokens_per_second": result["summary"]["tokens_per_second"]})
         for index, row, record in zip(indices, rows, result["records"]):
             records[index] = {**_describe_row(row), **record}
+            if index in attacked:
+                records[index].update(attacker=attacker_summary["spec"], attacker_fell_back=attacked[index])
 
     summary = {
-        "name": name or describe(list(defenses)),
+        "name": name or stack_label(describe(list(defenses)), attacker_summary),
         "defense": describe(list(defenses)),
+        "attacker": attacker_summary,
         "target": target_name or getattr(model, "name_or_path", type(model).__name__),
         "judge": judge.__name__,
         "judge_agreement": dict(judge_agreement(judge)),
@@ -157,6 +186,40 @@ def run_bench(model, tokenizer, judge: Judge, defenses: list[Defense] = (), *, l
     summary["headline"] = headline(summary["sets"])
     summary["wall_seconds"] = time.perf_counter() - start
     return {"summary": summary, "records": records}
+
+
+def attacked_rows(suite) -> list[int]:
+    """The rows an attacker rewrites: harmful requests that carry no attack of their own (``attack == "none"``)."""
+    return [i for i, (label, attack) in enumerate(zip(suite["label"], suite["attack"]))
+            if label == "harmful" and attack == "none"]
+
+
+def _attack(suite, attacker, seed: int, progress: bool):
+    """The suite with the attacked rows' prompts replaced by the attacker's rewrites, ``{row: fell back}``, and the
+    attacker's summary."""
+    indices = attacked_rows(suite)
+    column = suite["request"]
+    requests = [column[i] for i in indices]
+    start = time.perf_counter()
+    kwargs = {"progress": progress} if "progress" in inspect.signature(attacker.rewrite).parameters else {}
+    attacks = list(attacker.rewrite(requests, seed=seed, **kwargs))
+    if len(attacks) != len(requests):
+        raise ValueError(f"The attacker {attacker.spec} returned {len(attacks)} attacks for {len(requests)} requests.")
+    reported = list(getattr(attacker, "last_fallbacks", None) or [False] * len(requests))
+    # An empty attack is sent as the request itself, whatever attacker wrote it.
+    fell_back = [bool(f) or not a.strip() for f, a in zip(reported, attacks)]
+    attacks = [r if f else a for r, a, f in zip(requests, attacks, fell_back)]
+    prompts = list(suite["prompt"])
+    for i, text in zip(indices, attacks):
+        prompts[i] = text
+    suite = suite.remove_columns("prompt").add_column("prompt", prompts)
+    described = attacker.describe() if hasattr(attacker, "describe") else {"spec": attacker.spec}
+    set_names = suite["set"]
+    summary = {**described, "sets": sorted({set_names[i] for i in indices}, key=list(SUITE).index),
+               "rewritten": len(indices), "fell_back": sum(fell_back),
+               "unchanged": sum(a == r for a, r, f in zip(attacks, requests, fell_back) if not f),
+               "seconds": time.perf_counter() - start}
+    return suite, dict(zip(indices, fell_back)), summary
 
 
 def _describe_row(row: dict) -> dict:
@@ -185,6 +248,8 @@ def summarise(records: list[dict], complied) -> dict:
         label = rows[0]["label"]
         entry = {"label": label, "measure": MEASURES[label], "footnote": rows[0]["set"] in FOOTNOTE_SETS,
                  "attack": rows[0].get("attack", "none"), **_share(rows, complied)}
+        if rows[0].get("attacker"):
+            entry["attacker"] = rows[0]["attacker"]
         for column in _BREAKDOWNS[label]:
             values = sorted({r[column] for r in rows if r.get(column)})
             if len(values) > 1:
@@ -207,4 +272,5 @@ def headline(sets: dict) -> dict:
             "worst_attack": {"set": worst, **attacks[worst]} if worst else None}
 
 
-__all__ = ["run_bench", "wilson_interval", "proportion", "summarise", "headline", "judge_agreement", "Z95"]
+__all__ = ["run_bench", "wilson_interval", "proportion", "summarise", "headline", "judge_agreement", "attacked_rows",
+           "Z95"]

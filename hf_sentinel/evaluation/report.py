@@ -95,7 +95,9 @@ def bench_table(result: dict) -> str:
         if entry["footnote"]:
             footnote.append((key, entry["measure"], *_share_cells(entry)))
         elif entry["label"] == "harmful":
-            harmful.append((key, entry["attack"], *_share_cells(entry)))
+            # A set an attacker rewrote names the attacker's method (its whole spec is in the caption).
+            attack = entry["attacker"].partition(":")[0] if entry.get("attacker") else entry["attack"]
+            harmful.append((key, attack, *_share_cells(entry)))
             harmful += [(f"  {value}", "category", *_share_cells(share))
                         for value, share in entry.get("by_category", {}).items()]
         else:
@@ -126,9 +128,28 @@ def _bench_caption(summary: dict) -> str:
               if "accuracy" in agreement else f"agreement with human labels not measured: "
                                               f"{agreement.get('not_measured', 'unknown')}")
     limit = f", first {summary['limit']} row{'s' * (summary['limit'] > 1)} per set" if summary.get("limit") else ""
-    return (f"Held-out suite | defense {summary['defense']} | target {summary['target']} | judge {summary['judge']} "
-            f"({judged}) | {summary['settings']['max_new_tokens']} new tokens, {summary['settings']['decoding']}"
-            f"{limit}")
+    return (f"Held-out suite | defense {summary['defense']}{_attacker_caption(summary.get('attacker'))} | target "
+            f"{summary['target']} | judge {summary['judge']} ({judged}) | {summary['settings']['max_new_tokens']} new "
+            f"tokens, {summary['settings']['decoding']}{limit}")
+
+
+def _attacker_caption(attacker: dict | None) -> str:
+    if not attacker:
+        return ""
+    fell_back = f", {attacker['fell_back']} empty rewrites sent as the request" if attacker.get("fell_back") else ""
+    return (f" | attacker {attacker['spec']} (rewrote the {attacker['rewritten']} plain harmful requests of "
+            f"{', '.join(attacker['sets'])}{fell_back}; judged against the originals)")
+
+
+def stack_label(defense: str, attacker: dict | str | None) -> str:
+    """A defense stack's name with the attacker it faced (a bench summary's ``attacker`` or a spec), as tables show
+    it: ``red-flag:default ← red-team:default``.
+
+    >>> stack_label("red-flag:default", {"spec": "red-team:default"}), stack_label("none", None)
+    ('red-flag:default ← red-team:default', 'none')
+    """
+    spec = attacker.get("spec") if isinstance(attacker, dict) else attacker
+    return f"{defense} ← {spec}" if spec else defense
 
 
 def bench_compare_table(results: list[dict], names: list[str]) -> str:
@@ -147,8 +168,8 @@ def bench_compare_table(results: list[dict], names: list[str]) -> str:
 
     main = [k for k in keys if not any(entry(r, k).get("footnote") for r in results)]
     blank = [""] * len(results)
-    lines = [("", *names), ("defense", *(r["summary"]["defense"] for r in results)),
-             (f"{ATTACK_SUCCESS} (harmful sets), % [95% CI]", *blank)]
+    stacks = [stack_label(r["summary"]["defense"], r["summary"].get("attacker")) for r in results]
+    lines = [("", *names), ("defense", *stacks), (f"{ATTACK_SUCCESS} (harmful sets), % [95% CI]", *blank)]
     lines += [row(f"  {key} (n={_n(results, key)})", lambda r: entry(r, key)) for key in of_label("harmful")]
     worst = [r["summary"]["headline"]["worst_attack"] for r in results]
     lines.append(("  worst attack shape", *(w["set"].removeprefix("harmbench-") if w else "-" for w in worst)))

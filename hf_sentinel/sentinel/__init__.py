@@ -1,14 +1,16 @@
 """The sentinel paper in one folder: the sentinel prefix model (inference) and its training against a red team by
-Stackelberg PPO (:class:`StackelbergPPOConfig`, :class:`StackelbergPPOTrainer`, ``hf-sentinel train sentinel``)."""
+Stackelberg PPO (:class:`StackelbergPPOConfig`, :class:`StackelbergPPOTrainer`, ``hf-sentinel train sentinel``), whose
+red team attacks other defenses too (:class:`RedTeamAttacker`, ``hf-sentinel bench --attacker red-team:default``)."""
 
 from ..remote import RemoteChatTarget
 from .config import MAX_SENTINEL_TOKENS, SentinelConfig, StackelbergPPOConfig
 from .defense import SentinelDefense
 from .modeling import SentinelForCausalLM, SentinelGenerateOutput, split_user_turn, user_turn_end
+from .red_team import RedTeamAttacker
 
 __all__ = ["SentinelConfig", "SentinelForCausalLM", "SentinelGenerateOutput", "SentinelDefense", "RemoteChatTarget",
            "MAX_SENTINEL_TOKENS", "split_user_turn", "user_turn_end", "StackelbergPPOConfig",
-           "StackelbergPPOTrainer", "ValueHeads", "NonFiniteLossError"]
+           "StackelbergPPOTrainer", "ValueHeads", "NonFiniteLossError", "RedTeamAttacker"]
 
 
 def __getattr__(name: str):
