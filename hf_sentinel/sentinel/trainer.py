@@ -263,7 +263,9 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
                                         args.red_team_max_tokens)["texts"]
             attacks += [x if x.strip() else z["prompt"] for x, z in zip(written, harmful[n_corpus:])]
         benign = self._sample("benign", n_benign)
-        conversations = [to_conversation(x) for x in attacks] + \
+        # A corpus request keeps the chat it comes late in (a multi-turn attack); the red team writes single turns.
+        conversations = [to_conversation(z["prompt"], z.get("history")) for z in harmful[:n_corpus]] + \
+                        [to_conversation(x) for x in attacks[n_corpus:]] + \
                         [to_conversation(b["prompt"], b.get("history")) for b in benign]
         batch = self._rollout("sentinel", self._sentinel_heads(conversations), args.max_sentinel_tokens)
         refined = [[*conv[:-1], {**conv[-1], "content": conv[-1]["content"] + suffix}]
@@ -288,8 +290,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         suffix_ids = suffix_ids[:args.max_sentinel_tokens - 1]
         n_benign = self._benign_count()
         harmful, benign = self._sample("harmful", args.rollout_batch_size - n_benign), self._sample("benign", n_benign)
-        conversations = [to_conversation(z["prompt"]) for z in harmful] + \
-                        [to_conversation(b["prompt"], b.get("history")) for b in benign]
+        conversations = [to_conversation(row["prompt"], row.get("history")) for row in harmful + benign]
         heads = self._sentinel_heads(conversations)
         targets = [suffix_ids + [tokenizer.eos_token_id]] * len(harmful) + [[tokenizer.eos_token_id]] * len(benign)
         pad_id = pad_token_id(self.processing_class)
