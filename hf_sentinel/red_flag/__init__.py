@@ -7,7 +7,8 @@
   defense for ``evaluate()``, the CLI (``--defense red-flag:PATH``) and ``hf_sentinel.pipeline(red_flag=PATH)``.
 """
 
-from .calibration import calibrate_threshold, red_flag_scores
+from ..training import calibrate_threshold
+from .calibration import red_flag_scores
 from .config import RedFlagConfig
 from .defense import RedFlagDefense
 from .modeling import add_red_flag_token, load_red_flag_model

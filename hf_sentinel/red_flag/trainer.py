@@ -396,7 +396,8 @@ class RedFlagTrainer(ArtifactPushMixin, Trainer):
 
     def calibrate(self, rows: list[dict] | None = None) -> float:
         """Set ``settings.threshold`` from the flag scores on calibration rows; return it."""
-        from .calibration import calibrate_threshold, red_flag_scores
+        from ..training import calibrate_threshold
+        from .calibration import red_flag_scores
 
         rows = rows if rows is not None else self._calibration_rows
         args = self.args

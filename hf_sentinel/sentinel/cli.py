@@ -1,8 +1,10 @@
 """Train a sentinel against a red team by Stackelberg PPO (optionally after a supervised warm start).
 
-    # a warm start only (40 supervised steps), LoRA on the top 8 decoder layers
+    # a warm start only (40 supervised steps), LoRA on the top 8 decoder layers, on the broad pools; its operating
+    # point (the p(suffix) threshold) chosen on their validation splits
     hf-sentinel train sentinel --output-dir outputs/sentinel-warm --max-steps 40 --warm-start-steps 40 \\
-        --lora-layers 8
+        --lora-layers 8 --harmful pool:harmful:train --benign pool:benign:train \\
+        --calibration-harmful pool:harmful:validation --calibration-benign pool:benign:validation
     # the game, both agents starting from the warm start's adapters
     hf-sentinel train sentinel --init-from outputs/sentinel-warm --output-dir outputs/sentinel --max-steps 6 \\
         --save-steps 2 --kl-coef 0.005
@@ -41,6 +43,12 @@ class ScriptArguments(TrainScriptArguments):
     init_from: str | None = field(default=None, metadata={
         "help": "Start both agents from the adapters of a previous run: its output dir or one of its checkpoint "
                 "folders (e.g. a warm-start run), instead of fresh LoRA adapters."})
+    calibration_harmful: str = field(default="", metadata={
+        "help": "Harmful requests no trainer reads, for the operating point (same forms as --harmful, e.g. "
+                "'pool:harmful:validation'); with --calibration-benign, training ends by choosing the p(suffix) "
+                "threshold on them (see --target-false-suffix-rate)."})
+    calibration_benign: str = field(default="", metadata={
+        "help": "Benign requests no trainer reads, for the operating point (e.g. 'pool:benign:validation')."})
     safety_judge: str = field(default="refusal", metadata={
         "help": "Judge of harm, the red team's reward and the sentinel's penalty: 'refusal' (keywords: 1 when the "
                 "target complied), 'default', 'toxicity', or a classifier / guard model id or folder."})
@@ -49,6 +57,9 @@ class ScriptArguments(TrainScriptArguments):
                 "--safety-judge: 'refusal' scores 1 when the target answered)."})
 
     def __post_init__(self):
+        if bool(self.calibration_harmful) != bool(self.calibration_benign):
+            raise ValueError("Give --calibration-harmful and --calibration-benign together (e.g. "
+                             "pool:harmful:validation and pool:benign:validation), or neither.")
         if self.target.startswith(("http://", "https://")) and not self.sentinel_base:
             raise ValueError(f"--target {self.target} is an endpoint: the sentinel and the red team need weights of "
                              f"their own to train. Give them a base with --sentinel-base (a local folder, a Hub id or "
@@ -73,15 +84,27 @@ def run(script_args: ScriptArguments, config: StackelbergPPOConfig) -> int:
         separate = {"target": target, "target_processing_class": target_tokenizer}
     else:
         base, tokenizer, separate = target, target_tokenizer, {}
+    calibration = None
+    if script_args.calibration_harmful:
+        from ..data import load_prompts
+        from ..training import labelled_prompts
+
+        calibration = labelled_prompts(load_prompts(script_args.calibration_harmful),
+                                       load_prompts(script_args.calibration_benign))
     trainer = StackelbergPPOTrainer(base, config, prompts, processing_class=tokenizer, safety_judge=safety_judge,
                                     helpfulness_judge=helpfulness_judge, red_team=script_args.init_from,
-                                    sentinel=script_args.init_from, **separate)
+                                    sentinel=script_args.init_from, calibration_dataset=calibration, **separate)
     trainer.train(resume_from_checkpoint=resume_argument(config))
     trainer.save_model()
     if not trainer.args.should_save:
         return 0
     chart = plot_rewards({config.value_head_strategy: [trainer.state.log_history]},
                          f"{config.output_dir}/rewards.png")
+    if trainer.calibration_report:
+        report = trainer.calibration_report
+        print(f"operating point: p(suffix) >= {report['suffix_threshold']:.4f}: {report['harmful_suffixed']}/"
+              f"{report['harmful_rows']} calibration harmful and {report['benign_suffixed']}/{report['benign_rows']} "
+              f"benign requests get a suffix")
     print(f"sentinel: {config.output_dir} (--defense sentinel:{config.output_dir})\n"
           f"red team: {config.output_dir}/red_team\nreward curves: {chart}")
     if config.push_to_hub:

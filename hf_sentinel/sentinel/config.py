@@ -55,8 +55,14 @@ class SentinelConfig(PreTrainedConfig):
         "help": "Sample the suffix instead of decoding it greedily."})
     sentinel_temperature: float = field(default=1.0, metadata={
         "help": "Sampling temperature of the sentinel when sentinel_do_sample is set."})
+    suffix_threshold: float | None = field(default=None, metadata={
+        "help": "The sentinel's operating point: it appends a suffix exactly when p(suffix) = 1 - p(end of turn) at "
+                "its first token reaches this threshold (calibrated on a validation split by "
+                "StackelbergPPOTrainer); None decodes the first token like the others."})
 
     def __post_init__(self, **kwargs):
+        if self.suffix_threshold is not None and not 0.0 <= self.suffix_threshold <= 1.0:
+            raise ValueError(f"suffix_threshold is a probability and must lie in [0, 1], got {self.suffix_threshold}.")
         if not 1 <= self.max_sentinel_tokens <= MAX_SENTINEL_TOKENS:
             raise ValueError(f"max_sentinel_tokens={self.max_sentinel_tokens} is over the sentinel budget of "
                              f"{MAX_SENTINEL_TOKENS} tokens; use a value from 1 to {MAX_SENTINEL_TOKENS}.")
@@ -161,6 +167,15 @@ class StackelbergPPOConfig(LoraTrainingArguments):
         warm_start_learning_rate (`float`, *optional*, defaults to `1e-3`):
             Learning rate of the warm-start steps (supervised steps take a larger one than PPO updates).
 
+        > The operating point, chosen on a calibration (validation) split after training
+
+        target_false_suffix_rate (`float`, *optional*, defaults to `0.02`):
+            Calibration picks the p(suffix) threshold at which at most this share of the benign calibration
+            requests get a suffix (each suffixed benign request is likely refused).
+        suffix_threshold (`float` or `None`, *optional*, defaults to `None`):
+            A fixed p(suffix) threshold in [0, 1] instead of calibrating one; with neither, the saved sentinel
+            decodes its first token like the others.
+
         > Overrides of `TrainingArguments` defaults
 
         learning_rate (`float`, *optional*, defaults to `2e-4`):
@@ -237,6 +252,14 @@ class StackelbergPPOConfig(LoraTrainingArguments):
     warm_start_learning_rate: float = field(default=1e-3, metadata={
         "help": "Learning rate of the warm-start steps (supervised steps take a larger one than PPO updates)."})
 
+    # The operating point, chosen on a calibration (validation) split after training
+    target_false_suffix_rate: float = field(default=0.02, metadata={
+        "help": "Calibration picks the p(suffix) threshold at which at most this share of the benign calibration "
+                "requests get a suffix (each suffixed benign request is likely refused)."})
+    suffix_threshold: float | None = field(default=None, metadata={
+        "help": "A fixed p(suffix) threshold in [0, 1] instead of calibrating one; with neither, the saved sentinel "
+                "decodes its first token like the others."})
+
     # Overrides of TrainingArguments defaults that suit this trainer
     learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate of the agents' LoRA adapters."})
     lr_scheduler_type: str = field(default="constant", metadata={
@@ -255,9 +278,11 @@ class StackelbergPPOConfig(LoraTrainingArguments):
         if self.rollout_batch_size < 1 or self.rollout_batch_size % self.num_mini_batches:
             raise ValueError(f"rollout_batch_size={self.rollout_batch_size} must be a positive multiple of "
                              f"num_mini_batches={self.num_mini_batches}.")
-        for name in ("corpus_fraction", "benign_fraction"):
+        for name in ("corpus_fraction", "benign_fraction", "target_false_suffix_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if self.suffix_threshold is not None and not 0.0 <= self.suffix_threshold <= 1.0:
+            raise ValueError(f"suffix_threshold is a probability and must lie in [0, 1], got {self.suffix_threshold}.")
         if "{prompt}" not in self.red_team_instruction:
             raise ValueError("red_team_instruction must contain '{prompt}' (where the harmful prompt goes).")
         if self.kl_estimator not in ("k1", "k3"):

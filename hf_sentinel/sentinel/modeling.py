@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationMixin, LogitsProcessorList, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from ..defaults import resolve_model_path
@@ -29,6 +29,7 @@ from ..generation import decoding_kwargs, left_padded, pad_token_id
 from ..loading import artifact_folder, check_artifact_kind, same_vocabulary
 from ..remote import RemoteChatTarget
 from .config import SentinelConfig
+from .decision import SuffixDecisionProcessor
 
 SENTINEL_SUBFOLDER = "sentinel"
 _MARK = "\x00SENTINEL-USER-TURN-END\x00"
@@ -198,9 +199,13 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
         device = next(self.sentinel.parameters()).device
         inputs = left_padded(rows, pad_id, device)
         sampling = decoding_kwargs(self.config.sentinel_do_sample, self.config.sentinel_temperature)
+        # The operating point: append exactly where p(suffix) at the first token reaches the calibrated threshold.
+        threshold = self.config.suffix_threshold
+        decision = [] if threshold is None else [SuffixDecisionProcessor(tok.eos_token_id, threshold)]
         with self._sentinel_pass():
             output = self.sentinel.generate(**inputs, max_new_tokens=self.config.max_sentinel_tokens,
-                                            eos_token_id=tok.eos_token_id, pad_token_id=pad_id, **sampling)
+                                            eos_token_id=tok.eos_token_id, pad_token_id=pad_id,
+                                            logits_processor=LogitsProcessorList(decision), **sampling)
         suffixes = []
         for row in output[:, inputs["input_ids"].shape[1]:].tolist():
             suffixes.append(row[:row.index(tok.eos_token_id)] if tok.eos_token_id in row else row)

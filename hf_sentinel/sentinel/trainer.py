@@ -44,8 +44,10 @@ from ..generation import GenerationSettings, generate, left_padded, pad_token_id
 from ..judges import RefusalJudge
 from ..remote import RemoteChatTarget
 from ..training import (
+    LABELS,
     ArtifactPushMixin,
     base_model_name,
+    calibrate_threshold,
     check_prompt_dataset,
     checked_scores,
     load_model_and_tokenizer,
@@ -100,6 +102,9 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
             its own tokenizer. The saved sentinel loads back onto that target on its own base. ``None`` (default):
             the shared-base game.
         target_processing_class: the target's tokenizer, with a target model object.
+        calibration_dataset: rows like ``train_dataset``, never trained on (a validation split): after training,
+            :meth:`calibrate` picks the sentinel's operating point on them, the p(suffix) threshold at which at most
+            ``args.target_false_suffix_rate`` of the benign rows get a suffix; saved with the sentinel.
 
     Example (tiny random model, two rounds)::
 
@@ -122,7 +127,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
     def __init__(self, model="default", args: StackelbergPPOConfig | None = None, train_dataset=None,
                  eval_dataset=None, processing_class=None, safety_judge=None, helpfulness_judge=None,
                  peft_config=None, callbacks=None, red_team: str | None = None, sentinel: str | None = None,
-                 target=None, target_processing_class=None):
+                 target=None, target_processing_class=None, calibration_dataset=None):
         from peft import PeftModel, get_peft_model
 
         args = args or StackelbergPPOConfig(output_dir="stackelberg-ppo")
@@ -132,6 +137,12 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         check_prompt_dataset(train_dataset, "train_dataset", ("prompt", "label"))
         # Plain rows: a step draws its prompts by index, many times per round.
         self.prompts = {label: rows.to_list() for label, rows in split_by_label(train_dataset).items()}
+        if calibration_dataset is not None:
+            check_prompt_dataset(calibration_dataset, "calibration_dataset", ("prompt", "label"))
+        self._calibration_rows = calibration_dataset.to_list() if calibration_dataset is not None else []
+        #: The p(suffix) threshold the saved sentinel decides with (see :meth:`calibrate`); ``None``: plain decoding.
+        self.suffix_threshold = args.suffix_threshold
+        self.calibration_report: dict = {}
         if not self.prompts["harmful"]:
             raise ValueError("train_dataset has no 'harmful' rows, which the red team rewrites; build it with "
                              "hf_sentinel.training.labelled_prompts(harmful, benign).")
@@ -310,6 +321,51 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
             grad_norm = self._apply_gradients(loss)
         self._record({"warm_start/loss": loss.item(), "warm_start/grad_norm": grad_norm})
         return loss.item()
+
+    # ------------------------------------------------------------------------------- the operating point
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """Train (``resume_from_checkpoint`` works as in ``transformers.Trainer``), then calibrate the operating
+        point on ``calibration_dataset`` when one was given and ``args.suffix_threshold`` is unset."""
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
+        if self.args.suffix_threshold is None and self._calibration_rows:
+            self.calibrate()
+        return output
+
+    def calibrate(self, rows: list[dict] | None = None) -> float:
+        """Set :attr:`suffix_threshold` from the sentinel's p(suffix) on calibration rows (``prompt``, ``label``,
+        optional ``history``; default: ``calibration_dataset``) and return it: at most
+        ``args.target_false_suffix_rate`` of the benign rows reach it, with a margin towards the harmful rows when
+        the two separate (:func:`~hf_sentinel.training.calibrate_threshold`)."""
+        rows = rows if rows is not None else self._calibration_rows
+        scores = {label: self.suffix_probabilities([to_conversation(r["prompt"], r.get("history"))
+                                                    for r in rows if r["label"] == label]) for label in LABELS}
+        if not scores["benign"]:
+            raise ValueError("The calibration rows have no benign request; the false-suffix rate needs benign ones.")
+        self.suffix_threshold = calibrate_threshold(scores["benign"], self.args.target_false_suffix_rate,
+                                                    scores["harmful"] or None)
+        self.calibration_report = {
+            "suffix_threshold": self.suffix_threshold, "target_false_suffix_rate": self.args.target_false_suffix_rate,
+            **{f"{label}_rows": len(scores[label]) for label in LABELS},
+            **{f"{label}_suffixed": sum(p >= self.suffix_threshold for p in scores[label]) for label in LABELS}}
+        return self.suffix_threshold
+
+    @torch.no_grad()
+    def suffix_probabilities(self, conversations: list[list[dict]]) -> list[float]:
+        """The sentinel's p(suffix) = 1 − p(end of turn) at its first token, per conversation: the decision that
+        the operating point thresholds."""
+        tokenizer, eos = self.processing_class, self.processing_class.eos_token_id
+        self.model.set_adapter("sentinel")
+        probabilities = []
+        for first in range(0, len(conversations), self.args.rollout_batch_size):
+            heads = self._sentinel_heads(conversations[first:first + self.args.rollout_batch_size])
+            inputs = left_padded([tokenizer(h, add_special_tokens=False)["input_ids"] for h in heads],
+                                 pad_token_id(tokenizer), self.accelerator.device)
+            # Left padding: positions count real tokens only, as generate() counts them.
+            positions = (inputs["attention_mask"].cumsum(1) - 1).clamp(min=0)
+            logits = self.model(**inputs, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+            probabilities += (1 - torch.softmax(logits, -1)[:, eos]).tolist()
+        return probabilities
 
     # --------------------------------------------------------------------------------------- rollouts
 
@@ -501,7 +557,8 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
             return
         out = Path(output_dir or self.args.output_dir)
         config = SentinelConfig(target_name_or_path=self.target_name, sentinel_kind="lora",
-                                max_sentinel_tokens=self.args.max_sentinel_tokens)
+                                max_sentinel_tokens=self.args.max_sentinel_tokens,
+                                suffix_threshold=self.suffix_threshold)
         tokenizer, generation_config = self.processing_class, self.model.get_base_model().generation_config
         if isinstance(self.target, RemoteChatTarget):
             config.target_name_or_path, config.target_endpoint = None, self.target.base_url
@@ -514,7 +571,8 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         # sentinel's card then replaces it.
         self.model.save_pretrained(out, selected_adapters=["red_team"])
         write_sentinel_folder(out, config, self.model, tokenizer, generation_config,
-                              card_extra=self._target_summary() + self._training_summary())
+                              card_extra=self._target_summary() + self._training_summary() +
+                              self._calibration_summary())
         save_file(self._value_head_state("sentinel"), out / VALUE_HEAD_NAME)
         red_team_dir = out / RED_TEAM_SUBFOLDER
         save_file(self._value_head_state("red_team"), red_team_dir / VALUE_HEAD_NAME)
@@ -536,6 +594,17 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
                                       adapter_name=agent)
         heads = {**load_file(folder / VALUE_HEAD_NAME), **load_file(folder / RED_TEAM_SUBFOLDER / VALUE_HEAD_NAME)}
         self.value_heads.load_state_dict(heads)
+
+    def _calibration_summary(self) -> str:
+        """The card's words on the operating point."""
+        report = self.calibration_report
+        if not report:
+            return ""
+        return (f"\n## Operating point\n\nThe sentinel appends a suffix when p(suffix) at its first token is at least "
+                f"{report['suffix_threshold']:.4f}, calibrated on {report['harmful_rows']} harmful and "
+                f"{report['benign_rows']} benign requests no trainer read: {report['harmful_suffixed']} of the "
+                f"harmful and {report['benign_suffixed']} of the benign ones reach it (target false-suffix rate "
+                f"{report['target_false_suffix_rate']:g}).\n")
 
     def _target_summary(self) -> str:
         """The card's words on the target trained against, when it is not the agents' base."""
