@@ -1,71 +1,172 @@
-"""Latency of sentinel-guarded vs. plain generation on the embedded target (shared-base LoRA sentinel).
+"""Latency of sentinel-guarded vs. plain generation on the embedded target, measured side by side in one run.
 
-    python benchmarks/sentinel_latency.py [--sentinel PATH] [--prompts 16] [--batch-size 1] [--repeats 3]
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/sentinel_latency.py   # --batch-sizes 1 16 --prompts 16
 
-Without --sentinel it uses a freshly initialised LoRA sentinel with random weights (so it writes a suffix of
-realistic length; an untrained zero-init adapter is the base model, which often appends nothing). Plain and
-guarded runs alternate, so both see the same machine load; the ratio is of median wall times.
+The sentinel is the shipped one (``--sentinel default``: a LoRA on the top 8 of the target's 30 layers, sharing
+the target's weights) unless ``--sentinel`` names another folder. The prompts are a fixed mix: half of
+``--prompts`` from ``harmful:test``, half from ``benign:test`` (shuffled with seed 1), taken in turn. The shipped
+sentinel appends its instruction mostly to harmful requests, so the two kinds cost it differently, and the target's
+answers to them differ in length: the table shows the mix and each kind alone.
+
+A batch is one ``generate()`` call with ``--batch-sizes`` conversations, as the server makes one of concurrent
+requests: the sentinel refines the batch, then the target answers it. For each batch size, plain and guarded runs
+alternate (harmful, benign, then the mix), so machine load hits both alike; the table shows medians of
+``--repeats``. At batch 1 the mix's batches are the two kinds' batches, so its times are their sums. Columns: wall
+seconds; guarded/plain; the sentinel pass's share of the guarded time (``SentinelForCausalLM.suffix_token_ids``
+over the prompt heads); the target's prefill share of the guarded time (its forward passes over the whole refined
+prompts: what sharing the lower layers' prompt key/value cache with the sentinel pass could save a part of); mean
+suffix tokens; mean answer tokens, plain and guarded.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
-import tempfile
 import time
+from datetime import datetime
 
 import torch
 
 
+class Clock:
+    """Seconds spent in the sentinel pass (``suffix_token_ids``) and in the target's prefill (forward passes of
+    ``model`` over more than one new token, outside the sentinel pass), and the suffix lengths written."""
+
+    def __init__(self, sentinel, model):
+        self.sentinel_s = self.prefill_s = 0.0
+        self.suffix_tokens: list[int] = []
+        self._in_sentinel, self._started = False, None
+        suffix_token_ids = sentinel.suffix_token_ids
+
+        def timed_suffix_token_ids(heads):
+            start, self._in_sentinel = time.perf_counter(), True
+            try:
+                ids = suffix_token_ids(heads)
+            finally:
+                self._in_sentinel = False
+                self.sentinel_s += time.perf_counter() - start
+            self.suffix_tokens += map(len, ids)
+            return ids
+
+        sentinel.suffix_token_ids = timed_suffix_token_ids
+        model.register_forward_pre_hook(self._before_forward, with_kwargs=True)
+        model.register_forward_hook(self._after_forward, with_kwargs=True)
+
+    def reset(self) -> None:
+        self.sentinel_s = self.prefill_s = 0.0
+        self.suffix_tokens = []
+
+    def _before_forward(self, module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if not self._in_sentinel and input_ids is not None and input_ids.shape[1] > 1:
+            self._started = time.perf_counter()
+
+    def _after_forward(self, module, args, kwargs, output):
+        if self._started is not None:
+            self.prefill_s += time.perf_counter() - self._started
+            self._started = None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sentinel", help="sentinel folder (default: a random-weight LoRA over the target)")
-    parser.add_argument("--prompts", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--sentinel", default="default", help="sentinel folder (default: the shipped sentinel)")
+    parser.add_argument("--prompts", type=int, default=16, help="half harmful, half benign")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-
-    from peft import LoraConfig, get_peft_model
+    if args.prompts < 2 or args.prompts % 2:
+        parser.error("--prompts must be even: half harmful, half benign.")
 
     from hf_sentinel import load_default_target, load_prompts
+    from hf_sentinel.defaults import pretrained_path
     from hf_sentinel.generation import GenerationSettings, generate, to_conversation
     from hf_sentinel.sentinel import SentinelDefense, SentinelForCausalLM
 
     model, tokenizer = load_default_target()
-    sentinel_path = args.sentinel
-    if sentinel_path is None:
-        sentinel_path = tempfile.mkdtemp()
-        torch.manual_seed(0)
-        adapter = get_peft_model(load_default_target()[0], LoraConfig(r=8, target_modules=["q_proj", "v_proj"],
-                                                                     init_lora_weights=False))
-        adapter.save_pretrained(sentinel_path)
-    sentinel = SentinelForCausalLM.from_pretrained(sentinel_path, target=model, target_tokenizer=tokenizer)
-    assert sentinel.sentinel.base_model.model is model, "the sentinel must share the target's base weights"
+    path = pretrained_path("sentinel") if args.sentinel == "default" else args.sentinel
+    sentinel = SentinelForCausalLM.from_pretrained(path, target=model, target_tokenizer=tokenizer)
+    if sentinel.is_lora and sentinel.sentinel.base_model.model is not model:
+        raise SystemExit(f"The LoRA sentinel {path} runs on a base of its own; this benchmark measures one that "
+                         f"shares the target's weights.")
     defense = SentinelDefense(sentinel)
+    clock = Clock(sentinel, model)
 
-    prompts = load_prompts("benign:test", limit=args.prompts)["prompt"]
-    conversations = [to_conversation(p) for p in prompts]
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    generate(model, tokenizer, conversations[:2], settings, [defense])  # warm-up
+    kinds = {kind: [to_conversation(r["prompt"], r.get("history"))
+                    for r in load_prompts(f"{kind}:test", limit=args.prompts // 2, seed=1)]
+             for kind in ("harmful", "benign")}
+    kinds["mix"] = [conv for pair in zip(kinds["harmful"], kinds["benign"]) for conv in pair]
 
-    times = {"plain": [], "guarded": []}
-    suffix_tokens = []
-    for _ in range(args.repeats):
-        for name, defenses in (("plain", []), ("guarded", [defense])):
-            start = time.perf_counter()
-            result = generate(model, tokenizer, conversations, settings, defenses)
-            times[name].append(time.perf_counter() - start)
-            if defenses:
-                suffix_tokens += [len(tokenizer(e["sentinel_suffix"], add_special_tokens=False)["input_ids"])
-                                  for e in result.extras]
-    plain, guarded = statistics.median(times["plain"]), statistics.median(times["guarded"])
-    print(f"{len(prompts)} prompts, batch {args.batch_size}, {args.max_new_tokens} new tokens, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
-    print(f"plain    {plain:7.2f} s  ({1000 * plain / len(prompts):.0f} ms/prompt)")
-    print(f"guarded  {guarded:7.2f} s  ({1000 * guarded / len(prompts):.0f} ms/prompt), "
-          f"mean suffix {statistics.mean(suffix_tokens):.1f} tokens")
-    print(f"ratio guarded/plain = {guarded / plain:.2f}")
+    print(f"sentinel latency, {datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(f"host {platform.node()}: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
+          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    layers = _adapted_layers(sentinel)
+    print(f"sentinel {path} ({sentinel.config.sentinel_kind}{layers}, at most {sentinel.config.max_sentinel_tokens} "
+          f"tokens); {len(kinds['harmful'])} harmful + {len(kinds['benign'])} benign prompts; "
+          f"{args.max_new_tokens} new tokens, greedy; median of {args.repeats} alternating repeats\n")
+    print(f"{'batch':>5} {'prompts':>8} {'plain s':>8} {'guarded s':>10} {'guarded/plain':>14} {'sentinel %':>11} "
+          f"{'prefill %':>10} {'suffix tok':>11} {'answer tok plain → guarded':>27}")
+    mixes = []
+    for batch_size in args.batch_sizes:
+        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=batch_size)
+        generate(model, tokenizer, kinds["mix"][:batch_size], settings, [defense])  # warm-up
+        runs = {name: [] for name in kinds}  # per repeat: {"plain": s, "guarded": s, "sentinel": s, ...}
+        for _ in range(args.repeats):
+            for name, conversations in kinds.items():
+                if name == "mix" and batch_size == 1:
+                    continue
+                runs[name].append(_measure(model, tokenizer, conversations, settings, defense, clock))
+        if batch_size == 1:  # the mix's batches are the two kinds' batches
+            runs["mix"] = [{key: h[key] + b[key] for key in h} for h, b in zip(runs["harmful"], runs["benign"])]
+        for name, rows in runs.items():
+            print(_table_row(batch_size, name, rows, len(kinds[name])))
+        mixes.append(statistics.median(r["guarded"] / r["plain"] for r in runs["mix"]))
+    print("\nguarded/plain on the mix (goal: at most 1.5×): " +
+          ", ".join(f"batch {b} {ratio:.2f}×" for b, ratio in zip(args.batch_sizes, mixes)))
+
+
+def _table_row(batch_size: int, name: str, rows: list[dict], prompts: int) -> str:
+    """One line of the table: medians over the repeats' ``rows`` (ratios and shares: medians of each repeat's)."""
+    def median(value):
+        return statistics.median(value(row) for row in rows)
+
+    return (f"{batch_size:>5} {name:>8} {median(lambda r: r['plain']):>8.2f} {median(lambda r: r['guarded']):>10.2f} "
+            f"{median(lambda r: r['guarded'] / r['plain']):>13.2f}× "
+            f"{100 * median(lambda r: r['sentinel'] / r['guarded']):>10.1f}% "
+            f"{100 * median(lambda r: r['prefill'] / r['guarded']):>9.1f}% "
+            f"{median(lambda r: r['suffix_tokens']) / prompts:>11.1f} "
+            f"{median(lambda r: r['plain_tokens']) / prompts:>15.1f} → "
+            f"{median(lambda r: r['guarded_tokens']) / prompts:>5.1f}")
+
+
+def _measure(model, tokenizer, conversations, settings, defense, clock) -> dict:
+    """Plain, then guarded generation of ``conversations``, one ``generate()`` call per batch: seconds, the
+    sentinel's and the target's prefill seconds in the guarded run, and token counts (totals over the run)."""
+    from hf_sentinel.generation import generate
+
+    batches = [conversations[i:i + settings.batch_size] for i in range(0, len(conversations), settings.batch_size)]
+    counts = {}
+    for name, defenses in (("plain", []), ("guarded", [defense])):
+        clock.reset()
+        start, tokens = time.perf_counter(), 0
+        for batch in batches:
+            tokens += generate(model, tokenizer, batch, settings, defenses).new_tokens
+        counts |= {name: time.perf_counter() - start, f"{name}_tokens": tokens}
+    return {**counts, "sentinel": clock.sentinel_s, "prefill": clock.prefill_s,
+            "suffix_tokens": sum(clock.suffix_tokens)}
+
+
+def _adapted_layers(sentinel) -> str:
+    """``", LoRA r16 on layers 22-29 of 30"`` for a LoRA sentinel that names its layers; else ``""``."""
+    if not sentinel.is_lora:
+        return ""
+    adapter = next(iter(sentinel.sentinel.peft_config.values()))
+    total = sentinel.target.config.num_hidden_layers
+    layers = adapter.layers_to_transform
+    layers = [layers] if isinstance(layers, int) else sorted(layers or range(total))
+    return f" r{adapter.r} on layers {layers[0]}-{layers[-1]} of {total}"
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList, TextIteratorStreamer
 
 import hf_sentinel
 from hf_sentinel.cli import main as cli_main
@@ -77,6 +77,48 @@ def test_lora_sentinel_shares_the_target_weights_and_is_off_for_the_target(guard
     # ... while the target, outside the sentinel pass, is the plain model.
     direct = generate(model, tokenizer, [refined], GenerationSettings(max_new_tokens=5)).responses
     assert guarded.chat([HELLO], max_new_tokens=5)[0]["response"] == direct[0]
+
+
+def test_sentinel_pass_writes_what_greedy_generate_writes(tiny_llama):
+    """continue_rows (the sentinel pass) runs the heads' shared opening once and lets each row leave the batch at its
+    stop token; its greedy continuations are generate()'s, token for token, the operating point's processor
+    included."""
+    from hf_sentinel.generation import left_padded
+    from hf_sentinel.sentinel.decision import SuffixDecisionProcessor
+    from hf_sentinel.sentinel.modeling import continue_rows
+
+    _, tokenizer = tiny_llama
+    model, _ = tiny_model(tie_word_embeddings=False)  # untied: a random model's continuations vary
+    torch.manual_seed(1)
+    sentinel = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    texts = ["Hi", "Please explain how encryption works", "What is the capital of France?", "Tell me a story",
+             "Write a long poem about the sea and the wind over the water"]
+    turn_end = user_turn_end(tokenizer)
+    heads = [split_user_turn(tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                           add_generation_prompt=True), turn_end)[0] for text in texts]
+    rows = [tokenizer(head, add_special_tokens=False)["input_ids"] for head in heads]
+    assert len({len(row) for row in rows}) > 1  # left padding, under a shared chat opening
+
+    def cut(row, stop):
+        return row[:row.index(stop)] if stop in row else row
+
+    free = continue_rows(sentinel, rows, 8, stop_id=-1)
+    # A stop token that ends the rows after different numbers of tokens (some never), so rows leave mid-batch.
+    stop = next(t for t in free[0] if len({len(cut(row, t)) for row in free}) > 2)
+    inputs = left_padded(rows, tokenizer.pad_token_id, "cpu")
+    for threshold in (None, 0.0):  # 0.0: the stop token is forbidden at the first step
+        def processors():
+            return LogitsProcessorList([] if threshold is None else [SuffixDecisionProcessor(stop, threshold)])
+
+        reference = sentinel.generate(**inputs, max_new_tokens=8, do_sample=False, eos_token_id=stop,
+                                      pad_token_id=tokenizer.pad_token_id, logits_processor=processors())
+        expected = [cut(row, stop) for row in reference[:, inputs["input_ids"].shape[1]:].tolist()]
+        assert continue_rows(sentinel, rows, 8, stop, processors()) == expected
+    torch.manual_seed(0)
+    sampled = continue_rows(sentinel, rows, 8, stop, temperature=1.0)
+    torch.manual_seed(0)
+    assert continue_rows(sentinel, rows, 8, stop, temperature=1.0) == sampled
+    assert all(len(row) <= 8 and stop not in row for row in sampled)
 
 
 def test_generate_returns_the_original_prompt_then_the_answer(guarded, target):

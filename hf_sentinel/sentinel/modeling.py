@@ -21,15 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationMixin, LogitsProcessorList, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+    GenerationMixin,
+    LogitsProcessorList,
+    PreTrainedModel,
+)
 from transformers.utils import ModelOutput
 
 from ..defaults import resolve_model_path
-from ..generation import decoding_kwargs, left_padded, pad_token_id
+from ..generation import left_padded, pad_token_id
 from ..loading import artifact_folder, check_artifact_kind, same_vocabulary
 from ..remote import RemoteChatTarget
 from .config import SentinelConfig
 from .decision import SuffixDecisionProcessor
+from .sampling import draw, shared_opening
 
 SENTINEL_SUBFOLDER = "sentinel"
 _MARK = "\x00SENTINEL-USER-TURN-END\x00"
@@ -190,26 +198,22 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
     @torch.no_grad()
     def suffix_token_ids(self, heads: list[str]) -> list[list[int]]:
         """The sentinel's continuation of each prompt head, as its token ids: at most ``max_sentinel_tokens``,
-        cut before its end-of-turn token."""
+        cut before its end-of-turn token.
+
+        Greedy, or with ``sentinel_do_sample`` sampled at ``sentinel_temperature`` from the sentinel's whole
+        distribution, as its training rollouts sample (:func:`continue_rows`: one batch, in which a row stops costing
+        anything at its end of turn)."""
         tok = self.sentinel_tokenizer
-        pad_id = pad_token_id(tok)
         rows = [tok(head, add_special_tokens=False)["input_ids"] for head in heads]
         if not all(rows):
             raise ValueError("Empty prompt: the sentinel needs some text to continue.")
-        device = next(self.sentinel.parameters()).device
-        inputs = left_padded(rows, pad_id, device)
-        sampling = decoding_kwargs(self.config.sentinel_do_sample, self.config.sentinel_temperature)
         # The operating point: append exactly where p(suffix) at the first token reaches the calibrated threshold.
         threshold = self.config.suffix_threshold
         decision = [] if threshold is None else [SuffixDecisionProcessor(tok.eos_token_id, threshold)]
+        temperature = self.config.sentinel_temperature if self.config.sentinel_do_sample else 0.0
         with self._sentinel_pass():
-            output = self.sentinel.generate(**inputs, max_new_tokens=self.config.max_sentinel_tokens,
-                                            eos_token_id=tok.eos_token_id, pad_token_id=pad_id,
-                                            logits_processor=LogitsProcessorList(decision), **sampling)
-        suffixes = []
-        for row in output[:, inputs["input_ids"].shape[1]:].tolist():
-            suffixes.append(row[:row.index(tok.eos_token_id)] if tok.eos_token_id in row else row)
-        return suffixes
+            return continue_rows(self.sentinel, rows, self.config.max_sentinel_tokens, tok.eos_token_id,
+                                 LogitsProcessorList(decision), temperature)
 
     def sentinel_suffixes(self, heads: list[str]) -> list[str]:
         """The sentinel's suffix for each prompt head, as text ("" when it appends nothing)."""
@@ -292,6 +296,52 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def continue_rows(model, rows: list[list[int]], max_new_tokens: int, stop_id: int,
+                  processors: LogitsProcessorList | None = None, temperature: float = 0.0) -> list[list[int]]:
+    """Each token row's continuation by ``model``, up to (without) ``stop_id`` and at most ``max_new_tokens`` tokens:
+    the argmax of the scores (the last logits after ``processors``) at temperature 0, else a draw from
+    ``softmax(scores / temperature)``.
+
+    Greedy, it writes what ``model.generate(..., do_sample=False, eos_token_id=stop_id, logits_processor=processors)``
+    writes (the same sums; the shared opening's in a batch of one), for less: the rows' shared opening (a chat
+    template's system turn) runs once (:func:`~hf_sentinel.sentinel.sampling.shared_opening`), and a row leaves the
+    batch when it writes ``stop_id``, where ``generate()`` keeps computing it, as padding, until the last row has
+    ended. ``processors`` see the rows still writing; the model's generation config is not read (no top-k, no
+    repetition penalty: the sentinel decodes from its logits, as its rollouts were sampled in training).
+    """
+    device = next(model.parameters()).device
+    inputs = left_padded(rows, 0, device)  # the padding is masked: any id does
+    sequences = inputs["input_ids"]  # what the processors read: each row so far
+    cache = DynamicCache()
+    input_ids, attention_mask = shared_opening(model, sequences, inputs["attention_mask"], cache)
+    # Positions count real tokens only, so a padded row continues as it would unpadded.
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+    live = list(range(len(rows)))  # the rows still writing, in batch order
+    continuations: list[list[int]] = [[] for _ in rows]
+    for step in range(max_new_tokens):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+        scores = processors(sequences, logits) if processors else logits
+        tokens = scores.argmax(-1) if temperature == 0 else draw((scores / temperature).softmax(-1))
+        writing = tokens != stop_id
+        for row, token, goes_on in zip(live, tokens.tolist(), writing.tolist()):
+            if goes_on:
+                continuations[row].append(token)
+        if step == max_new_tokens - 1 or not writing.any():
+            break
+        if not writing.all():
+            keep = writing.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            live = [live[i] for i in keep.tolist()]
+            tokens, sequences, attention_mask = tokens[keep], sequences[keep], attention_mask[keep]
+            position_ids = position_ids[keep]
+        input_ids = tokens[:, None]
+        sequences = torch.cat([sequences, input_ids], 1)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(live), 1)], 1)
+        position_ids = position_ids[:, -1:] + 1
+    return continuations
 
 
 def write_sentinel_folder(folder, config: SentinelConfig, sentinel, tokenizer, generation_config=None,
