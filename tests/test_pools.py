@@ -227,3 +227,15 @@ def test_trainers_read_the_pools_by_name(built):
     for bad in ("pool:harmful", "pool:harmful:test", "pool:heldout:train"):
         with pytest.raises(ValueError, match=r"use pool:KIND:SPLIT with KIND one of harmful, benign, attack"):
             load_prompts(bad)
+
+
+def test_the_sentinel_recipe_takes_the_attack_shapes_a_sentinel_can_see(built):
+    from hf_sentinel.sentinel.recipe import harmful_rows
+
+    rows = harmful_rows("validation")
+    harmful, attacks = built[("harmful", "validation")], built[("attack", "validation")]
+    assert [r["prompt"] for r in rows[:len(harmful)]] == harmful["prompt"]
+    shapes = [r["shape"] for r in rows]
+    assert shapes.count("jailbreak") == shapes.count("multi_turn") == attacks["attack"].count("jailbreak")
+    assert "prefill" not in shapes
+    assert all(r["history"] for r in rows if r["shape"] == "multi_turn")
