@@ -1,4 +1,5 @@
-"""Shared by the Spaces tests: tiny artifacts built on the spot, and the real apps started in subprocesses."""
+"""Shared by the tests that run real processes: tiny artifacts built on the spot, the Spaces and `hf-sentinel serve`
+started in subprocesses."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 #: Short answers keep the apps cheap on 2 CPU cores.
@@ -116,3 +119,46 @@ def running_space(name: str, *args: str, log_dir: Path, timeout: float = 120):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@dataclass
+class Server:
+    url: str
+    model: str  # the id it serves: its --target
+    process: subprocess.Popen
+    log: Path
+
+    def client(self, api_key: str = "no-key-needed", timeout: float = 60):
+        """The official openai client for this server. No retries: a lost or failed request must show, not be sent
+        again."""
+        from openai import OpenAI
+
+        return OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=timeout)
+
+
+@contextlib.contextmanager
+def serving(target: Path, log: Path, *args: str, env: dict | None = None, timeout: float = 90):
+    """``python -m hf_sentinel.cli serve`` on a free loopback port, awaited through ``/health``; killed at the end."""
+    port = free_port()
+    environment = {key: value for key, value in os.environ.items() if key != "HF_SENTINEL_API_KEY"}
+    environment.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})})
+    command = [sys.executable, "-m", "hf_sentinel.cli", "serve", "--target", str(target), "--port", str(port), *args]
+    with open(log, "w") as out:  # a file, not a pipe: a full pipe would block the server
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not answer /health within {timeout} s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield Server(url, str(target), process, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)

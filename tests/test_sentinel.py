@@ -1,8 +1,6 @@
 import copy
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -12,6 +10,7 @@ import pytest
 import torch
 import transformers
 from peft import LoraConfig, get_peft_model
+from spaces_support import serving
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList, TextIteratorStreamer
 
 import hf_sentinel
@@ -239,31 +238,11 @@ def test_hf_sentinel_pipeline_is_transformers_pipeline_without_defenses(target, 
     assert streamed.strip() == expected["response"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def server(tiny_llama_dir):
+def server(tiny_llama_dir, tmp_path):
     """The real `hf-sentinel serve` process on loopback, serving the tiny target undefended."""
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "hf_sentinel.cli", "serve", "--target", str(tiny_llama_dir),
-                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-        if process.poll() is not None:
-            pytest.fail(f"server exited: {process.stdout.read()}")
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    with serving(tiny_llama_dir, tmp_path / "serve.log") as running:
+        yield running.url
 
 
 def test_server_answers_openai_chat_completions_and_guards_a_remote_target(server, target, tiny_llama_dir, tmp_path):

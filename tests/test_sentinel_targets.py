@@ -3,15 +3,11 @@ adapters of a base of their own (a tiny Llama, also the KL reference), the targe
 tokenizer and chat template (a tiny GPT-2), or an endpoint served by a real `hf-sentinel serve` process."""
 
 import json
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 import torch
 from datasets import Dataset
+from spaces_support import serving
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel, LlamaForCausalLM
 
 import hf_sentinel
@@ -58,39 +54,11 @@ def _load(folder):
     return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(gpt2_target_dir):
+def server(gpt2_target_dir, tmp_path_factory):
     """The real `hf-sentinel serve` process on loopback, serving the tiny GPT-2 undefended."""
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "hf_sentinel.cli", "serve", "--target", str(gpt2_target_dir),
-                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-            if process.poll() is not None:
-                pytest.fail(f"server exited: {process.stdout.read()}")
-            if time.monotonic() > deadline:
-                pytest.fail("server did not come up within 120 s")
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serving(gpt2_target_dir, tmp_path_factory.mktemp("serve") / "serve.log", timeout=120) as running:
+        yield running.url
 
 
 def test_agents_on_a_llama_train_against_a_gpt2_target_and_load_back_onto_it(tiny_llama_dir, gpt2_target_dir,

@@ -6,23 +6,16 @@ serving a tiny random Llama; answers stay short so the module runs in seconds on
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
 import signal
-import subprocess
-import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from openai import OpenAI
-from spaces_support import REPO, free_port, tiny_target_dir
+from spaces_support import Server, serving, tiny_target_dir
 from transformers import AutoTokenizer
 
 HELLO = [{"role": "user", "content": "Please explain how encryption works"}]
@@ -30,46 +23,6 @@ SYSTEM = "Be brief."
 KEYS = ("secret-key", "second-key")
 #: The most one request may take here: a stuck server fails the test instead of hanging it.
 REQUEST_TIMEOUT = 60
-
-
-@dataclass
-class Server:
-    url: str
-    model: str  # the id it serves: its --target
-    process: subprocess.Popen
-    log: Path
-
-    def client(self, api_key: str = "no-key-needed") -> OpenAI:
-        # No retries: a lost or failed request must show, not be sent again.
-        return OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=REQUEST_TIMEOUT)
-
-
-@contextlib.contextmanager
-def serving(target: Path, log: Path, *args: str, env: dict | None = None, timeout: float = 90):
-    """``python -m hf_sentinel.cli serve`` on a free loopback port, awaited through ``/health``; killed at the end."""
-    port = free_port()
-    environment = {key: value for key, value in os.environ.items() if key != "HF_SENTINEL_API_KEY"}
-    environment.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})})
-    command = [sys.executable, "-m", "hf_sentinel.cli", "serve", "--target", str(target), "--port", str(port), *args]
-    with open(log, "w") as out:  # a file, not a pipe: a full pipe would block the server
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer /health within {timeout} s:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield Server(url, str(target), process, log)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
