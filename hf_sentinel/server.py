@@ -354,7 +354,7 @@ def create_app(model, tokenizer, defenses: list[Defense] = (), model_name: str =
         while True:
             event = await events.get()
             if event[0] == "error":
-                return _generation_failed(event[1])
+                return JSONResponse(status_code=500, content=_generation_failed(event[1]))
             if event[0] == "done":
                 return reply.completion(event[1])
 
@@ -411,8 +411,7 @@ class _Reply:
                     if delta:
                         yield self._chunk({"content": delta}, include_usage=include_usage)
                 elif kind == "error":
-                    _log_failure(event[1])
-                    yield f"data: {json.dumps(_error_body(*_failure(event[1])))}\n\n"
+                    yield f"data: {json.dumps(_generation_failed(event[1]))}\n\n"
                     break
                 else:
                     answer: _Answer = event[1]
@@ -471,19 +470,11 @@ class _IncrementalText:
         return delta
 
 
-def _failure(error: Exception) -> tuple[int, str, str | None, str]:
-    return (500, f"Generation failed: {type(error).__name__}: {error}. The request was valid; the server logged the "
-                 f"traceback and keeps serving.", None, "server_error")
-
-
-def _log_failure(error: Exception) -> None:
+def _generation_failed(error: Exception) -> dict:
+    """Log a failure inside generation and return its OpenAI error body (HTTP 500, or the last event of a stream)."""
     logger.error("generation failed", exc_info=(type(error), error, error.__traceback__))
-
-
-def _generation_failed(error: Exception) -> JSONResponse:
-    _log_failure(error)
-    status, message, param, kind = _failure(error)
-    return _error(status, message, param, kind)
+    return _error_body(f"Generation failed: {type(error).__name__}: {error}. The request was valid; the server logged "
+                       f"the traceback and keeps serving.", None, "server_error")
 
 
 def _check(messages: list[dict], request: ChatCompletionRequest, max_messages: int) -> tuple[int, str]:
@@ -550,14 +541,14 @@ def _param(location) -> str | None:
     return param or None
 
 
-def _error_body(status: int, message: str, param: str | None, kind: str = "invalid_request_error",
+def _error_body(message: str, param: str | None, kind: str = "invalid_request_error",
                 code: str | None = None) -> dict:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def _error(status: int, message: str, param: str | None, kind: str = "invalid_request_error",
            code: str | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content=_error_body(status, message, param, kind, code))
+    return JSONResponse(status_code=status, content=_error_body(message, param, kind, code))
 
 
 def serve(model, tokenizer, defenses: list[Defense], host: str = "127.0.0.1", port: int = 8000,

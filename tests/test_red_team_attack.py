@@ -12,6 +12,7 @@ import pytest
 import torch
 from datasets import concatenate_datasets
 from spaces_support import tiny_target_dir
+from test_bench import _RecordingJudge
 
 from hf_sentinel.cli import main
 from hf_sentinel.data.heldout import SUITE, load_heldout
@@ -19,7 +20,6 @@ from hf_sentinel.defaults import pretrained_path
 from hf_sentinel.defenses import Defense
 from hf_sentinel.evaluation.bench import attacked_rows, run_bench
 from hf_sentinel.generation import GenerationResult
-from hf_sentinel.judges import Judge
 from hf_sentinel.sentinel import RedTeamAttacker, StackelbergPPOConfig
 from hf_sentinel.sentinel.red_team import ATTACKER_FORMS, red_team_folder
 
@@ -170,18 +170,6 @@ class _Spy(Defense):
     def rewrite(self, conversations, extras):
         self.seen += [conv[-1]["content"] for conv in conversations]
         return conversations
-
-
-class _RecordingJudge(Judge):
-    positive_verdict, negative_verdict = "complied", "refused"
-
-    def __init__(self):
-        super().__init__()
-        self.prompts = []
-
-    def score(self, prompts, completions):
-        self.prompts += prompts
-        return [1.0] * len(completions)
 
 
 def _suite(limit: int):
