@@ -2,8 +2,8 @@
 
 import sys
 
-import torch
 from datasets import Dataset
+from ddp_support import leave_together
 from safetensors.torch import save_file
 
 from hf_sentinel.defaults import tiny_model
@@ -25,7 +25,4 @@ print(f"rank={rank} world_size={trainer.accelerator.num_processes}")
 save_file({"soft_prompt": trainer.trained_prompt.embeddings.contiguous(),
            "initial": trainer._initial.embeddings.contiguous()}, f"{out}/rank{rank}.safetensors")
 
-# Leave together: a rank that exits while gloo's threads still run can abort ("terminate called without an active
-# exception"), which fails the run although the training finished.
-torch.distributed.barrier()
-torch.distributed.destroy_process_group()
+leave_together()

@@ -3,8 +3,8 @@
 import json
 import sys
 
-import torch
 from datasets import Dataset
+from ddp_support import leave_together
 from safetensors.torch import save_file
 
 from hf_sentinel.defaults import tiny_model
@@ -41,7 +41,4 @@ with open(f"{out}/rank{rank}.json", "w") as file:
     json.dump([{k: v for k, v in r.items() if k != "minutes" and not k.endswith("_loss")} for r in trainer.rounds],
               file)
 
-# Leave together: a rank that exits while gloo's threads still run can abort ("terminate called without an active
-# exception"), which fails the run although the training finished.
-torch.distributed.barrier()
-torch.distributed.destroy_process_group()
+leave_together()
