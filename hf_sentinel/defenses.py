@@ -33,7 +33,7 @@ class Defense:
       instructions, sentinel suffixes); may record per-conversation facts in ``extras[i]``.
     - ``wrap_model(model)``: the model that generates (e.g. the target with a tuned adapter).
     - ``prepare_inputs(model, inputs)``: the keyword arguments of ``model.generate`` for one left-padded
-      batch (``input_ids``, ``attention_mask``), e.g. replaced by ``inputs_embeds`` with a soft prompt.
+      batch (``input_ids``, ``attention_mask``), e.g. with a soft prompt's ``past_key_values`` in front.
     - ``logits_processors()``: fresh processors for one batch (e.g. reading p(<rf>) at every step).
     - ``finalize(responses, extras)``: the batch's decoded answers, e.g. replaced by a refusal.
     """

@@ -241,7 +241,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
                                 stopping_criteria=StoppingCriteriaList(criteria),
                                 streamer=_RowStreamer(indices, on_tokens) if on_tokens else streamer,
                                 **({"tokenizer": tokenizer} if config.stop_strings else {}))
-        # generate() returns prompt + answer for input_ids, the answer alone for inputs_embeds.
+        # generate() returns prompt + answer for input_ids, the answer alone for inputs_embeds (a defense's choice).
         generated = output[:, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else output
         batch_responses = []
         for row, i in enumerate(indices):

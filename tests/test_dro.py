@@ -78,7 +78,7 @@ def test_save_load_is_a_peft_prompt_tuning_adapter(tiny_llama, tmp_path):
     # PEFT's own generation (virtual tokens before the input) gives the same answer as ours.
     inputs = tokenizer([PROMPTS[0]], return_tensors="pt")
     settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    ours = model.generate(**prompt.prepare_inputs(model, inputs), **settings)
+    ours = model.generate(**prompt.prepare_inputs(model, inputs), **settings)[:, inputs["input_ids"].shape[1]:]
     theirs = peft_model.generate(**inputs, **settings)[:, inputs["input_ids"].shape[1]:]
     assert torch.equal(ours, theirs)
 
@@ -126,23 +126,70 @@ def test_batched_generation_equals_one_by_one(kind):
     for i, row in enumerate(rows):
         single = model.generate(**prompt.prepare_inputs(model, left_padded([row], tokenizer.pad_token_id, "cpu")),
                                 **settings)
-        assert torch.equal(batched.sequences[i], single.sequences[0])
+        assert torch.equal(batched.sequences[i, batch["input_ids"].shape[1]:], single.sequences[0, len(row):])
         for step_batched, step_single in zip(batched.scores, single.scores):
             torch.testing.assert_close(step_batched[i], step_single[0], atol=1e-4, rtol=1e-4)
 
 
-def test_soft_prompt_sits_right_before_each_rows_first_token(tiny_llama):
-    model, tokenizer = tiny_llama
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_each_row_sees_the_soft_prompt_right_before_its_first_token(kind):
+    """The cached soft prompt, the padding masked behind it, gives each row of a batch the logits of the soft
+    prompt's embeddings followed by the row's own token embeddings, alone and without any cache."""
+    model, tokenizer = tiny_model(kind)
     prompt = _prompt(model, tokenizer)
     rows = [[5, 6, 7, 8], [9, 10]]
     prepared = prompt.prepare_inputs(model, left_padded(rows, tokenizer.pad_token_id, "cpu"))
     n = prompt.num_virtual_tokens
-    mask, embeds = prepared["attention_mask"], prepared["inputs_embeds"]
-    assert mask.tolist() == [[1] * (n + 4), [0, 0] + [1] * (n + 2)]  # padding stays on the left
+    assert prepared["attention_mask"].tolist() == [[1] * (n + 4), [1] * n + [0, 0, 1, 1]]
+    assert prepared["past_key_values"].get_seq_length() == n
+    logits = model(**prepared).logits
     embed = model.get_input_embeddings()
-    torch.testing.assert_close(embeds[1, 2:2 + n], prompt.embeddings)
-    torch.testing.assert_close(embeds[1, 2 + n:], embed(torch.tensor([9, 10])))
-    torch.testing.assert_close(embeds[0, :n], prompt.embeddings)
+    for i, row in enumerate(rows):
+        alone = model(inputs_embeds=torch.cat([prompt.embeddings, embed(torch.tensor(row))])[None]).logits[0, n:]
+        torch.testing.assert_close(logits[i, -len(row):], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_the_soft_prompts_cache_is_kept_while_the_model_computes_the_same(tiny_llama):
+    """Computed once per model and reused by later batches; computed anew when the model's weights change in place
+    or a PEFT adapter is switched on or off, so every batch gets what a fresh computation gives it."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = tiny_model("llama")
+    prompt = _prompt(model, tokenizer)
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    calls = []
+    peft_model.base_model.model.model.layers[0].register_forward_hook(lambda *args: calls.append(1))
+    batch = left_padded([[5, 6, 7], [9, 10]], tokenizer.pad_token_id, "cpu")
+
+    def logits() -> torch.Tensor:
+        return peft_model(**prompt.prepare_inputs(peft_model, batch)).logits
+
+    def fresh() -> torch.Tensor:
+        prompt._prefix_cache = None
+        return logits()
+
+    first = logits()
+    assert len(calls) == 2  # the soft prompt, then the batch
+    torch.testing.assert_close(logits(), first, rtol=0, atol=0)
+    assert len(calls) == 3  # the batch alone: the soft prompt's keys and values were kept
+    with peft_model.disable_adapter():
+        without_adapter = logits()
+        torch.testing.assert_close(without_adapter, fresh(), rtol=0, atol=0)
+    assert not torch.allclose(without_adapter, first)
+    torch.testing.assert_close(logits(), first, rtol=0, atol=0)  # adapter on again
+    with torch.no_grad():
+        peft_model.base_model.model.model.layers[0].self_attn.k_proj.weight.mul_(2)
+    changed = logits()
+    torch.testing.assert_close(changed, fresh(), rtol=0, atol=0)
+    assert not torch.allclose(changed, first)
+
+
+def test_a_batch_that_already_continues_a_cache_is_rejected(tiny_llama):
+    model, tokenizer = tiny_llama
+    prompt = _prompt(model, tokenizer)
+    prepared = prompt.prepare_inputs(model, left_padded([[5, 6]], tokenizer.pad_token_id, "cpu"))
+    with pytest.raises(ValueError, match="must come first"):
+        prompt.prepare_inputs(model, prepared)
 
 
 def test_right_padded_batch_is_rejected(tiny_llama):
@@ -166,7 +213,7 @@ def test_defense_from_folder_text_and_registry(tiny_llama, tmp_path):
         text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         inputs = tokenizer([text], return_tensors="pt", add_special_tokens=False)
         tokens = model.generate(**prompt.prepare_inputs(model, inputs), max_new_tokens=4, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id)[0].tolist()
+                                pad_token_id=tokenizer.pad_token_id)[0, inputs["input_ids"].shape[1]:].tolist()
         eos = tokenizer.eos_token_id
         by_hand.append(tokenizer.decode(tokens[:tokens.index(eos)] if eos in tokens else tokens,
                                         skip_special_tokens=True).strip())

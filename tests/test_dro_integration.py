@@ -39,7 +39,7 @@ def test_shipped_prompt_is_a_peft_adapter_for_the_embedded_target(default_target
     rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     inputs = left_padded(rows, tokenizer.pad_token_id, "cpu")
     settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    ours = model.generate(**prompt.prepare_inputs(model, inputs), **settings)
+    ours = model.generate(**prompt.prepare_inputs(model, inputs), **settings)[:, inputs["input_ids"].shape[1]:]
     # Ours is right: every row, left-padded in a batch, gets what the uncached definition gives it alone.
     for row, answer in zip(rows, ours.tolist()):
         assert answer == _greedy_without_cache(model, prompt.embeddings, row, 6)
@@ -80,12 +80,12 @@ def test_batched_equals_one_by_one_on_the_embedded_target(default_target):
                                            add_generation_prompt=True) for p in questions]
     rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     settings = dict(max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    batched = model.generate(**prompt.prepare_inputs(model, left_padded(rows, tokenizer.pad_token_id, "cpu")),
-                             **settings)
+    batch = left_padded(rows, tokenizer.pad_token_id, "cpu")
+    batched = model.generate(**prompt.prepare_inputs(model, batch), **settings)[:, batch["input_ids"].shape[1]:]
     for i, row in enumerate(rows):
         single = model.generate(**prompt.prepare_inputs(model, left_padded([row], tokenizer.pad_token_id, "cpu")),
-                                **settings)
-        assert batched[i, :single.shape[1]].tolist() == single[0].tolist()
+                                **settings)[0, len(row):]
+        assert batched[i, :len(single)].tolist() == single.tolist()
 
 
 def test_refusal_capability_check_on_the_embedded_target(default_target, tmp_path):

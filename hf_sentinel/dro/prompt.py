@@ -11,7 +11,9 @@ and every row sees exactly what it would see alone.
 
 from __future__ import annotations
 
+import copy
 import json
+import weakref
 from pathlib import Path
 
 import torch
@@ -43,8 +45,8 @@ class DROSafetyPrompt:
         (True, 32)
         >>> inputs = tokenizer(["Hello there"], return_tensors="pt")
         >>> answer = model.generate(**loaded.prepare_inputs(model, inputs), max_new_tokens=3, do_sample=False)
-        >>> answer.shape  # generate() from inputs_embeds returns the new tokens alone
-        torch.Size([1, 3])
+        >>> answer.shape[1] == inputs["input_ids"].shape[1] + 3  # the prompt's tokens, then the answer's
+        True
     """
 
     def __init__(self, embeddings: torch.Tensor, peft_config: PromptTuningConfig):
@@ -58,6 +60,7 @@ class DROSafetyPrompt:
             )
         self.embeddings = embeddings.detach().float()
         self.peft_config = peft_config
+        self._prefix_cache = None  # (the model, what it computes, its keys and values for the soft prompt)
 
     # ------------------------------------------------------------------------------------------------ build
     @classmethod
@@ -125,43 +128,70 @@ class DROSafetyPrompt:
             )
 
     def prepare_inputs(self, model, inputs: dict) -> dict:
-        """``generate``/``forward`` keyword arguments with the soft prompt before each row's first real token.
+        """``generate``/``forward`` keyword arguments that put the soft prompt before each row's first real token.
 
-        ``inputs`` holds ``input_ids`` (and ``attention_mask``) of a left-padded batch; the result holds
-        ``inputs_embeds`` and the extended ``attention_mask`` (other keys pass through).
+        ``inputs`` holds ``input_ids`` (and ``attention_mask``) of a left-padded batch. The soft prompt does not
+        depend on the request, so its keys and values are computed for one row and repeated over the batch as
+        ``past_key_values``. The result keeps ``input_ids``, lays the attention mask out ``[soft prompt][padding]
+        [tokens]`` with the padding masked, and gives the ``position_ids`` of unmasked places: every row sees what it
+        would see alone with the soft prompt's embeddings before its tokens, and the batch's prefill runs its own
+        tokens only. (Run in every row, the 56 virtual tokens of the shipped prompt were about half the prefill of a
+        chat prompt: 1.54x plain generation time at batch 16.)
+
+        The one-row cache is computed by the model that generates and kept for the next batches while that model
+        computes the same thing (:meth:`key_value_cache`).
         """
         if "input_ids" not in inputs:
             raise ValueError("DRO safety prompt needs `input_ids` to place its embeddings; got "
                              f"{sorted(inputs)}. (Only one soft prompt can guard a generation.)")
+        if inputs.get("past_key_values") is not None:
+            raise ValueError("The batch already continues a key/value cache; the DRO safety prompt must come first. "
+                             "(Only one soft prompt can guard a generation.)")
         self.check_model(model)
         input_ids = inputs["input_ids"]
         attention_mask = inputs.get("attention_mask")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        lengths = attention_mask.sum(dim=1)
         width = input_ids.shape[1]
         positions = torch.arange(width, device=input_ids.device)
-        left_padded = attention_mask.bool() == (positions.unsqueeze(0) >= (width - lengths).unsqueeze(1))
+        left_padded = attention_mask.bool() == (positions.unsqueeze(0) >= (width - attention_mask.sum(1)).unsqueeze(1))
         if not bool(left_padded.all()):
             raise ValueError("The batch is not left-padded (real tokens must end every row); pad on the left, "
                              "e.g. tokenizer.padding_side = 'left'.")
-
-        token_embeds = model.get_input_embeddings()(input_ids)
-        soft = self.embeddings.to(device=token_embeds.device, dtype=token_embeds.dtype)
-        count, batch = self.num_virtual_tokens, input_ids.shape[0]
-        # Row r: [its padding][soft prompt][its tokens]. Gather indices into [token_embeds | soft] per row.
-        padding = (width - lengths).unsqueeze(1)                                    # [B, 1]
-        new_positions = torch.arange(width + count, device=input_ids.device).unsqueeze(0)  # [1, W+N]
-        in_soft = (new_positions >= padding) & (new_positions < padding + count)
-        token_index = torch.where(new_positions < padding, new_positions, new_positions - count).clamp(0, width - 1)
-        gathered = torch.gather(token_embeds, 1, token_index.expand(batch, -1).unsqueeze(-1)
-                                .expand(-1, -1, token_embeds.shape[-1]))
-        soft_index = (new_positions - padding).clamp(0, count - 1)                  # [B, W+N]
-        embeds = torch.where(in_soft.unsqueeze(-1), soft[soft_index], gathered)
-        new_mask = (new_positions >= padding).to(attention_mask.dtype)
-        prepared = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-        prepared.update(inputs_embeds=embeds, attention_mask=new_mask)
+        mask = torch.cat([attention_mask.new_ones(input_ids.shape[0], self.num_virtual_tokens), attention_mask], dim=1)
+        prepared = dict(inputs)
+        # Positions count unmasked places (generate() would infer the same; a plain forward call would not).
+        prepared.update(past_key_values=self.key_value_cache(model, batch_size=input_ids.shape[0]),
+                        attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, -width:])
         return prepared
+
+    @torch.no_grad()
+    def key_value_cache(self, model, batch_size: int = 1):
+        """The soft prompt run through ``model`` at positions ``0..num_virtual_tokens-1``: a ``DynamicCache`` with
+        its keys and values repeated over ``batch_size`` rows, for a batch to continue.
+
+        The one-row cache is computed once and kept while the prompt's embeddings stay as they are and ``model``
+        computes the same thing: the same object, with the same parameter tensors unchanged in place (dtype, device
+        and in-place version included), in the same train/eval mode, with the same PEFT adapters active, switched on
+        and merged (a LoRA sentinel switches its adapter on the target's own weights for its pass only). Otherwise
+        it is computed anew.
+        """
+        from transformers import DynamicCache
+
+        self.check_model(model)
+        key = (self.embeddings.data_ptr(), self.embeddings._version, *_computation_key(model))
+        kept = self._prefix_cache
+        if kept is None or kept[0]() is not model or kept[1] != key:
+            embeddings = model.get_input_embeddings().weight
+            soft = self.embeddings.to(device=embeddings.device, dtype=embeddings.dtype).unsqueeze(0)
+            cache = DynamicCache(config=model.config)
+            model(inputs_embeds=soft, past_key_values=cache, use_cache=True, logits_to_keep=1,
+                  position_ids=torch.arange(self.num_virtual_tokens, device=soft.device).unsqueeze(0))
+            self._prefix_cache = (weakref.ref(model), key, cache)
+        cache = copy.deepcopy(self._prefix_cache[2])  # generation grows its cache; the kept one stays the prefix
+        if batch_size > 1:
+            cache.batch_repeat_interleave(batch_size)
+        return cache
 
     def apply(self, model):
         """``model`` with this prompt attached the PEFT way: a ``PeftModel`` (prompt tuning, inference mode).
@@ -183,6 +213,18 @@ class DROSafetyPrompt:
         init = self.peft_config.prompt_tuning_init_text
         return (f"DROSafetyPrompt(num_virtual_tokens={self.num_virtual_tokens}, hidden_size={self.hidden_size}, "
                 f"base_model={self.peft_config.base_model_name_or_path!r}, init_text={init!r:.40})")
+
+
+def _computation_key(model) -> tuple:
+    """What a model's keys and values for a fixed input depend on besides the model object, cheap to read before
+    every batch: its parameter tensors (storage, dtype, device, in-place version: an optimizer step or a loaded
+    state changes it), train or eval mode, and its PEFT layers' active, disabled and merged adapters."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    parameters = tuple((p.data_ptr(), p.dtype, p.device, p._version) for p in model.parameters())
+    adapters = tuple((tuple(m.active_adapters), m.disable_adapters, tuple(m.merged_adapters))
+                     for m in model.modules() if isinstance(m, BaseTunerLayer))
+    return model.training, parameters, adapters
 
 
 def prompt_tuning_config(model, num_virtual_tokens: int, init_text: str | None = None,
