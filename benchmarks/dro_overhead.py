@@ -1,8 +1,9 @@
 """Latency of generation with vs. without a DRO soft prompt, measured side by side in one run.
 
-The soft prompt adds its virtual tokens to every prompt's prefill; decoding is unchanged apart from the longer
-key/value cache. This script times the same prompts, same settings, alternating the two setups per repeat,
-and prints the ratios (with / without) for one prompt at a time and for a batch.
+The soft prompt's keys and values are computed once per model and continued by every batch, so what it adds is
+attention over its cached positions (and, on a model's first batch, one forward pass of its virtual tokens). This
+script times the same prompts, same settings, alternating the two setups per repeat, and prints the ratios
+(with / without) for one prompt at a time and for a batch.
 
     HF_HUB_OFFLINE=1 python benchmarks/dro_overhead.py                 # shipped prompt, embedded target
     HF_HUB_OFFLINE=1 python benchmarks/dro_overhead.py --prompt PATH --prompts 16 --max-new-tokens 32
