@@ -27,6 +27,9 @@ def _eval_parser(sub) -> None:
                                      "realtoxicityprompts, xstest, or a JSONL/CSV file with a `prompt` field")
     p.add_argument("--limit", type=int, help="evaluate only the first N prompts (N >= 1)")
     p.add_argument("--shuffle-seed", type=int, help="shuffle the prompt set with this seed before --limit")
+    p.add_argument("--shape", help="only the prompts of this shape (sets with a `shape` column: benign, pool:benign:"
+                                   "train|validation, ...); e.g. arithmetic, the word problems with known answers, "
+                                   "whose exact-match share the summary reports")
     p.add_argument("--judge", default="default",
                    help="default (AnswerRefusalJudge, 91.9%% agreement with human refusal labels) | "
                         "refusal (keywords) | toxicity | a classifier or guard model id/path")
@@ -110,7 +113,9 @@ def _bench_parser(sub) -> None:
                                      "answer rate per set and shape, with 95% intervals.",
                        description="Run every set of the held-out suite (hf_sentinel.data.heldout) through one "
                                    "defense stack, judge the answers, write one JSON and print the tables. Or compare "
-                                   "earlier runs: hf-sentinel bench --compare a.json b.json --plot tradeoff.png")
+                                   "earlier runs: hf-sentinel bench --compare a.json b.json --plot tradeoff.png. Or "
+                                   "attribute a stack's answers to its layers, each benched alone on the same suite: "
+                                   "hf-sentinel bench --attribute stack.json layer1.json layer2.json")
     p.add_argument("--defense", action="append", default=None,
                    help="METHOD[:ARG] as for eval, METHOD one of: "
                         f"{', '.join(DEFENSES)}; repeat to stack defenses (default: none)")
@@ -135,6 +140,11 @@ def _bench_parser(sub) -> None:
     p.add_argument("--output-dir", default="outputs/bench", help="the result goes to OUTPUT_DIR/NAME.json")
     p.add_argument("--compare", nargs="+", metavar="BENCH_JSON", help="print earlier bench results side by side")
     p.add_argument("--plot", help="with --compare: also draw the safety / over-refusal trade-off as a PNG here")
+    p.add_argument("--attribute", nargs="+", metavar="BENCH_JSON",
+                   help="STACK_JSON MEMBER_JSON [MEMBER_JSON ...]: print which layer of an earlier stacked run "
+                        "refused or let through each request, against each layer's (or part's) own run on the same "
+                        "suite")
+    p.add_argument("--attribution-output", metavar="PATH", help="with --attribute: also write the attribution as JSON")
 
 
 def _demo_parser(sub) -> None:
@@ -217,6 +227,7 @@ def run_eval(args) -> int:
     from .data import load_prompts
     from .defenses import parse_defense
     from .evaluation import check_target, evaluate, load_target, summary_table
+    from .evaluation.capability import known_answers
     from .generation import GenerationSettings
     from .judges import load_judge
 
@@ -230,12 +241,14 @@ def run_eval(args) -> int:
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
                                   temperature=args.temperature, top_p=args.top_p, prefill=args.prefill,
                                   batch_size=args.batch_size, seed=args.seed)
-    prompts = load_prompts(args.prompts, limit=args.limit, seed=args.shuffle_seed)
+    prompts = load_prompts(args.prompts, limit=args.limit, seed=args.shuffle_seed, shape=args.shape)
+    known_answers(prompts)  # a set whose `answer` column holds text fails before the model loads
+    prompts_name = f"{args.prompts} shape={args.shape}" if args.shape else args.prompts
     defenses = [parse_defense(spec) for spec in (args.defense or ["none"])]
     judge = load_judge(args.judge)
     model, tokenizer = load_target(args.target)
     result = evaluate(model, tokenizer, prompts, judge, defenses, settings, chat=not args.raw_prompts,
-                      target_name=args.target, prompts_name=args.prompts)
+                      target_name=args.target, prompts_name=prompts_name)
     print(summary_table([result]))
     if args.output:
         _write_json(result, args.output)
@@ -245,6 +258,10 @@ def run_eval(args) -> int:
 def run_bench(args) -> int:
     from .evaluation.report import bench_compare_table, bench_table, plot_tradeoff
 
+    if args.attribute:
+        return run_attribution(args)
+    if args.attribution_output:
+        raise SystemExit("hf-sentinel bench: --attribution-output goes with --attribute.")
     if args.compare:
         results = [_read_bench(path) for path in args.compare]
         names = [r["summary"].get("name") or Path(path).stem for r, path in zip(results, args.compare)]
@@ -276,6 +293,31 @@ def run_bench(args) -> int:
                                  "do_sample": args.attacker_do_sample})
     _write_json(result, path)
     print(f"\n{bench_table(result)}\n\nresult: {path}")
+    return 0
+
+
+def run_attribution(args) -> int:
+    """``hf-sentinel bench --attribute STACK_JSON MEMBER_JSON ...``: print the stack's per-layer attribution."""
+    from .evaluation.report import attribute_stack, attribution_table
+
+    if args.compare or args.plot:
+        raise SystemExit("hf-sentinel bench: --attribute and --compare/--plot are separate reports; give one of them.")
+    run_flags = [flag for flag, value in (("--defense", args.defense), ("--attacker", args.attacker),
+                                          ("--name", args.name), ("--limit", args.limit)) if value is not None]
+    if run_flags:
+        raise SystemExit(f"hf-sentinel bench: --attribute reads finished bench results, so {', '.join(run_flags)} "
+                         f"has nothing to do; bench the stack and each of its layers first, then attribute them.")
+    if len(args.attribute) < 2:
+        raise SystemExit("hf-sentinel bench: --attribute needs the stack's bench JSON, then one bench JSON per layer "
+                         "run alone on the same suite.")
+    if args.attribution_output:
+        _check_output_file(args.attribution_output)
+    stack, *members = [_read_bench(path) for path in args.attribute]
+    attribution = attribute_stack(stack, members)
+    print(attribution_table(attribution))
+    if args.attribution_output:
+        _write_json(attribution, args.attribution_output)
+        print(f"\nattribution: {args.attribution_output}")
     return 0
 
 

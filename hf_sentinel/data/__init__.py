@@ -151,7 +151,8 @@ def _load_pool(spec: str) -> Dataset:
     return {"harmful": harmful_pool, "benign": benign_pool, "attack": attack_pool}[kind](split)
 
 
-def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None = None) -> Dataset:
+def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None = None,
+                 shape: str | None = None) -> Dataset:
     """Load a prompt set by name or file.
 
     Args:
@@ -161,6 +162,11 @@ def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None =
             path to a ``.jsonl``/``.json``/``.csv``/``.parquet`` file with a ``prompt`` field.
         limit: keep only the first ``limit`` prompts (after shuffling when ``seed`` is given).
         seed: shuffle with this seed before ``limit``, for a sample spread over categories.
+        shape: keep only the prompts of this ``shape`` (sets with a ``shape`` column: the benign sets and pool, e.g.
+            ``"arithmetic"``, the word problems with known answers), before ``seed`` and ``limit``.
+
+    >>> len(load_prompts("pool:benign:validation", shape="arithmetic"))
+    33
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1 (or None for every prompt), got {limit}.")
@@ -186,11 +192,24 @@ def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None =
             f"a training pool (pool:harmful|benign|attack:train|validation), or the path of a JSONL/CSV file with a "
             f"`prompt` field."
         )
+    if shape is not None:
+        ds = _of_shape(ds, shape, name_or_path)
     if seed is not None:
         ds = ds.shuffle(seed=seed)
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     return ds
+
+
+def _of_shape(ds: Dataset, shape: str, origin: str) -> Dataset:
+    if "shape" not in ds.column_names:
+        raise ValueError(f"Prompt set {origin} has no `shape` column, so it cannot be narrowed to shape {shape!r}; "
+                         f"the benign sets (benign, benign:train|test, pool:benign:train|validation) have one.")
+    keep = [i for i, value in enumerate(ds["shape"]) if value == shape]
+    if not keep:
+        shapes = sorted({value for value in ds["shape"] if value})
+        raise ValueError(f"No prompt of {origin} has shape {shape!r}; its shapes: {', '.join(shapes)}.")
+    return ds.select(keep)
 
 
 __all__ = ["load_prompts", "available_sets", "OWN_SETS", "PUBLIC_SETS"]

@@ -3,11 +3,13 @@
 The result is a plain dict, written as JSON by the CLI::
 
     {"summary": {"n", "attack_success_rate", "mean_score", "tokens_per_second", "judge", "defense",
-                 "target", "prompts", "settings", "by_category", "by_shape"},
+                 "target", "prompts", "settings", "by_category", "by_shape", "capability"},
      "records": [{"prompt", "response", "score", "verdict", ...}, ...]}
 
 ``attack_success_rate`` is the share of answers the judge counts as harmful/complied; on a benign prompt
-set that share is the answer rate.
+set that share is the answer rate. A set with known numeric answers (an ``answer`` column, e.g. the benign pool's
+word problems) also gets ``capability``, the share answered right (:mod:`hf_sentinel.evaluation.capability`), and
+each of its records with an answer ``answer`` and ``correct``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..defenses import Defense, describe
 from ..generation import GenerationSettings, generate, to_conversation
 from ..judges import Judge
 from ..loading import artifact_kind, describe_kind, how_to_use, looks_like_path
+from .capability import answers_match, known_answers, score_answers
 from .report import compare_table, plot_comparison, summary_table
 
 _GROUPS = ("category", "shape")
@@ -124,6 +127,7 @@ def evaluate(model, tokenizer, prompts: Dataset, judge: Judge, defenses: list[De
         raise ValueError(f"The prompt set{f' {prompts_name}' if prompts_name else ''} is empty: there is nothing to "
                          f"evaluate. Give a set or file with at least one prompt.")
     settings = settings or GenerationSettings()
+    answers = known_answers(prompts)  # before generating: a set with text answers fails here
     histories = prompts["history"] if "history" in prompts.column_names else [None] * len(prompts)
     conversations = [to_conversation(p, h) for p, h in zip(prompts["prompt"], histories)]
 
@@ -166,6 +170,8 @@ def evaluate(model, tokenizer, prompts: Dataset, judge: Judge, defenses: list[De
             for key, score in zip(prompts[column], scores):
                 groups[key].append(score)
             summary[f"by_{column}"] = {key: _rate(judge, group) for key, group in sorted(groups.items())}
+    if answers:
+        summary["capability"] = score_answers(records, answers)
     return {"summary": summary, "records": records}
 
 
@@ -173,4 +179,5 @@ def _rate(judge: Judge, scores) -> float:
     return sum(judge.is_harmful(s) for s in scores) / len(scores)
 
 
-__all__ = ["evaluate", "check_target", "load_target", "summary_table", "compare_table", "plot_comparison"]
+__all__ = ["evaluate", "check_target", "load_target", "summary_table", "compare_table", "plot_comparison",
+           "answers_match"]

@@ -1,5 +1,6 @@
 """Tables and charts of evaluation results: :func:`hf_sentinel.evaluation.evaluate`'s dicts (``eval``) and
-:func:`hf_sentinel.evaluation.bench.run_bench`'s (``bench``, with 95% intervals and the trade-off plot).
+:func:`hf_sentinel.evaluation.bench.run_bench`'s (``bench``, with 95% intervals and the trade-off plot), and the
+per-layer attribution of a stacked defense's bench result (:func:`attribute_stack`).
 
 A rate is named by what it measures: **attack success** on harmful sets (the share of harmful requests answered or
 judged harmful) and **answered** on benign sets (the share of benign requests answered).
@@ -7,9 +8,12 @@ judged harmful) and **answered** on benign sets (the share of benign requests an
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from pathlib import Path
 
 ATTACK_SUCCESS, ANSWERED = "attack success", "answered"
+#: Eval results of a set with known numeric answers (:mod:`hf_sentinel.evaluation.capability`): the share right.
+EXACT_MATCH = "exact-match"
 
 
 def _label(result: dict, fallback: str) -> str:
@@ -26,22 +30,26 @@ def _measure(summary: dict) -> str:
 # ------------------------------------------------------------------------------------------------ eval results
 def summary_table(results: list[dict], labels: list[str] | None = None) -> str:
     """Fixed-width tables of eval results, one row each: harmful sets under an "attack success" header, benign
-    sets under an "answered" header, with mean score and speed."""
+    sets under an "answered" header, with mean score and speed; and an "exact-match" column (the share of known
+    answers stated right, with its 95% interval) where a result in the table has questions with known answers."""
     labels = labels or [_label(r, f"run {i}") for i, r in enumerate(results)]
     tables = []
     for measure in (ATTACK_SUCCESS, ANSWERED):
-        rows = [(label, str(r["summary"]["n"]), f"{r['summary']['attack_success_rate']:.1%}",
-                 f"{r['summary']['mean_score']:.3f}", f"{r['summary']['tokens_per_second']:.0f}",
-                 r["summary"]["judge"])
-                for label, r in zip(labels, results) if _measure(r["summary"]) == measure]
+        picked = [(label, r["summary"]) for label, r in zip(labels, results) if _measure(r["summary"]) == measure]
+        exact = [EXACT_MATCH] if any("capability" in summary for _, summary in picked) else []
+        rows = [(label, str(summary["n"]), f"{summary['attack_success_rate']:.1%}", f"{summary['mean_score']:.3f}",
+                 f"{summary['tokens_per_second']:.0f}", summary["judge"], *(_exact_match(summary) for _ in exact))
+                for label, summary in picked]
         if rows:
-            tables.append(_format([("prompts | defense", "n", measure, "mean score", "tok/s", "judge"), *rows]))
+            tables.append(_format([("prompts | defense", "n", measure, "mean score", "tok/s", "judge", *exact),
+                                   *rows]))
     return "\n\n".join(tables)
 
 
 def compare_table(results: list[dict], names: list[str]) -> str:
     """Eval results side by side, one column each: the rate (attack success on harmful sets, answered on benign
-    ones), mean score, speed, then per shape and category where recorded."""
+    ones), mean score, speed, exact-match where a result has questions with known answers, then per shape and
+    category where recorded."""
     measures = [_measure(r["summary"]) for r in results]
     rate_row = measures[0] if len(set(measures)) == 1 else f"{ATTACK_SUCCESS} | {ANSWERED}"
     lines = [("", *names), ("defense", *(r["summary"]["defense"] for r in results))]
@@ -50,11 +58,19 @@ def compare_table(results: list[dict], names: list[str]) -> str:
     lines.append((rate_row, *(_cell(r["summary"].get("attack_success_rate")) for r in results)))
     for key in ("mean_score", "tokens_per_second", "n"):
         lines.append((key, *(_cell(r["summary"].get(key)) for r in results)))
+    if any("capability" in r["summary"] for r in results):
+        lines.append((EXACT_MATCH, *(_exact_match(r["summary"]) for r in results)))
     for group in ("by_shape", "by_category"):
         sub_keys = sorted({k for r in results for k in r["summary"].get(group, {})})
         for sub in sub_keys:
             lines.append((f"{group[3:]}={sub}", *(_cell(r["summary"].get(group, {}).get(sub)) for r in results)))
     return _format(lines)
+
+
+def _exact_match(summary: dict) -> str:
+    """``18/29 = 62.1% [44.0, 77.3]``: right of known answers, with the 95% Wilson interval; ``-`` without."""
+    share = summary.get("capability")
+    return f"{share['k']}/{share['n']} = {share['rate']:.1%} {_ci(share)}" if share else "-"
 
 
 def plot_comparison(results: list[dict], names: list[str], path: str | Path) -> Path:
@@ -295,6 +311,261 @@ def _label_points(ax, points, markers, names, colours) -> None:
                     color=colour, ha="left" if offset[0] > 0 else "right" if offset[0] < 0 else "center",
                     va="center", zorder=4, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85),
                     arrowprops=dict(arrowstyle="-", color=colour, lw=0.8) if far else None)
+
+
+# ------------------------------------------------------------------------------------------------ stack attribution
+# Every judge's negative verdict (Judge.negative_verdict): the answers bench's summarise() counts neither as attack
+# success nor as answered. Any other verdict let the request through.
+_HELD_BACK = frozenset({"refused", "safe"})
+# What a layer did inside the stack, read from the stack's records: the field the layer writes for every answer, and
+# whether its value counts as the layer acting.
+_SIGNALS = {"sentinel_suffix": ("sentinel_suffix", bool),
+            "red_flag_fired": ("red_flag", lambda flag: bool(flag and flag.get("fired")))}
+_SIGNAL_NAMES = {"sentinel_suffix": "sentinel suffix", "red_flag_fired": "flag fired"}
+# Settings two bench runs must share for their answers to compare row by row.
+_SHARED_SETTINGS = {"target": lambda summary: summary.get("target"),
+                    "judge": lambda summary: summary.get("judge"),
+                    "limit": lambda summary: summary.get("limit"),
+                    "max_new_tokens": lambda summary: summary["settings"].get("max_new_tokens"),
+                    "seed": lambda summary: summary["settings"].get("seed"),
+                    "attacker": lambda summary: (summary.get("attacker") or {}).get("spec")}
+_EXAMPLES, _EXAMPLE_CHARS = 5, 100
+
+
+def attribute_stack(stack: dict, members: list[dict]) -> dict:
+    """Which layer of a defense stack refused or let through each request of the held-out suite: the stack's bench
+    result compared row by row with its ``members``' (each layer, or a part of the stack, benched alone on the same
+    suite), rows matched on (set, request, prompt).
+
+    Returns ``{"stack", "members", "settings", "signals", "sets"}``, ``signals`` the in-stack signals the stack's
+    records hold (``sentinel_suffix``: the sentinel appended a suffix; ``red_flag_fired``: the red flag fired), and
+    per set (named as in the bench summary):
+
+    - harmful sets: ``attack_success`` (``{"stack": count, "members": {spec: count alone}}``), ``best_member``,
+      ``lost`` (requests the stack let through though a member alone refused them: ``{"any", "by_member"}``) and
+      ``gained`` (requests the stack refused though every member alone let them through);
+    - benign sets: ``answered``, ``best_member``, ``over_refused`` (benign requests the stack refused though a member
+      alone answered them: ``{"any", "by_member"}``) and ``interaction`` (those every member alone answered);
+    - both: ``label``, ``footnote``, ``n`` and ``in_stack``, the stack's own requests split by its verdict
+      (``refused``, ``let_through``).
+
+    Each group of requests is ``{"n", "sentinel_suffix", "red_flag_fired", "examples"}``: how many, on how many of
+    them each layer acted within the stack (``None`` where the stack has no such layer), and up to 5 of the requests,
+    cut to 100 characters (``in_stack`` groups have no examples).
+
+    Raises:
+        ValueError: a member that is not part of the stack, or runs that cannot be compared row by row (different
+            settings, or records that do not pair up).
+    """
+    stack_spec = stack["summary"]["defense"]
+    specs = [member["summary"]["defense"] for member in members]
+    _check_members(stack_spec, specs)
+    settings = {name: setting(stack["summary"]) for name, setting in _SHARED_SETTINGS.items()}
+    for spec, member in zip(specs, members):
+        for name, setting in _SHARED_SETTINGS.items():
+            if setting(member["summary"]) != settings[name]:
+                raise ValueError(f"{spec} alone was benched with {name} {setting(member['summary'])!r}, the stack "
+                                 f"with {settings[name]!r}; bench both with the same --{name.replace('_', '-')} so "
+                                 f"their answers compare row by row.")
+    stack_records = stack["records"]
+    paired = [_paired(stack_records, member["records"], spec) for spec, member in zip(specs, members)]
+    signals = [name for name, (field, _) in _SIGNALS.items() if any(field in r for r in stack_records)]
+    rows = defaultdict(list)  # set -> [(the stack's record, each member's record of the same row)]
+    for key, record, alone in zip(_set_keys(stack_records), stack_records, zip(*paired)):
+        rows[key].append((record, alone))
+    # Suite order, as the bench summary lists the sets.
+    keys = [key for key in dict.fromkeys([*stack["summary"]["sets"], *rows]) if key in rows]
+    return {"stack": stack_spec, "members": specs, "settings": settings, "signals": signals,
+            "sets": {key: {"footnote": stack["summary"]["sets"].get(key, {}).get("footnote", False),
+                           **_attribute_set(rows[key], specs, signals)} for key in keys}}
+
+
+def _check_members(stack_spec: str, specs: list[str]) -> None:
+    layers = stack_spec.split("+")
+    if not specs:
+        raise ValueError(f"Give the bench result of at least one layer of {stack_spec} run alone to attribute the "
+                         f"stack to its layers.")
+    for spec in specs:
+        outside = [layer for layer in spec.split("+") if layer not in layers]
+        if outside:
+            raise ValueError(f"The member {spec} is not part of the stack {stack_spec} ({', '.join(outside)} is not "
+                             f"one of its layers); give bench results of its layers: {', '.join(layers)}.")
+    repeated = [spec for spec, count in Counter(specs).items() if count > 1]
+    if repeated:
+        raise ValueError(f"The member {repeated[0]} is given more than once; give each member's bench result once.")
+
+
+def _row_key(record: dict) -> tuple:
+    return record["set"], record["request"], record["prompt"]
+
+
+def _paired(stack_records: list[dict], member_records: list[dict], spec: str) -> list[dict]:
+    """``member_records`` in the order of the ``stack_records`` they pair with on (set, request, prompt), the n-th
+    of a repeated row with the n-th."""
+    by_key = defaultdict(list)
+    for record in member_records:
+        by_key[_row_key(record)].append(record)
+    seen = Counter()
+    paired, unmatched = [], []
+    for record in stack_records:
+        key = _row_key(record)
+        if seen[key] < len(by_key[key]):
+            paired.append(by_key[key][seen[key]])
+        else:
+            unmatched.append(record)
+        seen[key] += 1
+    extra = sum(max(0, len(records) - seen[key]) for key, records in by_key.items())
+    if unmatched or extra:
+        first = (f"; first unmatched: {unmatched[0]['set']}: {_example(unmatched[0]['request'])!r}"
+                 if unmatched else "")
+        raise ValueError(f"The records of the stack and of {spec} alone do not pair up on (set, request, prompt): "
+                         f"{len(unmatched)} of the stack's have no match in {spec}'s and {extra} of {spec}'s none "
+                         f"in the stack's{first}. Bench the stack and each member on the same held-out suite (same "
+                         f"--limit and --attacker, same hf-sentinel version).")
+    return paired
+
+
+def _set_keys(records: list[dict]) -> list[str]:
+    """Each record's set as the bench summary names it: ``set``, or ``set/label`` where a set mixes harmful and
+    benign rows."""
+    labels = defaultdict(set)
+    for record in records:
+        labels[record["set"]].add(record["label"])
+    return [r["set"] if len(labels[r["set"]]) == 1 else f"{r['set']}/{r['label']}" for r in records]
+
+
+def _let_through(record: dict) -> bool:
+    return record["verdict"] not in _HELD_BACK
+
+
+def _attribute_set(rows: list[tuple[dict, tuple[dict, ...]]], specs: list[str], signals: list[str]) -> dict:
+    """One set of :func:`attribute_stack`'s result, from its (stack record, member records) rows."""
+    label = rows[0][0]["label"]
+    records = [record for record, _ in rows]
+    through = [_let_through(record) for record in records]
+    alone = [[_let_through(m) for m in members] for _, members in rows]  # alone[row][member]
+    counts = {spec: sum(row[i] for row in alone) for i, spec in enumerate(specs)}
+    entry = {"label": label, "n": len(rows), "in_stack": {
+        "refused": _group([r for r, t in zip(records, through) if not t], signals, examples=False),
+        "let_through": _group([r for r, t in zip(records, through) if t], signals, examples=False)}}
+    if label == "harmful":
+        # Worse than a member: the stack let through what that member alone refused.
+        worse = [[t and not a for a in row] for t, row in zip(through, alone)]
+        entry.update(attack_success={"stack": sum(through), "members": counts},
+                     best_member=min(counts, key=counts.get),
+                     lost=_worse_than_members(records, worse, specs, signals),
+                     gained=_group([r for r, t, row in zip(records, through, alone) if not t and all(row)], signals))
+    else:
+        # Worse than a member: the stack refused a benign request that member alone answered.
+        worse = [[not t and a for a in row] for t, row in zip(through, alone)]
+        entry.update(answered={"stack": sum(through), "members": counts},
+                     best_member=max(counts, key=counts.get),
+                     over_refused=_worse_than_members(records, worse, specs, signals),
+                     interaction=_group([r for r, t, row in zip(records, through, alone) if not t and all(row)],
+                                        signals))
+    return entry
+
+
+def _worse_than_members(records: list[dict], worse: list[list[bool]], specs: list[str], signals: list[str]) -> dict:
+    return {"any": _group([r for r, row in zip(records, worse) if any(row)], signals),
+            "by_member": {spec: _group([r for r, row in zip(records, worse) if row[i]], signals)
+                          for i, spec in enumerate(specs)}}
+
+
+def _group(records: list[dict], signals: list[str], examples: bool = True) -> dict:
+    """How many of the stack's ``records``, on how many of them each layer acted within the stack (``None`` for a
+    signal the stack's records do not hold), and up to 5 of their requests."""
+    group = {"n": len(records)}
+    for name, (field, acted) in _SIGNALS.items():
+        group[name] = sum(acted(r.get(field)) for r in records) if name in signals else None
+    if examples:
+        group["examples"] = [_example(r["request"]) for r in records[:_EXAMPLES]]
+    return group
+
+
+def _example(text: str) -> str:
+    return text if len(text) <= _EXAMPLE_CHARS else text[:_EXAMPLE_CHARS - 1] + "…"
+
+
+def attribution_table(attribution: dict) -> str:
+    """:func:`attribute_stack`'s result as text: per set, the stack's count against each layer alone and how often
+    the stack was worse than a layer; what each layer did inside the stack, by the stack's verdict; then, for each
+    set where the stack was worse, the in-stack signals on those requests, per layer, with examples."""
+    members, signals = attribution["members"], attribution["signals"]
+    sets = attribution["sets"]
+    harmful = [("set", "n", "stack", *members, "best layer", "lost", "gained")]
+    benign = [("set", "n", "stack", *members, "best layer", "over-refused", "interaction")]
+    in_stack = [("set", "stack refused", *map(_SIGNAL_NAMES.get, signals),
+                 "let through", *map(_SIGNAL_NAMES.get, signals))]
+    for key, entry in sets.items():
+        name = f"{key} (footnote)" if entry["footnote"] else key
+        if entry["label"] == "harmful":
+            counts, worse, better = entry["attack_success"], entry["lost"]["any"], entry["gained"]
+        else:
+            counts, worse, better = entry["answered"], entry["over_refused"]["any"], entry["interaction"]
+        table = harmful if entry["label"] == "harmful" else benign
+        table.append((name, entry["n"], _count(counts["stack"], entry["n"]),
+                      *(_count(counts["members"][spec], entry["n"]) for spec in members), entry["best_member"],
+                      worse["n"], better["n"]))
+        refused, through = entry["in_stack"]["refused"], entry["in_stack"]["let_through"]
+        in_stack.append((name, refused["n"], *(refused[s] for s in signals),
+                         through["n"], *(through[s] for s in signals)))
+    parts = [_attribution_caption(attribution)]
+    if len(harmful) > 1:
+        parts += [f"Harmful sets: {ATTACK_SUCCESS} (requests let through), the stack and each layer alone; lost = let "
+                  f"through by the stack though a layer alone refused it, gained = refused by the stack though every "
+                  f"layer alone let it through", _format(harmful)]
+    if len(benign) > 1:
+        parts += [f"Benign sets: {ANSWERED}, the stack and each layer alone; over-refused = refused by the stack "
+                  f"though a layer alone answered it, interaction = refused by the stack though every layer alone "
+                  f"answered it", _format(benign)]
+    if signals:
+        parts += ["Inside the stack, by its verdict: requests, and on how many each layer acted", _format(in_stack)]
+    parts.append(_worse_details(sets, members, signals))
+    return "\n\n".join(parts)
+
+
+def _attribution_caption(attribution: dict) -> str:
+    settings = attribution["settings"]
+    limit = f", first {settings['limit']} rows per set" if settings["limit"] else ", whole suite"
+    return (f"Stack {stack_label(attribution['stack'], settings['attacker'])} against its layers alone "
+            f"({', '.join(attribution['members'])}) | target {settings['target']} | judge {settings['judge']} | "
+            f"{settings['max_new_tokens']} new tokens{limit}")
+
+
+def _worse_details(sets: dict, members: list[str], signals: list[str]) -> str:
+    """Per set where the stack was worse than a layer alone: per layer, how often and what the layers did inside
+    the stack on those requests; then the interaction (benign sets) and examples."""
+    lines = []
+    for key, entry in sets.items():
+        harmful = entry["label"] == "harmful"
+        worse = entry["lost"] if harmful else entry["over_refused"]
+        if not worse["any"]["n"]:
+            continue
+        lines.append(f"{key}: the stack {'let through' if harmful else 'refused'} {worse['any']['n']} of "
+                     f"{entry['n']} {'harmful' if harmful else 'benign'} requests that a layer alone "
+                     f"{'refused' if harmful else 'answered'}")
+        for spec in members:
+            group = worse["by_member"][spec]
+            if group["n"]:
+                lines.append(f"  {spec} alone {'refused' if harmful else 'answered'} {group['n']}; within the "
+                             f"stack: {_signals_text(group, signals)}")
+        if not harmful and entry["interaction"]["n"]:
+            lines.append(f"  every layer alone answered {entry['interaction']['n']} (interaction); within the stack: "
+                         f"{_signals_text(entry['interaction'], signals)}")
+        lines += [f"  e.g. {example!r}" for example in worse["any"]["examples"]]
+    if not lines:
+        return "The stack did no worse than any layer alone on any request."
+    return "Where the stack did worse than a layer alone\n" + "\n".join(lines)
+
+
+def _signals_text(group: dict, signals: list[str]) -> str:
+    counts = [f"{_SIGNAL_NAMES[signal]} on {group[signal]}/{group['n']}" for signal in signals]
+    return ", ".join(counts) or "no in-stack signal recorded"
+
+
+def _count(k: int, n: int) -> str:
+    return f"{k} ({k / n:.1%})"
 
 
 def _share_cells(share: dict) -> tuple[str, str, str]:
