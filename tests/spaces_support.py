@@ -91,34 +91,47 @@ def tiny_artifact_dirs(root: Path) -> dict[str, Path]:
             "red_flag": tiny_red_flag_dir(root / "red-flag", target), "dro": tiny_dro_dir(root / "dro", target)}
 
 @contextlib.contextmanager
-def running_space(name: str, *args: str, log_dir: Path, timeout: float = 120):
-    """Start ``spaces/<name>/app.py`` on a free loopback port; yield its URL; stop it afterwards."""
-    port = free_port()
-    log = log_dir / f"{name}-{port}.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    command = [sys.executable, str(REPO / "spaces" / name / "app.py"), "--port", str(port),
-               "--max-new-tokens", MAX_NEW_TOKENS, *args]
+def _answering_process(what: str, command: list[str], env: dict, log: Path, ready_url: str, timeout: float,
+                       poll_seconds: float, stop_grace: float):
+    """Start ``command`` (its output to ``log``: a file, not a pipe, which a chatty process would fill and block on),
+    wait until ``ready_url`` answers 200, yield the process; stop it afterwards: SIGTERM and up to ``stop_grace``
+    seconds to exit (0: killed at once). A process that exits or does not answer within ``timeout`` fails the test
+    with its log."""
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"{name} app exited with {process.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2).status_code == 200:
+                pytest.fail(f"{what} exited with {process.returncode}:\n{log.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):  # not listening yet
+                if httpx.get(ready_url, timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{name} app did not start within {timeout} s:\n{log.read_text()}")
-            time.sleep(0.5)
-        yield url
+                pytest.fail(f"{what} did not answer {ready_url} within {timeout} s:\n{log.read_text()}")
+            time.sleep(poll_seconds)
+        yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
+        if stop_grace and process.poll() is None:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=stop_grace)
+        if process.poll() is None:
             process.kill()
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running_space(name: str, *args: str, log_dir: Path, timeout: float = 120):
+    """Start ``spaces/<name>/app.py`` on a free loopback port; yield its URL; stop it afterwards."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    command = [sys.executable, str(REPO / "spaces" / name / "app.py"), "--port", str(port),
+               "--max-new-tokens", MAX_NEW_TOKENS, *args]
+    url = f"http://127.0.0.1:{port}/"
+    with _answering_process(f"the {name} app", command, env, log_dir / f"{name}-{port}.log", url, timeout,
+                            poll_seconds=0.5, stop_grace=20):
+        yield url
 
 
 @dataclass
@@ -143,22 +156,7 @@ def serving(target: Path, log: Path, *args: str, env: dict | None = None, timeou
     environment = {key: value for key, value in os.environ.items() if key != "HF_SENTINEL_API_KEY"}
     environment.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})})
     command = [sys.executable, "-m", "hf_sentinel.cli", "serve", "--target", str(target), "--port", str(port), *args]
-    with open(log, "w") as out:  # a file, not a pipe: a full pipe would block the server
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer /health within {timeout} s:\n{log.read_text()}")
-            time.sleep(0.2)
+    with _answering_process("the server", command, environment, log, f"{url}/health", timeout, poll_seconds=0.2,
+                            stop_grace=0) as process:
         yield Server(url, str(target), process, log)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
