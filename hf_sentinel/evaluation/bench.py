@@ -51,7 +51,7 @@ from ..defenses import Defense, describe
 from ..generation import GenerationSettings
 from ..judges import Judge
 from . import evaluate
-from .report import stack_label
+from .report import set_keys, stack_label
 
 #: The normal quantile of a two-sided 95% interval.
 Z95 = 1.959963984540054
@@ -235,11 +235,7 @@ def summarise(records: list[dict], complied) -> dict:
     answers that ``complied(score)`` (the judge's ``is_harmful``) with its Wilson interval, and the same by category
     (harmful sets) or by shape and XSTest type (benign sets)."""
     parts: dict[str, list[dict]] = defaultdict(list)
-    labels_per_set = defaultdict(set)
-    for record in records:
-        labels_per_set[record["set"]].add(record["label"])
-    for record in records:
-        key = record["set"] if len(labels_per_set[record["set"]]) == 1 else f"{record['set']}/{record['label']}"
+    for key, record in zip(set_keys(records), records):
         parts[key].append(record)
     sets = {}
     # Suite order; within a mixed set, harmful before benign.

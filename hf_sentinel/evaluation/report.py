@@ -371,7 +371,7 @@ def attribute_stack(stack: dict, members: list[dict]) -> dict:
     paired = [_paired(stack_records, member["records"], spec) for spec, member in zip(specs, members)]
     signals = [name for name, (field, _) in _SIGNALS.items() if any(field in r for r in stack_records)]
     rows = defaultdict(list)  # set -> [(the stack's record, each member's record of the same row)]
-    for key, record, alone in zip(_set_keys(stack_records), stack_records, zip(*paired)):
+    for key, record, alone in zip(set_keys(stack_records), stack_records, zip(*paired)):
         rows[key].append((record, alone))
     # Suite order, as the bench summary lists the sets.
     keys = [key for key in dict.fromkeys([*stack["summary"]["sets"], *rows]) if key in rows]
@@ -425,9 +425,9 @@ def _paired(stack_records: list[dict], member_records: list[dict], spec: str) ->
     return paired
 
 
-def _set_keys(records: list[dict]) -> list[str]:
-    """Each record's set as the bench summary names it: ``set``, or ``set/label`` where a set mixes harmful and
-    benign rows."""
+def set_keys(records: list[dict]) -> list[str]:
+    """Each bench record's set as the bench summary names it (:func:`hf_sentinel.evaluation.bench.summarise`):
+    ``set``, or ``set/label`` where a set mixes harmful and benign rows (``own-test/harmful``)."""
     labels = defaultdict(set)
     for record in records:
         labels[record["set"]].add(record["label"])
