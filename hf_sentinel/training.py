@@ -57,6 +57,33 @@ class TrainScriptArguments:
                                 load_prompts(self.benign, limit=self.limit, seed=seed))
 
 
+@dataclass
+class CalibratedScriptArguments(TrainScriptArguments):
+    """:class:`TrainScriptArguments` of a method whose training ends by choosing an operating point (the sentinel's
+    p(suffix) threshold, the red flag's p(<rf>) threshold) on requests no trainer reads."""
+
+    calibration_harmful: str = field(default="", metadata={
+        "help": "Harmful requests no trainer reads, for the operating point (same forms as --harmful, e.g. "
+                "'pool:harmful:validation'); with --calibration-benign, training ends by choosing the method's "
+                "threshold on them."})
+    calibration_benign: str = field(default="", metadata={
+        "help": "Benign requests no trainer reads, for the operating point (e.g. 'pool:benign:validation')."})
+
+    def __post_init__(self):
+        if bool(self.calibration_harmful) != bool(self.calibration_benign):
+            raise ValueError("Give --calibration-harmful and --calibration-benign together (e.g. "
+                             "pool:harmful:validation and pool:benign:validation), or neither.")
+
+    def load_calibration_dataset(self):
+        """``--calibration-harmful`` and ``--calibration-benign`` as one labelled dataset, or ``None`` when not
+        given."""
+        if not self.calibration_harmful:
+            return None
+        from .data import load_prompts
+
+        return labelled_prompts(load_prompts(self.calibration_harmful), load_prompts(self.calibration_benign))
+
+
 def resume_argument(args: TrainingArguments):
     """``Trainer.train``'s ``resume_from_checkpoint`` from the config: ``True`` (the last checkpoint in
     ``output_dir``) for ``"last"`` / ``"true"``, else the checkpoint folder, or ``None``."""

@@ -1,13 +1,20 @@
 """Train a red-flag token adapter (LoRA + <rf> embedding) on the target's own answers, then calibrate it.
 
 Training uses the harmful and benign training prompts (harmful:train and benign:train by default); a share of each
-is held out to calibrate the flag threshold and never trained on. As in every method, the finished adapter (adapter,
-tokenizer with <rf>, red_flag_config.json, training_args.json, training_summary.json, model card) is written to
---output-dir, beside the checkpoint-N folders (resume with --resume-from-checkpoint last; a push leaves them out).
+is held out to calibrate the flag threshold and never trained on, unless --calibration-harmful and
+--calibration-benign name the calibration requests (a validation split). As in every method, the finished adapter
+(adapter, tokenizer with <rf>, red_flag_config.json, training_args.json, training_summary.json, model card) is
+written to --output-dir, beside the checkpoint-N folders (resume with --resume-from-checkpoint last; a push leaves
+them out).
 Every RedFlagConfig field is a flag.
 
     # the shipped artifact (hf_sentinel/pretrained/red-flag-smollm2), 16 minutes on 2 CPU cores
     hf-sentinel train red-flag --output-dir outputs/red-flag
+    # the broad pools (plain, jailbreak-wrapped and multi-turn harmful requests), calibrated on their validation splits
+    python -m hf_sentinel.sentinel.recipe outputs/pools
+    hf-sentinel train red-flag --harmful outputs/pools/harmful_train.jsonl --benign pool:benign:train \\
+        --calibration-harmful outputs/pools/harmful_validation.jsonl --calibration-benign pool:benign:validation \\
+        --limit 400 --output-dir outputs/red-flag-broad
     # a quick run, then push the artifact with its model card
     hf-sentinel train red-flag --limit 20 --max-steps 10 --output-dir outputs/red-flag-quick \\
         --push-to-hub --hub-model-id you/red-flag-smollm2
@@ -23,21 +30,23 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..training import TrainScriptArguments, resume_argument
+from ..training import CalibratedScriptArguments, resume_argument
 from .config import RedFlagConfig
 
 CONFIG_CLASS = RedFlagConfig
 
 
 @dataclass
-class ScriptArguments(TrainScriptArguments):
+class ScriptArguments(CalibratedScriptArguments):
     """What `hf-sentinel train red-flag` needs besides :class:`RedFlagConfig`: the calibration hold-out, the
     training mixture."""
 
     calibration_fraction: float = field(default=0.3, metadata={
-        "help": "Share of the benign training prompts held out for calibration (spread over shapes)."})
+        "help": "Share of the benign training prompts held out for calibration (spread over shapes); not used with "
+                "--calibration-harmful/--calibration-benign, which name the calibration requests instead."})
     harmful_calibration_fraction: float = field(default=0.2, metadata={
-        "help": "Share of the harmful training prompts held out for calibration (spread over categories)."})
+        "help": "Share of the harmful training prompts held out for calibration (spread over categories); not used "
+                "with --calibration-harmful/--calibration-benign."})
     split_seed: int = field(default=0, metadata={
         "help": "Seed of the calibration hold-out and of the training mixture's variants (--seed seeds training)."})
     no_extra_benign: bool = field(default=False, metadata={
@@ -53,7 +62,7 @@ def run(script_args: ScriptArguments, config: RedFlagConfig) -> int:
     train, calibration = red_flag_datasets(
         script_args.calibration_fraction, script_args.harmful_calibration_fraction, script_args.split_seed,
         extra_benign=not script_args.no_extra_benign, limit=script_args.limit, harmful=script_args.harmful,
-        benign=script_args.benign)
+        benign=script_args.benign, calibration=script_args.load_calibration_dataset())
     model, tokenizer = load_target(script_args.target, torch_dtype=script_args.torch_dtype)
     print(f"red-flag: {len(train)} training and {len(calibration)} calibration conversations; "
           f"generating the target's own answers...", flush=True)

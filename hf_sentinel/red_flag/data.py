@@ -208,14 +208,16 @@ def arithmetic_prompts(count: int, seed: int = 0) -> list[str]:
 
 def red_flag_datasets(calibration_fraction: float = 0.3, harmful_calibration_fraction: float = 0.2, seed: int = 0,
                       extra_benign: bool = True, limit: int | None = None, harmful: str = "harmful:train",
-                      benign: str = "benign:train") -> tuple[Dataset, Dataset]:
+                      benign: str = "benign:train", calibration: Dataset | None = None) -> tuple[Dataset, Dataset]:
     """``(train, calibration)`` conversations for :class:`RedFlagTrainer`, from the ``:train`` splits only (or the
-    prompt sets ``harmful`` and ``benign`` name, in any form :func:`hf_sentinel.data.load_prompts` reads).
+    prompt sets ``harmful`` and ``benign`` name, in any form :func:`hf_sentinel.data.load_prompts` reads; a row's
+    ``history`` is kept, so a harmful request late in a chat is trained there).
 
     Calibration holds out ``calibration_fraction`` of the benign prompts (spread over shapes) and
-    ``harmful_calibration_fraction`` of the harmful ones (spread over categories); the trainer answers them
-    greedily and sampled when it calibrates. ``limit`` keeps at most that many base prompts per label (quick runs
-    and sweeps).
+    ``harmful_calibration_fraction`` of the harmful ones (spread over categories), unless ``calibration`` (labelled
+    rows, e.g. a validation split) is given: then every training prompt is trained on and those rows calibrate.
+    The trainer answers the calibration rows greedily and sampled when it calibrates. ``limit`` keeps at most that
+    many base prompts per label (quick runs and sweeps); it does not cut ``calibration``.
 
     >>> train, calibration = red_flag_datasets(limit=10)
     >>> sorted(set(train["label"])), set(calibration["prompt"]) & set(train["prompt"])
@@ -226,13 +228,19 @@ def red_flag_datasets(calibration_fraction: float = 0.3, harmful_calibration_fra
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"{name} must lie in (0, 1), got {fraction}.")
     rng = random.Random(seed)
-    harmful_train, harmful_calibration = _split([dict(r) for r in load_prompts(harmful)], "category",
-                                                harmful_calibration_fraction, rng)
-    benign_train, benign_calibration = _split([dict(r) for r in load_prompts(benign)], "shape", calibration_fraction,
-                                              rng)
+    harmful_rows, benign_rows = [dict(r) for r in load_prompts(harmful)], [dict(r) for r in load_prompts(benign)]
+    if calibration is None:
+        harmful_train, harmful_calibration = _split(harmful_rows, "category", harmful_calibration_fraction, rng)
+        benign_train, benign_calibration = _split(benign_rows, "shape", calibration_fraction, rng)
+        if limit is not None:
+            harmful_calibration, benign_calibration = harmful_calibration[:limit], benign_calibration[:limit]
+    else:
+        harmful_train, _ = _split(harmful_rows, "category", 0.0, rng)
+        benign_train, _ = _split(benign_rows, "shape", 0.0, rng)
+        harmful_calibration = [r for r in calibration if r["label"] == "harmful"]
+        benign_calibration = [r for r in calibration if r["label"] == "benign"]
     if limit is not None:
         harmful_train, benign_train = harmful_train[:limit], benign_train[:limit]
-        harmful_calibration, benign_calibration = harmful_calibration[:limit], benign_calibration[:limit]
 
     histories = [r["history"] for r in benign_train if r.get("history")]
     benign_prompts = [(r["prompt"], r.get("history")) for r in benign_train]
@@ -259,17 +267,20 @@ def red_flag_datasets(calibration_fraction: float = 0.3, harmful_calibration_fra
     variants = ["sampled", "prefilled"] + (["multi_turn"] if histories else [])
     for item in harmful_train:
         prompt = item["prompt"]
-        rows.append(_row(prompt, "harmful"))
+        rows.append(_row(prompt, "harmful", item.get("history")))
         variant = variants[len(rows) % len(variants)]
-        if variant == "sampled":
+        if item.get("history"):  # already late in a chat: the variant is a sampled answer there
+            rows.append(_row(prompt, "harmful", item["history"], do_sample=True))
+        elif variant == "sampled":
             rows.append(_row(prompt, "harmful", do_sample=True))
         elif variant == "prefilled":
             rows.append(_row(prompt, "harmful", prefill=rng.choice(AFFIRMATIVE_PREFILLS)))
         else:
             rows.append(_row(prompt, "harmful", rng.choice(histories)))
-    calibration = [_row(r["prompt"], "harmful") for r in harmful_calibration]
-    calibration += [_row(r["prompt"], "benign", r.get("history")) for r in benign_calibration]
-    return Dataset.from_list(rows), Dataset.from_list(calibration)
+    calibration_rows = [_row(r["prompt"], label, r.get("history"))
+                        for label, group in (("harmful", harmful_calibration), ("benign", benign_calibration))
+                        for r in group]
+    return Dataset.from_list(rows), Dataset.from_list(calibration_rows)
 
 
 def _row(prompt: str, label: str, history=None, prefill: str | None = None, do_sample: bool = False) -> dict:
@@ -278,7 +289,7 @@ def _row(prompt: str, label: str, history=None, prefill: str | None = None, do_s
 
 
 def _split(rows: list[dict], key: str, fraction: float, rng: random.Random) -> tuple[list[dict], list[dict]]:
-    """Hold out ``fraction`` of each ``key`` group (at least one per group)."""
+    """Hold out ``fraction`` of each ``key`` group (at least one per group; none for a fraction of 0), shuffled."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(row.get(key) or "", []).append(row)
@@ -286,7 +297,7 @@ def _split(rows: list[dict], key: str, fraction: float, rng: random.Random) -> t
     for name in sorted(groups):
         group = groups[name][:]
         rng.shuffle(group)
-        cut = max(1, round(fraction * len(group)))
+        cut = max(1, round(fraction * len(group))) if fraction else 0
         held_out += group[:cut]
         train += group[cut:]
     rng.shuffle(train)

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..training import TrainScriptArguments
+from ..training import CalibratedScriptArguments
 from .config import StackelbergPPOConfig
 
 CONFIG_CLASS = StackelbergPPOConfig
 
 
 @dataclass
-class ScriptArguments(TrainScriptArguments):
+class ScriptArguments(CalibratedScriptArguments):
     """What ``hf-sentinel train sentinel`` needs besides the target, the prompts and the config."""
 
     sentinel_base: str = field(default="", metadata={
@@ -43,12 +43,6 @@ class ScriptArguments(TrainScriptArguments):
     init_from: str | None = field(default=None, metadata={
         "help": "Start both agents from the adapters of a previous run: its output dir or one of its checkpoint "
                 "folders (e.g. a warm-start run), instead of fresh LoRA adapters."})
-    calibration_harmful: str = field(default="", metadata={
-        "help": "Harmful requests no trainer reads, for the operating point (same forms as --harmful, e.g. "
-                "'pool:harmful:validation'); with --calibration-benign, training ends by choosing the p(suffix) "
-                "threshold on them (see --target-false-suffix-rate)."})
-    calibration_benign: str = field(default="", metadata={
-        "help": "Benign requests no trainer reads, for the operating point (e.g. 'pool:benign:validation')."})
     safety_judge: str = field(default="refusal", metadata={
         "help": "Judge of harm, the red team's reward and the sentinel's penalty: 'refusal' (keywords: 1 when the "
                 "target complied), 'default', 'toxicity', or a classifier / guard model id or folder."})
@@ -57,9 +51,7 @@ class ScriptArguments(TrainScriptArguments):
                 "--safety-judge: 'refusal' scores 1 when the target answered)."})
 
     def __post_init__(self):
-        if bool(self.calibration_harmful) != bool(self.calibration_benign):
-            raise ValueError("Give --calibration-harmful and --calibration-benign together (e.g. "
-                             "pool:harmful:validation and pool:benign:validation), or neither.")
+        super().__post_init__()
         if self.target.startswith(("http://", "https://")) and not self.sentinel_base:
             raise ValueError(f"--target {self.target} is an endpoint: the sentinel and the red team need weights of "
                              f"their own to train. Give them a base with --sentinel-base (a local folder, a Hub id or "
@@ -84,13 +76,7 @@ def run(script_args: ScriptArguments, config: StackelbergPPOConfig) -> int:
         separate = {"target": target, "target_processing_class": target_tokenizer}
     else:
         base, tokenizer, separate = target, target_tokenizer, {}
-    calibration = None
-    if script_args.calibration_harmful:
-        from ..data import load_prompts
-        from ..training import labelled_prompts
-
-        calibration = labelled_prompts(load_prompts(script_args.calibration_harmful),
-                                       load_prompts(script_args.calibration_benign))
+    calibration = script_args.load_calibration_dataset()
     trainer = StackelbergPPOTrainer(base, config, prompts, processing_class=tokenizer, safety_judge=safety_judge,
                                     helpfulness_judge=helpfulness_judge, red_team=script_args.init_from,
                                     sentinel=script_args.init_from, calibration_dataset=calibration, **separate)
