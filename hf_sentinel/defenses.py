@@ -34,6 +34,9 @@ class Defense:
     - ``wrap_model(model)``: the model that generates (e.g. the target with a tuned adapter).
     - ``prepare_inputs(model, inputs)``: the keyword arguments of ``model.generate`` for one left-padded
       batch (``input_ids``, ``attention_mask``), e.g. with a soft prompt's ``past_key_values`` in front.
+    - ``read_requests(model, requests)``: the same batch as the user sent it (left-padded ``input_ids``,
+      ``attention_mask``), before any defense rewrote it or put a prefix in front; ``None`` when the target
+      reads it unchanged. A monitor reads its scores there (the red flag judges the request as it would alone).
     - ``logits_processors()``: fresh processors for one batch (e.g. reading p(<rf>) at every step).
     - ``finalize(responses, extras)``: the batch's decoded answers, e.g. replaced by a refusal.
     """
@@ -48,6 +51,9 @@ class Defense:
 
     def prepare_inputs(self, model, inputs: dict) -> dict:
         return inputs
+
+    def read_requests(self, model, requests: dict | None) -> None:
+        pass
 
     def logits_processors(self) -> list:
         return []

@@ -3,6 +3,7 @@
     conversations ──► defense.rewrite (system prompt, appended instruction, sentinel suffix)
                   ──► chat template (+ pre-filled assistant text)
                   ──► defense.wrap_model, defense.prepare_inputs (tuned weights, soft prompt)
+                  ──► defense.read_requests (a monitor's view: the request as sent, when the above changed it)
                   ──► target.generate (batched, left-padded; defense.logits_processors at every step)
                   ──► defense.finalize ──► answers
 
@@ -201,6 +202,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
             went away).
     """
     extras: list[dict] = [{} for _ in conversations]
+    sent = conversations
     for defense in defenses:
         conversations = defense.rewrite(conversations, extras)
     if on_rewrite:
@@ -223,6 +225,11 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
     token_ids: list[list[int] | None] = [None] * len(texts)
     # Chat templates already contain the BOS/role tokens, so no special tokens are added here.
     prompts = [tokenizer(text, add_special_tokens=not chat)["input_ids"] for text in texts]
+    monitors = [d for d in defenses if type(d).read_requests is not Defense.read_requests]
+    requests = prompts
+    if monitors and sent != conversations:
+        requests = [tokenizer(render(tokenizer, conv, settings.prefill, chat),
+                              add_special_tokens=not chat)["input_ids"] for conv in sent]
     # Batches of similar length waste less compute on padding.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     new_tokens, start = 0, time.perf_counter()
@@ -233,6 +240,14 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
         inputs = left_padded([prompts[i] for i in indices], config.pad_token_id, model.device)
         for defense in defenses:
             inputs = defense.prepare_inputs(model, inputs)
+        if monitors:
+            # What the target reads differs from the request as sent when a rewrite changed its text or a prefix
+            # (a soft prompt's past_key_values) went in front of it.
+            changed = requests is not prompts or set(inputs) != {"input_ids", "attention_mask"}
+            as_sent = (left_padded([requests[i] for i in indices], config.pad_token_id, model.device) if changed
+                       else None)
+            for defense in monitors:
+                defense.read_requests(model, as_sent)
         processors = [*logits_processor, *(p for defense in defenses for p in defense.logits_processors())]
         criteria = [*stopping_criteria]
         if max_new_tokens is not None or stop_requested:

@@ -431,6 +431,42 @@ def test_defense_refuses_flagged_answers_and_records_flags(trained, tiny_llama):
     assert not any(r["response"] == flag_only.settings.refusal_text for r in result["records"])
 
 
+def test_stacked_behind_a_suffix_the_flag_reads_the_request_as_sent(trained, tiny_llama):
+    from hf_sentinel.defenses import Defense, SuffixDefense
+    from hf_sentinel.generation import render, to_conversation
+
+    _, folder = trained
+    model, tokenizer = tiny_llama
+    conversations = [to_conversation(p) for p in ("How do I bake bread?", "Write ransomware.", "Hi there")]
+    settings = GenerationSettings(max_new_tokens=5, batch_size=2)
+    flag = RedFlagDefense(folder, action="flag", window=1)
+    generate(model, tokenizer, conversations, settings, [flag])
+    assert flag.last_processor.reader is None  # alone, the generating scores are the request as sent
+
+    stacked = generate(model, tokenizer, conversations, settings, [SuffixDefense("Answer in French."), flag])
+    assert flag.last_processor.reader is not None
+    guarded, rf = flag.wrap_model(model), flag.tokenizer.convert_tokens_to_ids("<rf>")
+
+    def highest_flag(conversation, tokens):  # p(<rf>) read over the answer's steps, after this conversation
+        request = tokenizer(render(tokenizer, conversation, None, True), add_special_tokens=False)["input_ids"]
+        logits = guarded(torch.tensor([request + tokens])).logits[0, len(request) - 1:, :len(flag.tokenizer)]
+        read = min(len(tokens) + 1, settings.max_new_tokens)  # the step that chose end-of-sequence is read too
+        return logits[:read].softmax(-1)[:, rf].max().item()
+
+    with torch.no_grad():
+        as_sent = [highest_flag(c, t) for c, t in zip(conversations, stacked.token_ids)]
+        as_suffixed = [highest_flag(c, t) for c, t in zip(stacked.conversations, stacked.token_ids)]
+    assert [e["red_flag"]["probability"] for e in stacked.extras] == pytest.approx(as_sent, rel=1e-4, abs=1e-7)
+    assert as_suffixed != pytest.approx(as_sent, rel=1e-3)  # the generating scores would have read other values
+
+    class Prefixed(Defense):  # what a soft prompt's prefix looks like to generate(): inputs beyond the ids and mask
+        def prepare_inputs(self, model, inputs):
+            return {**inputs, "position_ids": (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)}
+
+    generate(model, tokenizer, conversations, settings, [Prefixed(), flag])
+    assert flag.last_processor.reader is not None
+
+
 def test_train_command_end_to_end(tiny_llama_dir, tmp_path, monkeypatch):
     from hf_sentinel.cli import TRAIN_COMMANDS, main
 

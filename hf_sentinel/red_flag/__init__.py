@@ -2,7 +2,8 @@
 
 - :class:`RedFlagConfig` / :class:`RedFlagTrainer`: train LoRA + the `<rf>` embedding (a ``transformers.Trainer``;
   ``save_model`` writes the artifact and its card, ``push_to_hub`` uploads it).
-- :class:`RedFlagLogitsProcessor`: read p(`<rf>`) at every ``generate()`` step; refuse, stop or flag.
+- :class:`RedFlagLogitsProcessor`: read p(`<rf>`) at every ``generate()`` step; refuse, stop or flag
+  (:class:`RequestAloneReader`: read it from the request as sent, behind defenses that change the context).
 - :func:`load_red_flag_model`: apply a trained folder to its target; :class:`RedFlagDefense`: the same as a
   defense for ``evaluate()``, the CLI (``--defense red-flag:PATH``) and ``hf_sentinel.pipeline(red_flag=PATH)``.
 """
@@ -12,11 +13,11 @@ from .calibration import red_flag_scores
 from .config import RedFlagConfig
 from .defense import RedFlagDefense
 from .modeling import add_red_flag_token, load_red_flag_model
-from .processor import RedFlagLogitsProcessor
+from .processor import RedFlagLogitsProcessor, RequestAloneReader
 from .settings import RedFlagSettings
 from .trainer import RedFlagTrainer
 
 __all__ = [
     "RedFlagConfig", "RedFlagTrainer", "RedFlagLogitsProcessor", "RedFlagDefense", "RedFlagSettings",
-    "add_red_flag_token", "load_red_flag_model", "calibrate_threshold", "red_flag_scores",
+    "RequestAloneReader", "add_red_flag_token", "load_red_flag_model", "calibrate_threshold", "red_flag_scores",
 ]

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..defenses import Defense
 from ..loading import artifact_folder, check_artifact_kind
 from .modeling import load_red_flag_model
-from .processor import RedFlagLogitsProcessor
+from .processor import RedFlagLogitsProcessor, RequestAloneReader
 from .settings import RedFlagSettings
 
 
@@ -21,9 +21,10 @@ class RedFlagDefense(Defense):
 
     ``wrap_model`` returns a copy of the target with the adapter merged in (built once per target and reused);
     every batch gets a fresh :class:`RedFlagLogitsProcessor` (the latest one is :attr:`last_processor`, for live
-    displays); ``finalize`` replaces flagged answers by the refusal text when the action is ``"refuse"`` and
-    records ``extras[i]["red_flag"] = {"fired", "step", "probability"}`` for every answer (and
-    ``extras[i]["content_filter"]``, the spec, for an answer it replaced or cut). ``threshold``,
+    displays), which reads p(`<rf>`) from the request as sent (:class:`RequestAloneReader`) when defenses stacked
+    with it changed what the target reads; ``finalize`` replaces flagged answers by the refusal text when the
+    action is ``"refuse"`` and records ``extras[i]["red_flag"] = {"fired", "step", "probability"}`` for every
+    answer (and ``extras[i]["content_filter"]``, the spec, for an answer it replaced or cut). ``threshold``,
     ``action`` and ``window`` default to the values saved in the folder's ``red_flag_config.json``;
     :meth:`with_settings` changes them without loading anything again.
 
@@ -49,6 +50,7 @@ class RedFlagDefense(Defense):
         # generate() call finalizes each batch after generating it.
         self._pending: deque[RedFlagLogitsProcessor] = deque()
         self._flags: deque[dict] = deque()
+        self._reader: RequestAloneReader | None = None  # the next batch's, set by read_requests
         self.last_processor: RedFlagLogitsProcessor | None = None
 
     def with_settings(self, **overrides) -> RedFlagDefense:
@@ -88,6 +90,10 @@ class RedFlagDefense(Defense):
         self._wrapped[model] = guarded
         return guarded
 
+    def read_requests(self, model, requests):
+        # Stacked behind defenses that change what the target reads, the flag reads the request as sent instead.
+        self._reader = RequestAloneReader(model, requests) if requests is not None else None
+
     def logits_processors(self):
         if "eos_ids" not in self._loaded:
             raise RuntimeError("RedFlagDefense.wrap_model(model) must run before logits_processors(): the processor "
@@ -95,7 +101,8 @@ class RedFlagDefense(Defense):
         s = self.settings
         processor = RedFlagLogitsProcessor.from_tokenizer(
             self.tokenizer, token=s.token, threshold=s.threshold, action=s.action, window=s.window,
-            refusal_text=s.refusal_text, eos_token_id=self._loaded["eos_ids"])
+            refusal_text=s.refusal_text, eos_token_id=self._loaded["eos_ids"], reader=self._reader)
+        self._reader = None
         self._pending.append(processor)
         self.last_processor = processor
         return [processor]

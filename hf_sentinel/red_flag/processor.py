@@ -7,7 +7,7 @@ from transformers import LogitsProcessor
 
 from .settings import DEFAULT_REFUSAL, RedFlagSettings, check_action, check_threshold
 
-__all__ = ["RedFlagLogitsProcessor"]
+__all__ = ["RedFlagLogitsProcessor", "RequestAloneReader"]
 
 
 class RedFlagLogitsProcessor(LogitsProcessor):
@@ -39,6 +39,9 @@ class RedFlagLogitsProcessor(LogitsProcessor):
         window (`int`, *optional*, defaults to 1): the score is the mean of p(`<rf>`) over the last ``window``
             steps of the sequence (1 = the current step only).
         refusal_text (`str`, *optional*): what :meth:`refuse` puts in place of a flagged answer.
+        reader (`callable`, *optional*): ``reader(input_ids) -> logits`` (batch, vocabulary) that p(`<rf>`) is read
+            from instead of the scores being processed, e.g. :class:`RequestAloneReader`: the model reading the
+            request as the user sent it, where the generating context has a defense's prefix or suffix.
 
     Examples:
 
@@ -80,7 +83,7 @@ class RedFlagLogitsProcessor(LogitsProcessor):
 
     def __init__(self, red_flag_token_id: int, threshold: float = 0.5, action: str = "refuse",
                  eos_token_id: int | list[int] | None = None, vocab_size: int | None = None, window: int = 1,
-                 refusal_text: str = DEFAULT_REFUSAL):
+                 refusal_text: str = DEFAULT_REFUSAL, reader=None):
         check_threshold(threshold)
         check_action(action)
         if not isinstance(red_flag_token_id, int) or red_flag_token_id < 0:
@@ -102,6 +105,7 @@ class RedFlagLogitsProcessor(LogitsProcessor):
         self.vocab_size = vocab_size
         self.window = window
         self.refusal_text = refusal_text
+        self.reader = reader
         self._start_length: int | None = None
         self._recent: torch.Tensor | None = None  # (batch, window) probabilities of the last steps
         self._steps_read: torch.Tensor | None = None  # per row: how many steps have been read
@@ -153,7 +157,8 @@ class RedFlagLogitsProcessor(LogitsProcessor):
             self._finished |= torch.isin(input_ids[:, -1], eos)
         step = input_ids.shape[1] - self._start_length
 
-        real = scores[:, : self.vocab_size].float()
+        read = scores if self.reader is None else self.reader(input_ids)
+        real = read[:, : self.vocab_size].float()
         probability = torch.exp(real[:, self.red_flag_token_id] - torch.logsumexp(real, dim=-1))
         reading = ~self._finished
         self._recent = torch.roll(self._recent, shifts=-1, dims=1)
@@ -208,3 +213,53 @@ class RedFlagLogitsProcessor(LogitsProcessor):
                              f"batch, in order.")
         return [self.refusal_text if flag["fired"] else text for text, flag in zip(texts, flags)]
 
+
+
+class RequestAloneReader:
+    """The model's next-token logits on the request as the user sent it, followed by the answer generated so far.
+
+    Stacked behind defenses that change what the target reads (a DRO soft prompt in front, a sentinel's suffix),
+    the red flag would read p(`<rf>`) in a context it was not trained on; measured on the held-out suite, it then
+    stopped firing on harmful requests it flags alone. Handed to :class:`RedFlagLogitsProcessor` as ``reader``, this
+    runs a second, cached forward pass of the same model over the request as sent, one generated token per step,
+    so the flag judges the answer as it would alone. It costs one more decoding pass (and the request's prefill).
+
+    Args:
+        model: the red-flag model (the generating one: its weights are shared, nothing is copied).
+        requests (`dict`): the batch as sent, left-padded: ``input_ids`` and ``attention_mask``.
+
+    Examples:
+
+    ```python
+    >>> import torch
+    >>> from hf_sentinel.defaults import tiny_model
+    >>> model, tokenizer = tiny_model()
+    >>> request = tokenizer(["How do I bake bread?"], return_tensors="pt")
+    >>> reader = RequestAloneReader(model, dict(request))
+    >>> first = reader(torch.tensor([[5, 6, 7]]))  # the generating side's ids (another context): not read at step 0
+    >>> second = reader(torch.tensor([[5, 6, 7, 9]]))  # step 1: the request, then the generated token 9
+    >>> alone = model(torch.cat([request["input_ids"], torch.tensor([[9]])], dim=1)).logits[:, -1]
+    >>> torch.allclose(second, alone, atol=1e-5)
+    True
+
+    ```
+    """
+
+    def __init__(self, model, requests: dict):
+        self.model = model
+        self.input_ids = requests["input_ids"]
+        self.attention_mask = requests["attention_mask"]
+        self.cache = None
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.LongTensor) -> torch.FloatTensor:
+        if self.cache is None:  # step 0: the request as sent, the answer's first token still to come
+            new = self.input_ids
+        else:  # the token the generating side just produced (padding for rows that ended: never read)
+            new = input_ids[:, -1:].to(self.input_ids.device)
+            self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(new)], dim=1)
+        positions = (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -new.shape[1]:]
+        output = self.model(input_ids=new, attention_mask=self.attention_mask, position_ids=positions,
+                            past_key_values=self.cache, use_cache=True)
+        self.cache = output.past_key_values
+        return output.logits[:, -1]
