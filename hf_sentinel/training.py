@@ -6,7 +6,8 @@
 * :class:`ArtifactPushMixin`: the one push path (``save_model`` writes the artifact and its card, then
   :func:`hf_sentinel.hub.push_folder` uploads it), mixed into every trainer.
 * Datasets: one shape for every trainer, ``prompt`` (+ optional ``history``) and ``label`` in :data:`LABELS`
-  (:func:`labelled_prompts`, :func:`check_prompt_dataset`, :func:`split_by_label`).
+  (:func:`labelled_prompts`, :func:`check_prompt_dataset`, :func:`split_by_label`); :func:`completion_example`, a
+  chat answer tokenized for fine-tuning on the answer only.
 * Judges: :func:`checked_scores` (a judge returned one finite score per answer), :func:`judge_name`.
 * Files: :func:`write_atomic`, :func:`write_jsonl`, :func:`read_jsonl`, :func:`fingerprint`.
 * Models: :func:`load_model_and_tokenizer`, :func:`base_model_name`, :func:`lora_config`.
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import TrainingArguments
+
+from .generation import render
 
 #: The values of a dataset's ``label`` column: what each request is.
 LABELS = ("harmful", "benign")
@@ -260,6 +263,21 @@ def labelled_prompts(harmful, benign):
 def split_by_label(dataset) -> dict:
     """``{"harmful": Dataset, "benign": Dataset}`` from a dataset with a ``label`` column (either may be empty)."""
     return {label: dataset.filter(lambda row, wanted=label: row["label"] == wanted) for label in LABELS}
+
+
+def completion_example(tokenizer, conversation: list[dict], answer: str, finished: bool) -> dict:
+    """``input_ids`` and ``completion_mask`` of one chat turn: the prompt exactly as generation renders it, then the
+    answer, then (only for a finished answer) the chat template's end of turn."""
+    prompt = render(tokenizer, conversation, prefill=None, chat=True)
+    full = tokenizer.apply_chat_template([*conversation, {"role": "assistant", "content": answer}], tokenize=False)
+    if not full.startswith(prompt):
+        raise ValueError("The chat template renders a conversation with an answer differently from the same "
+                         "conversation awaiting one, so the answer cannot be separated for fine-tuning.")
+    completion = full[len(prompt):] if finished else answer
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return {"input_ids": prompt_ids + completion_ids,
+            "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids)}
 
 
 # -------------------------------------------------------------------------------------------------------- judges

@@ -36,12 +36,13 @@ from transformers.trainer_callback import CallbackHandler
 from transformers.trainer_utils import TrainOutput
 
 from ..defenses import parse_defense
-from ..generation import GenerationSettings, generate, render, to_conversation
+from ..generation import GenerationSettings, generate, to_conversation
 from ..training import (
     ArtifactPushMixin,
     base_model_name,
     check_prompt_dataset,
     checked_scores,
+    completion_example,
     fingerprint,
     judge_name,
     labelled_prompts,
@@ -418,7 +419,7 @@ class MARTTrainer(ArtifactPushMixin):
         from trl import SFTTrainer
 
         model = role.activate()
-        tokenized = Dataset.from_list([_tokenized(role.tokenizer, e["prompt"], e["completion"], e["finished"])
+        tokenized = Dataset.from_list([completion_example(role.tokenizer, e["prompt"], e["completion"], e["finished"])
                                        for e in examples])
         trainer = SFTTrainer(model=model, args=self._sft_args(folder, epochs), train_dataset=tokenized,
                              processing_class=role.tokenizer, callbacks=[_RoleLogs(self, role.adapter)])
@@ -714,21 +715,6 @@ def _check_same_run(recorded: dict | None, current: dict, folder: Path) -> None:
     raise ValueError(f"{folder} holds a MART run with other settings or data (changed, recorded -> now: "
                      f"{changed or 'the data or the model'}). Use another output_dir, or set "
                      f"overwrite_output_dir=True (--overwrite-output-dir) to start afresh.")
-
-
-def _tokenized(tokenizer, conversation: list[dict], answer: str, finished: bool) -> dict:
-    """``input_ids`` and ``completion_mask`` of one chat turn: the prompt exactly as generation renders it, then the
-    answer, then (only for a finished answer) the chat template's end of turn."""
-    prompt = render(tokenizer, conversation, prefill=None, chat=True)
-    full = tokenizer.apply_chat_template([*conversation, {"role": "assistant", "content": answer}], tokenize=False)
-    if not full.startswith(prompt):
-        raise ValueError("The chat template renders a conversation with an answer differently from the same "
-                         "conversation awaiting one, so the answer cannot be separated for fine-tuning.")
-    completion = full[len(prompt):] if finished else answer
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    return {"input_ids": prompt_ids + completion_ids,
-            "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids)}
 
 
 @contextmanager

@@ -6,6 +6,9 @@
   (:class:`RequestAloneReader`: read it from the request as sent, behind defenses that change the context).
 - :func:`load_red_flag_model`: apply a trained folder to its target; :class:`RedFlagDefense`: the same as a
   defense for ``evaluate()``, the CLI (``--defense red-flag:PATH``) and ``hf_sentinel.pipeline(red_flag=PATH)``.
+- :mod:`hf_sentinel.red_flag.attack` (a command, so not imported here): ``sft_attack``, an attacker's short LoRA
+  fine-tuning of the red-flag model on harmful answers (:meth:`RedFlagDefense.with_model` guards with its result);
+  ``python -m hf_sentinel.red_flag.attack`` measures how much of the flag survives it.
 """
 
 from ..training import calibrate_threshold

@@ -26,7 +26,8 @@ class RedFlagDefense(Defense):
     action is ``"refuse"`` and records ``extras[i]["red_flag"] = {"fired", "step", "probability"}`` for every
     answer (and ``extras[i]["content_filter"]``, the spec, for an answer it replaced or cut). ``threshold``,
     ``action`` and ``window`` default to the values saved in the folder's ``red_flag_config.json``;
-    :meth:`with_settings` changes them without loading anything again.
+    :meth:`with_settings` changes them without loading anything again. :meth:`with_model` guards with a red-flag
+    model given as it is (one an attacker fine-tuned, :mod:`hf_sentinel.red_flag.attack`).
 
     >>> from hf_sentinel.defaults import pretrained_path
     >>> defense = RedFlagDefense(pretrained_path("red-flag"), action="flag")
@@ -43,6 +44,7 @@ class RedFlagDefense(Defense):
         # Shared with the copies made by with_settings: the guarded models and the red-flag tokenizer load once.
         self._wrapped: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._loaded: dict = {}
+        self._model = None  # set by with_model: the red-flag model that generates, whatever the target
         self._start_batches()
 
     def _start_batches(self) -> None:
@@ -58,6 +60,17 @@ class RedFlagDefense(Defense):
         already built: a Space can change the threshold per request without copying the target again."""
         other = copy.copy(self)
         other.settings = dataclasses.replace(self.settings, **overrides)
+        other._start_batches()
+        return other
+
+    def with_model(self, model, label: str) -> RedFlagDefense:
+        """This defense generating with ``model``, a red-flag model (`<rf>` in its vocabulary, e.g. the one
+        :meth:`wrap_model` built, then changed), instead of applying the folder to the target it is handed;
+        ``label`` says what changed it and goes into the spec (``red-flag:default+LABEL``)."""
+        other = copy.copy(self)
+        other.spec = f"{self.spec}+{label}"
+        other._model = model
+        other._loaded = {"tokenizer": self.tokenizer, "eos_ids": _eos_ids(model, self.tokenizer)}
         other._start_batches()
         return other
 
@@ -81,6 +94,8 @@ class RedFlagDefense(Defense):
         return cls(artifact_folder(arg, "red-flag"))
 
     def wrap_model(self, model):
+        if self._model is not None:
+            return self._model
         if model in self._wrapped:
             return self._wrapped[model]
         if model in self._wrapped.values():  # already the guarded model (a second pass through the hooks)
