@@ -12,18 +12,9 @@ script times the same prompts, same settings, alternating the two setups per rep
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-
-
-def _time(model, tokenizer, conversations, settings, defenses) -> float:
-    from hf_sentinel.generation import generate
-
-    start = time.perf_counter()
-    generate(model, tokenizer, conversations, settings, defenses)
-    return time.perf_counter() - start
+from _side_by_side import against_plain, test_conversations  # benchmarks/ is this script's folder, so on sys.path
 
 
 def main(argv=None) -> int:
@@ -35,34 +26,19 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from hf_sentinel.data import load_prompts
     from hf_sentinel.defenses import parse_defense
     from hf_sentinel.evaluation import load_target
-    from hf_sentinel.generation import GenerationSettings, to_conversation
 
     model, tokenizer = load_target(args.target)
     defense = parse_defense(f"dro:{args.prompt}")
-    half = args.prompts // 2
-    conversations = ([to_conversation(p) for p in load_prompts("harmful:test", limit=half)["prompt"]]
-                     + [to_conversation(p) for p in load_prompts("benign:test", limit=args.prompts - half)["prompt"]])
-    # min_new_tokens = max_new_tokens: both setups decode exactly as many tokens, so only the prompt differs.
-    setups = {"one prompt at a time": 1, f"batch of {len(conversations)}": len(conversations)}
-    torch.manual_seed(0)
+    conversations = test_conversations(args.prompts)
     print(f"target {args.target}, DRO prompt {args.prompt} ({defense.soft_prompt(model).num_virtual_tokens} virtual "
           f"tokens), {len(conversations)} prompts, {args.max_new_tokens} new tokens, {args.repeats} repeats, "
           f"{torch.get_num_threads()} threads")
     print(f"{'setup':<24} {'without (s)':>12} {'with (s)':>10} {'ratio':>7}")
-    for name, batch_size in setups.items():
-        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=batch_size)
-        model.generation_config.min_new_tokens = args.max_new_tokens
-        _time(model, tokenizer, conversations[:2], settings, [defense])  # warm-up
-        without, with_prompt = [], []
-        for _ in range(args.repeats):
-            without.append(_time(model, tokenizer, conversations, settings, []))
-            with_prompt.append(_time(model, tokenizer, conversations, settings, [defense]))
-        model.generation_config.min_new_tokens = None
-        base, guarded = statistics.median(without), statistics.median(with_prompt)
-        print(f"{name:<24} {base:>12.2f} {guarded:>10.2f} {guarded / base:>7.2f}")
+    for setup, base, guarded in against_plain(model, tokenizer, conversations, [defense], args.max_new_tokens,
+                                              args.repeats):
+        print(f"{setup:<24} {base:>12.2f} {guarded:>10.2f} {guarded / base:>7.2f}")
     return 0
 
 

@@ -15,18 +15,9 @@ their ratio to plain generation, for one prompt at a time and for a batch.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-
-
-def _time(model, tokenizer, conversations, settings, defenses) -> float:
-    from hf_sentinel.generation import generate
-
-    start = time.perf_counter()
-    generate(model, tokenizer, conversations, settings, defenses)
-    return time.perf_counter() - start
+from _side_by_side import against_plain, test_conversations  # benchmarks/ is this script's folder, so on sys.path
 
 
 def main(argv=None) -> int:
@@ -39,34 +30,20 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from hf_sentinel.data import load_prompts
     from hf_sentinel.defenses import describe, parse_defense
     from hf_sentinel.evaluation import load_target
-    from hf_sentinel.generation import GenerationSettings, to_conversation
     from hf_sentinel.red_flag import RedFlagDefense
 
     model, tokenizer = load_target(args.target)
     stack = [parse_defense(spec) for spec in args.defense]
     stack = [d.with_settings(action="flag") if isinstance(d, RedFlagDefense) else d for d in stack]
-    half = args.prompts // 2
-    conversations = ([to_conversation(p) for p in load_prompts("harmful:test", limit=half)["prompt"]]
-                     + [to_conversation(p) for p in load_prompts("benign:test", limit=args.prompts - half)["prompt"]])
-    setups = {"one prompt at a time": 1, f"batch of {len(conversations)}": len(conversations)}
-    torch.manual_seed(0)
+    conversations = test_conversations(args.prompts)
     print(f"target {args.target}, stack {describe(stack)}, {len(conversations)} prompts, {args.max_new_tokens} new "
           f"tokens, {args.repeats} repeats, {torch.get_num_threads()} threads")
     print(f"{'setup':<24} {'plain (s)':>10} {'stack (s)':>10} {'ratio':>7}")
-    for name, batch_size in setups.items():
-        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=batch_size)
-        model.generation_config.min_new_tokens = args.max_new_tokens
-        _time(model, tokenizer, conversations[:2], settings, stack)  # warm-up: loads and wraps every layer once
-        plain, guarded = [], []
-        for _ in range(args.repeats):
-            plain.append(_time(model, tokenizer, conversations, settings, []))
-            guarded.append(_time(model, tokenizer, conversations, settings, stack))
-        model.generation_config.min_new_tokens = None
-        base, stacked = statistics.median(plain), statistics.median(guarded)
-        print(f"{name:<24} {base:>10.2f} {stacked:>10.2f} {stacked / base:>7.2f}")
+    for setup, base, stacked in against_plain(model, tokenizer, conversations, stack, args.max_new_tokens,
+                                              args.repeats):
+        print(f"{setup:<24} {base:>10.2f} {stacked:>10.2f} {stacked / base:>7.2f}")
     return 0
 
 
