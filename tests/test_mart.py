@@ -66,6 +66,11 @@ class AlternatingSafety(Judge):
         return [float(i % 2) for i in range(len(completions))]
 
 
+class AlwaysViolation(Judge):
+    def score(self, prompts, completions):
+        return [1.0] * len(completions)
+
+
 class OneScoreJudge(Judge):
     """A judge that breaks on batches of more than two answers: one score, however many answers."""
 
@@ -109,6 +114,9 @@ def adapter_weights(trainer, adapter):
     (dict(push_to_hub=True), "hub_model_id"),
     (dict(eval_limit=0), "eval_limit"),
     (dict(replay="benign"), "replay must be one of all, safe, none"),
+    (dict(seed_prompts_per_round=-1), "seed_prompts_per_round must be >= 0"),
+    (dict(context_distillation_rounds="last"), "context_distillation_rounds must be one of first, all"),
+    (dict(answer_judge="toxicity"), "answer_judge must be a refusal judge"),
 ])
 def test_config_rejects_bad_settings(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -384,6 +392,40 @@ def test_empty_red_team_prompts_and_rounds_without_attacks_continue(tmp_path, mo
     parents = (tmp_path / "run" / "round-2" / "parents.jsonl").read_text()
     assert parents == (tmp_path / "run" / "round-0" / "parents.jsonl").read_text()
     assert red_team_before.keys() == adapter_weights(trainer, "red_team").keys()
+
+
+def test_seed_prompts_are_answered_every_round_under_every_pre_prompt(tmp_path):
+    """With seed_prompts_per_round the target answers fresh seed prompts (history kept) each round beside the
+    red team's rewrites, under the pre-prompts in every round with context_distillation_rounds='all'; a successful
+    seed prompt is neither red-team data nor a parent."""
+    seeds = Dataset.from_dict({"prompt": [f"Harmful request {i}?" for i in range(5)],
+                               "history": [None, None, [{"role": "user", "content": "Hi."},
+                                                        {"role": "assistant", "content": "Hello!"}], None, None]})
+    model, tokenizer = tiny_model()
+    trainer = MARTTrainer(model, tiny_config(tmp_path, rounds=2, seed_prompts_per_round=3,
+                                             context_distillation_rounds="all"),
+                          train_dataset=labelled_prompts(seeds, BENIGN), eval_dataset=HELD_OUT,
+                          processing_class=tokenizer, safety_judge=AlwaysViolation(),
+                          helpfulness_judge=constant_helpfulness)
+    trainer.train()
+    out = tmp_path / "run"
+    rounds = {i: [json.loads(line) for line in (out / f"round-{i}" / "candidates.jsonl").open()] for i in (1, 2)}
+    seen = []
+    for index, stored in rounds.items():
+        prompts, candidates = stored[0]["prompts"], stored[1:]
+        seeded = [p for p in prompts if p["harmful"] and p["parent"] is None]
+        assert len(seeded) == 3
+        seen += [p["prompt"] for p in seeded]
+        by_prompt = {p["prompt"]: p for p in seeded}
+        if "Harmful request 2?" in by_prompt:
+            assert by_prompt["Harmful request 2?"]["history"][0]["content"] == "Hi."
+        ids = {p["prompt_id"] for p in seeded}
+        assert {c["source"] for c in candidates if c["prompt_id"] in ids} == {"target", "context:suffix:default"}
+        assert "Harmful request" not in (out / f"round-{index}" / "parents.jsonl").read_text()
+    # round 2 goes on through the shuffled seeds where round 1 stopped (5 seeds: 3, then the other 2 and 1 again)
+    assert sorted(set(seen)) == [f"Harmful request {i}?" for i in range(5)] and len(seen) == 6
+    # every seed answer violated, yet the red team's data is its own rewrites only
+    assert trainer.rounds[2]["red_team_examples"] == trainer.rounds[2]["successful_attacks"] - 3
 
 
 def test_rounds_without_kept_answers_leave_the_target_unchanged(tmp_path, caplog):

@@ -157,7 +157,7 @@ class MARTTrainer(ArtifactPushMixin):
                  helpfulness_judge=None, peft_config=None, callbacks: list | None = None, red_team=None,
                  red_team_processing_class=None):
         from ..data import load_prompts
-        from ..judges import RefusalJudge
+        from ..judges import load_judge
         from ..training import TrainScriptArguments
 
         self.args = args = args or MARTConfig()
@@ -191,14 +191,13 @@ class MARTTrainer(ArtifactPushMixin):
         self.eval_rows = {label: _rows(rows) for label, rows in held_out.items()}
 
         if safety_judge is None:
-            from ..judges import load_judge
-
             safety_judge = load_judge(args.safety_judge)
         if helpfulness_judge is None:
             from .judges import load_helpfulness_judge
 
             helpfulness_judge = load_helpfulness_judge(args.helpfulness_judge)
-        self.safety_judge, self.helpfulness_judge, self.answer_judge = safety_judge, helpfulness_judge, RefusalJudge()
+        self.safety_judge, self.helpfulness_judge = safety_judge, helpfulness_judge
+        self.answer_judge = load_judge(args.answer_judge)
         self.context_defenses = [parse_defense(spec) for spec in args.context_distillation]
 
         self.model = self._with_adapter(model, TARGET, peft_config)
@@ -310,7 +309,9 @@ class MARTTrainer(ArtifactPushMixin):
                    **selection_counts(prompts, candidates, self.args.safe_threshold, self.args.helpfulness_threshold)}
 
         by_id = {p["prompt_id"]: p for p in prompts}
-        attacked = sorted({c["prompt_id"] for c in candidates if c["decision"] == ATTACK})
+        # The red team learns from, and next writes from, its own successful rewrites; a seed prompt has no parent.
+        attacked = sorted({c["prompt_id"] for c in candidates
+                           if c["decision"] == ATTACK and by_id[c["prompt_id"]]["parent"] is not None})
         red_team_data = [self._red_team_example({"prompt": by_id[i]["parent"], "category": by_id[i]["category"]},
                                                 by_id[i]["prompt"]) for i in attacked]
         target_data = [_target_example(by_id[c["prompt_id"]], c) for c in candidates if c["decision"] == KEPT]
@@ -362,18 +363,31 @@ class MARTTrainer(ArtifactPushMixin):
         if dropped:
             logger.warning("round %d: dropped %d of %d red-team prompts (empty or repeated)", index, dropped,
                            len(parents))
-        if not prompts:
+        if not prompts and not args.seed_prompts_per_round:
             logger.warning("round %d: the red team wrote no usable prompt; this round trains on benign data only",
                            index)
+        for row in self._seed_prompts(index):
+            prompts.append({"prompt_id": len(prompts), "prompt": row["prompt"], "history": row["history"],
+                            "harmful": True, "category": row["category"], "parent": None})
         benign = random.Random(args.seed * 1000 + index).sample(self.benign, len(self.benign))
         for row in benign[:args.benign_prompts_per_round]:
             prompts.append({"prompt_id": len(prompts), "prompt": row["prompt"], "history": row["history"],
                             "harmful": False, "category": None, "parent": None})
         return prompts, dropped
 
+    def _seed_prompts(self, index: int) -> list[dict]:
+        """Round ``index``'s ``seed_prompts_per_round`` seed prompts: consecutive slices of the seeds in one
+        shuffled order, so that rounds see different ones until every seed was answered once."""
+        count = self.args.seed_prompts_per_round
+        if not count:
+            return []
+        order = random.Random(self.args.seed).sample(self.seeds, len(self.seeds))
+        start = (index - 1) * count
+        return [order[(start + n) % len(order)] for n in range(min(count, len(order)))]
+
     def _answer(self, index: int, prompts: list[dict]) -> list[dict]:
-        """The target's answers: K samples per prompt (greedy when K = 1), plus in round 1 one greedy answer under
-        each context-distillation pre-prompt."""
+        """The target's answers: K samples per prompt (greedy when K = 1), plus in round 1 (every round with
+        ``context_distillation_rounds="all"``) one greedy answer under each context-distillation pre-prompt."""
         args, k = self.args, self.args.samples_in_round(index)
         conversations = [_conversation(p) for p in prompts]
         sampled = GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=k > 1, temperature=args.temperature,
@@ -381,7 +395,7 @@ class MARTTrainer(ArtifactPushMixin):
                                      seed=args.seed * 1000 + index)
         greedy = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.generation_batch_size)
         runs = [("target", [], sampled, conversations * k)]
-        if index == 1:
+        if index == 1 or args.context_distillation_rounds == "all":
             runs += [(f"context:{d.spec}", [d], greedy, conversations) for d in self.context_defenses]
         model, tokenizer = self.target.generating(), self.target.tokenizer
         candidates = []
