@@ -140,6 +140,9 @@ def _bench_parser(sub) -> None:
     p.add_argument("--output-dir", default="outputs/bench", help="the result goes to OUTPUT_DIR/NAME.json")
     p.add_argument("--compare", nargs="+", metavar="BENCH_JSON", help="print earlier bench results side by side")
     p.add_argument("--plot", help="with --compare: also draw the safety / over-refusal trade-off as a PNG here")
+    p.add_argument("--card", metavar="FOLDER",
+                   help="with --compare: also write the comparison into the model card (README.md) of the artifact "
+                        "folder FOLDER, as its 'On the held-out suite' section")
     p.add_argument("--attribute", nargs="+", metavar="BENCH_JSON",
                    help="STACK_JSON MEMBER_JSON [MEMBER_JSON ...]: print which layer of an earlier stacked run "
                         "refused or let through each request, against each layer's (or part's) own run on the same "
@@ -256,7 +259,7 @@ def run_eval(args) -> int:
 
 
 def run_bench(args) -> int:
-    from .evaluation.report import bench_compare_table, bench_table, plot_tradeoff
+    from .evaluation.report import bench_card_text, bench_compare_table, bench_table, plot_tradeoff
 
     if args.attribute:
         return run_attribution(args)
@@ -268,9 +271,15 @@ def run_bench(args) -> int:
         print(bench_compare_table(results, names))
         if args.plot:
             print(f"\ntrade-off plot: {plot_tradeoff(results, names, args.plot)}")
+        if args.card:
+            from .hub import update_card_section
+
+            card = update_card_section(args.card, "held-out", "On the held-out suite", bench_card_text(results, names))
+            print(f"\nmodel card: {card}")
         return 0
-    if args.plot:
-        raise SystemExit("hf-sentinel bench: --plot goes with --compare (run the stacks first, then compare them).")
+    if args.plot or args.card:
+        raise SystemExit("hf-sentinel bench: --plot and --card go with --compare (run the stacks first, then compare "
+                         "them).")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1 (rows per held-out set), got {args.limit}; drop --limit to run "
                          f"the whole suite.")

@@ -108,6 +108,38 @@ def write_sentinel_card(folder, config, eval_results: list | None = None, extra:
     )
 
 
+def update_card_section(folder, name: str, title: str, text: str) -> Path:
+    r"""Put ``text`` in the section ``name`` of ``folder/README.md`` (between ``<!-- NAME:start -->`` and
+    ``<!-- NAME:end -->``), replacing what an earlier call wrote there; a card without that section gets it as a
+    new ``## TITLE`` before its training facts. The Hub metadata is kept.
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = write_model_card(folder, kind="dro", title="A prompt", summary="A soft prompt.", base_model=None,
+    ...                      tags=["dro"], extra="\n## Training\n\nTen steps.\n")
+    >>> path = update_card_section(folder, "held-out", "On the held-out suite", "first")
+    >>> path = update_card_section(folder, "held-out", "On the held-out suite", "second")
+    >>> text = path.read_text()
+    >>> "first" in text, text.index("second") < text.index("## Training")
+    (False, True)
+    """
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no model card (README.md); a trainer's save writes one.")
+    card = ModelCard.load(path)
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    section = f"{start}\n{text.strip()}\n{end}"
+    before, found, rest = card.text.partition(start)
+    if found:
+        card.text = before + section + rest.partition(end)[2]
+    else:
+        anchor = next((h for h in ("\n## Training", "\n## Limitations") if h in card.text), None)
+        block = f"\n## {title}\n\n{section}\n"
+        card.text = card.text.replace(anchor, block + anchor, 1) if anchor else card.text.rstrip() + "\n" + block
+    card.save(path)
+    return path
+
+
 # ---------------------------------------------------------------------------------------------------- pushing
 
 #: File types an artifact folder may hold: weights only as safetensors, never pickles.

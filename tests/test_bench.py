@@ -212,6 +212,19 @@ def test_bench_cli_writes_json_and_tables_then_compares_and_plots(tiny_llama_dir
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert "none" in compared and "suffix" in compared and "worst attack shape" in compared
 
+    # --card writes the comparison into an artifact's model card, replacing it on a second run
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / "README.md").write_text("---\nlibrary_name: hf-sentinel\n---\n# An adapter\n\n## Training\n\nx\n")
+    for _ in range(2):
+        assert main(["bench", "--compare", *map(str, outputs), "--card", str(artifact)]) == 0
+    card = (artifact / "README.md").read_text()
+    assert card.count("## On the held-out suite") == 1 and card.index("held-out suite") < card.index("## Training")
+    assert "library_name: hf-sentinel" in card and "worst attack shape" in card
+    assert f"`hf-sentinel bench --defense suffix:default --target {tiny_llama_dir} --judge refusal`" in card
+    assert main(["bench", "--compare", str(outputs[0]), "--card", str(tmp_path / "nowhere")]) == 2
+    assert "has no model card (README.md)" in capsys.readouterr().err
+
 
 def test_bench_cli_bad_input(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("hf_sentinel.evaluation.load_target", lambda *a: pytest.fail("a model was loaded"))
@@ -223,8 +236,10 @@ def test_bench_cli_bad_input(tmp_path, monkeypatch, capsys):
     eval_result.write_text(json.dumps({"summary": {"n": 1}, "records": []}))
     assert main(["bench", "--compare", str(eval_result)]) == 2
     assert "is not a bench result" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="--plot goes with --compare"):
+    with pytest.raises(SystemExit, match="--plot and --card go with --compare"):
         main(["bench", "--plot", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit, match="--plot and --card go with --compare"):
+        main(["bench", "--card", str(tmp_path)])
 
 
 def test_demo_benches_each_stack_and_draws_the_tradeoff(tiny_llama_dir, tmp_path, capsys):

@@ -207,6 +207,30 @@ def bench_compare_table(results: list[dict], names: list[str]) -> str:
     return _format(lines)
 
 
+#: A bench summary's judge (its class name) -> its ``--judge`` value.
+_JUDGE_FLAGS = {"RefusalJudge": "refusal", "ToxicityJudge": "toxicity"}
+
+
+def bench_card_text(results: list[dict], names: list[str]) -> str:
+    """The held-out section of a model card: each run's caption and command, then :func:`bench_compare_table`."""
+    lines = ["Requests no trainer read (`hf-sentinel bench`; the sets are described in hf-sentinel's `docs/data.md`), "
+             "each cell the rate and its 95% Wilson interval.", ""]
+    for result, name in zip(results, names):
+        summary = result["summary"]
+        flags = [f"--defense {spec}" for spec in summary["defense"].split("+") if spec != "none"]
+        if summary["target"] != "default":
+            flags.append(f"--target {summary['target']}")
+        if summary["judge"] != "AnswerRefusalJudge":  # the default judge; the others by their CLI names
+            flags.append(f"--judge {_JUDGE_FLAGS.get(summary['judge'], summary['judge'])}")
+        if summary.get("attacker"):
+            flags.append(f"--attacker {summary['attacker']['spec']}")
+        if summary.get("limit"):
+            flags.append(f"--limit {summary['limit']}")
+        command = " ".join(["hf-sentinel bench", *flags])
+        lines.append(f"- `{name}`: {_bench_caption(summary)}; {summary['wall_seconds']:.0f} s (`{command}`)")
+    return "\n".join([*lines, "", "```text", bench_compare_table(results, names), "```"])
+
+
 def _agreement(summary: dict) -> str:
     accuracy = (summary.get("judge_agreement") or {}).get("accuracy")
     return f"{accuracy:.1%}" if accuracy is not None else "not measured"
