@@ -34,7 +34,8 @@ def write_model_card(path, settings: RedFlagSettings, training: dict | None = No
 
     training = training or {}
     base_model = settings.base_model or "the base model"
-    results_text = results_table(results) if results else "Not evaluated yet: run `examples/red_flag_evaluate.py`."
+    results_text = results_table(results) if results else ("Our own test split not evaluated yet: `python examples/red_flag_evaluate.py --artifact FOLDER "
+                    "--update-card` writes it here (greedy, sampled, pre-filled).")
     extra = (f"\n## Training\n\n{_training_text(training)}\n\n## Results\n\n{RESULTS_START}\n{results_text}\n"
              f"{RESULTS_END}\n\n## Limitations\n\n{_LIMITATIONS}\n")
     return write_card(
