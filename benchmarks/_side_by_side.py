@@ -23,21 +23,21 @@ def against_plain(model, tokenizer, conversations, defenses, max_new_tokens: int
     """Yields ``(setup, plain seconds, guarded seconds)``, medians of ``repeats`` alternating runs, for one prompt at a
     time and for the whole batch.
 
-    Every run decodes exactly ``max_new_tokens`` (``min_new_tokens`` is set to it), so only the defenses' work
-    differs; a warm-up run first loads and wraps every defense.
+    Every run decodes exactly ``max_new_tokens`` (``min_new_tokens`` is set to it, in the generation settings: the
+    model a defense generates with may be a copy of ``model`` with a generation config of its own), so only the
+    defenses' work differs; a warm-up run first loads and wraps every defense.
     """
     from hf_sentinel.generation import GenerationSettings
 
     torch.manual_seed(0)
     for setup, batch_size in {"one prompt at a time": 1, f"batch of {len(conversations)}": len(conversations)}.items():
-        settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
-        model.generation_config.min_new_tokens = max_new_tokens
+        settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                      generation_kwargs={"min_new_tokens": max_new_tokens})
         _time(model, tokenizer, conversations[:2], settings, defenses)
         plain, guarded = [], []
         for _ in range(repeats):
             plain.append(_time(model, tokenizer, conversations, settings, []))
             guarded.append(_time(model, tokenizer, conversations, settings, defenses))
-        model.generation_config.min_new_tokens = None
         yield setup, statistics.median(plain), statistics.median(guarded)
 
 

@@ -3,7 +3,9 @@
 Every setup answers the same prompts with exactly ``--max-new-tokens`` new tokens (``min_new_tokens`` =
 ``max_new_tokens``), so only the defenses' work differs: the sentinel's suffix pass, the soft prompt's cached
 prefix, the red flag's reading (and, stacked behind defenses that change the context, its second pass over the
-request as sent). A red flag runs with ``action="flag"``: it reads every step but never ends a row early, which
+request as sent). The stack is composed as ``hf_sentinel.pipeline`` and the CLI compose it
+(:class:`hf_sentinel.defenses.DefenseStack`): stacked with a LoRA sentinel, the red flag shares its weights and its
+adapter runs unmerged. A red flag runs with ``action="flag"``: it reads every step but never ends a row early, which
 would make the guarded setup look faster than it is. Setups alternate within each repeat; medians are printed with
 their ratio to plain generation, for one prompt at a time and for a batch.
 
@@ -30,12 +32,14 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from hf_sentinel.defenses import describe, parse_defense
+    from hf_sentinel.defenses import DefenseStack, describe
     from hf_sentinel.evaluation import load_target
     from hf_sentinel.red_flag import RedFlagDefense
 
     model, tokenizer = load_target(args.target)
-    stack = [parse_defense(spec) for spec in args.defense]
+    # Composed as the pipeline and the CLI compose it (a LoRA sentinel and a red flag share one PEFT model), on one
+    # copy of the target: plain generation is timed on the target itself.
+    stack = DefenseStack(args.defense).compose(model, tokenizer)
     stack = [d.with_settings(action="flag") if isinstance(d, RedFlagDefense) else d for d in stack]
     conversations = test_conversations(args.prompts)
     print(f"target {args.target}, stack {describe(stack)}, {len(conversations)} prompts, {args.max_new_tokens} new "

@@ -9,7 +9,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from .data import load_prompts
 from .defaults import load_default_target, tiny_model
-from .defenses import parse_defense
+from .defenses import DefenseStack, parse_defense
 from .evaluation import evaluate, load_target
 from .generation import GenerationSettings
 from .judges import ClassifierJudge, GuardJudge, RefusalJudge, ToxicityJudge, load_judge
@@ -25,7 +25,8 @@ AutoModelForCausalLM.register(SentinelConfig, SentinelForCausalLM, exist_ok=True
 __version__ = "0.1.0"
 
 __all__ = [
-    "pipeline", "load_default_target", "tiny_model", "load_prompts", "parse_defense", "evaluate", "load_target",
+    "pipeline", "load_default_target", "tiny_model", "load_prompts", "parse_defense", "DefenseStack", "evaluate",
+    "load_target",
     "GenerationSettings", "SentinelConfig", "SentinelForCausalLM", "RemoteChatTarget",
     "RefusalJudge", "ToxicityJudge", "ClassifierJudge", "GuardJudge", "load_judge",
     "MARTConfig", "MARTTrainer", "MARTDefense",

@@ -85,7 +85,7 @@ def _serve_parser(sub) -> None:
 
 
 def run_serve(args) -> int:
-    from .defenses import parse_defense
+    from .defenses import DefenseStack
     from .evaluation import check_target, load_target
     from .server import API_KEY_ENV, check_limits, serve
 
@@ -95,8 +95,9 @@ def run_serve(args) -> int:
     if any(not key.strip() for key in api_keys):
         raise ValueError("--api-key is empty; give a non-empty key, or leave the flag out to serve without keys.")
     check_target(args.target)
-    defenses = [parse_defense(spec) for spec in (args.defense or ["none"])]
+    stack = DefenseStack(args.defense or ["none"])
     model, tokenizer = load_target(args.target)
+    defenses = stack.compose(model, tokenizer, in_place=True)  # the target is loaded for this stack alone
     if not api_keys and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host} without an API key: anyone who can reach this port can use the "
               f"model; add --api-key (or set {API_KEY_ENV}).", file=sys.stderr, flush=True)
@@ -228,7 +229,7 @@ def run_eval(args) -> int:
     if args.plot:
         raise SystemExit("hf-sentinel eval: --plot goes with --compare.")
     from .data import load_prompts
-    from .defenses import parse_defense
+    from .defenses import DefenseStack
     from .evaluation import check_target, evaluate, load_target, summary_table
     from .evaluation.capability import known_answers
     from .generation import GenerationSettings
@@ -247,9 +248,10 @@ def run_eval(args) -> int:
     prompts = load_prompts(args.prompts, limit=args.limit, seed=args.shuffle_seed, shape=args.shape)
     known_answers(prompts)  # a set whose `answer` column holds text fails before the model loads
     prompts_name = f"{args.prompts} shape={args.shape}" if args.shape else args.prompts
-    defenses = [parse_defense(spec) for spec in (args.defense or ["none"])]
+    stack = DefenseStack(args.defense or ["none"])
     judge = load_judge(args.judge)
     model, tokenizer = load_target(args.target)
+    defenses = stack.compose(model, tokenizer, in_place=True)  # the target is loaded for this stack alone
     result = evaluate(model, tokenizer, prompts, judge, defenses, settings, chat=not args.raw_prompts,
                       target_name=args.target, prompts_name=prompts_name)
     print(summary_table([result]))
@@ -360,7 +362,7 @@ def _bench_stacks(target: str, judge_name: str, stacks: list[list[str]], names: 
     method names, and the ``attacker`` spec (a red team that rewrites the plain harmful requests of every stack,
     loaded once), are checked before anything loads.
     """
-    from .defenses import parse_defense
+    from .defenses import DefenseStack
     from .evaluation import check_target, load_target
     from .evaluation.bench import run_bench as bench
     from .judges import load_judge
@@ -385,7 +387,8 @@ def _bench_stacks(target: str, judge_name: str, stacks: list[list[str]], names: 
     results = []
     for specs, name in zip(stacks, names):
         stack_start = time.perf_counter()
-        defenses = [parse_defense(spec) for spec in specs]
+        # The target serves every stack in turn: a stack that shares weights builds on one copy of it.
+        defenses = DefenseStack(specs).compose(model, tokenizer)
         result = bench(model, tokenizer, judge, defenses, limit=limit, max_new_tokens=max_new_tokens,
                        batch_size=batch_size, seed=seed, target_name=target, name=name, attacker=red_team)
         summary = result["summary"]

@@ -123,6 +123,86 @@ def parse_defense(spec: str) -> Defense:
     return DEFENSES[method](arg)
 
 
+class DefenseStack:
+    """Defenses stacked in the order given (``METHOD[:ARG]`` specs), composed on one target: the one place a stack
+    decides which weights its layers share. ``hf_sentinel.pipeline``, the CLI's ``--defense A --defense B`` (eval,
+    serve, bench) and ``benchmarks/stack_latency.py`` build their stacks here.
+
+    Creating it checks every spec (method, folder, artifact kind) and builds the defenses that load no model at once
+    (a red flag and MART copy the target when they first guard it); :meth:`compose` then loads the sentinel, knowing
+    the target. Where a sentinel runs (:func:`~hf_sentinel.sentinel.modeling.sentinel_placement`):
+
+    - a LoRA sentinel over the target's own base and tokenizer, stacked with a red flag: ONE PEFT model over one copy
+      of the base holds both adapters, unmerged. The red flag's is active while the target generates (and reads the
+      request as sent); the sentinel's pass switches to its own adapter and back. Alone, each holds a copy: the red
+      flag merges into a copy of the target (no cost per token), the sentinel loads its target again. Unmerged, the
+      red flag's LoRA runs beside the base weights at every step: a red flag alone stays merged.
+    - such a sentinel without a red flag: injected into the target, switched off outside its pass (``in_place``).
+    - a full causal LM, or a LoRA over another base: on its own weights, in front of the target.
+    - a LoRA over the target's base trained with another tokenizer: on a copy of the target it was trained for, in
+      front of this one (text level).
+
+    Every other defense is what :func:`parse_defense` builds alone. A DRO soft prompt is a prefix of input
+    embeddings: it shares everything. A remote target (or none) gets every defense as it loads alone.
+
+    ``in_place=True`` hands the target over to the stack (the pipeline; the CLI's eval and serve, which load it for
+    this stack alone): the adapters go into it, and with a red flag it no longer computes what it did alone.
+    ``in_place=False`` (default) leaves it as it was, for a caller that uses it for more than this stack (the bench
+    runs several stacks on it in turn; a benchmark times plain generation on it): a shared stack builds on one copy
+    of it, and a sentinel loads as it does alone.
+
+    >>> from hf_sentinel.defaults import tiny_model
+    >>> target, tokenizer = tiny_model()
+    >>> [d.spec for d in DefenseStack(["suffix:default", "system-prompt:Be safe."]).compose(target, tokenizer)]
+    ['suffix:default', 'system-prompt:Be safe.']
+    """
+
+    def __init__(self, specs: list[str]):
+        self.specs = list(specs)
+        # A built defense, or for a sentinel the checked folder that compose() loads it from.
+        self._layers = []
+        for spec in self.specs:
+            method, _, arg = spec.partition(":")
+            self._layers.append(_method("sentinel").SentinelDefense.folder(arg) if method == "sentinel"
+                                else parse_defense(spec))
+
+    def compose(self, target=None, tokenizer=None, *, in_place: bool = False) -> list[Defense]:
+        """The stack's defenses, in order, sharing ``target``'s weights where their adapters allow it (see the class).
+
+        ``target``, ``tokenizer``: the model the stack guards and its tokenizer."""
+        from .red_flag import RedFlagDefense
+        from .remote import RemoteChatTarget
+        from .sentinel import SentinelDefense
+        from .sentinel.modeling import sentinel_placement
+
+        local = target is not None and not isinstance(target, RemoteChatTarget)
+        red_flags = [layer for layer in self._layers if isinstance(layer, RedFlagDefense)]
+        defenses, shared = [], False  # one sentinel per stack goes on the target's weights
+        for spec, layer in zip(self.specs, self._layers):
+            if isinstance(layer, Defense):
+                defenses.append(layer)
+                continue
+            arg = spec.partition(":")[2]
+            placement = sentinel_placement(layer, target, tokenizer) if local else "apart"
+            on_target = placement == "target" and not shared
+            if on_target and red_flags:
+                base = target if in_place else copy.deepcopy(target)
+                red_flags[0].check_target(base)  # before the sentinel's adapter goes into it
+                # The sentinel's loader makes the base a PEFT model holding its adapter; the red flag's joins it.
+                defense = SentinelDefense.from_spec(arg, target=base, target_tokenizer=tokenizer)
+                red_flags[0].share_base(target, defense.sentinel.sentinel)
+                shared = True
+            elif on_target and in_place:
+                defense = SentinelDefense.from_spec(arg, target=target, target_tokenizer=tokenizer)
+                shared = True
+            elif placement == "own" and in_place:  # handed the target, it loads no copy of it
+                defense = SentinelDefense.from_spec(arg, target=target, target_tokenizer=tokenizer)
+            else:  # as it loads alone: with its own copy of the target it was trained for
+                defense = SentinelDefense.from_spec(arg)
+            defenses.append(defense)
+        return defenses
+
+
 def describe(defenses: list[Defense]) -> str:
     """One name for a stack of defenses, as reported in eval summaries."""
     return "+".join(d.spec for d in defenses if d.spec != "none") or "none"

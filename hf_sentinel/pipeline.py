@@ -19,7 +19,7 @@ from transformers import TextGenerationPipeline
 from transformers.pipelines.base import Chat
 from transformers.pipelines.text_generation import ReturnType
 
-from .defenses import Defense, parse_defense
+from .defenses import Defense, DefenseStack
 from .generation import DECODING_FIELDS, GenerationSettings, generate
 
 
@@ -33,6 +33,20 @@ def pipeline(task: str | None = None, model=None, sentinel=None, red_flag=None, 
             causal LM), or ``"default"``. A LoRA sentinel over the target's own base shares the target's weights.
         red_flag: folder or Hub id of a red-flag adapter (``<rf>`` token), or ``"default"``.
         safety_prompt: folder or Hub id of a DRO soft prompt, ``"default"``, or a human-written text prompt.
+
+    The defenses guard ONE copy of the target's weights where their adapters allow it
+    (:class:`hf_sentinel.defenses.DefenseStack`): a LoRA sentinel over the target's own base, alone or stacked with a
+    red flag, goes into the target itself; with a red flag, one PEFT model over the target holds both adapters, the
+    red flag's active while the target generates, the sentinel's during its own pass. A red flag alone merges into a
+    copy of the target, so that it costs nothing per token; a sentinel over another base or tokenizer, or a full
+    causal LM, loads on weights of its own. The DRO soft prompt needs no copy.
+
+    A model object you pass is used in place, as ``peft.get_peft_model`` uses the model it is given and as
+    ``transformers.pipeline`` uses yours: copying it would keep a second copy of the weights for the pipeline's
+    lifetime, which is what sharing avoids. Your object then carries the adapters: with a LoRA sentinel alone it
+    computes what it did (the adapter is off outside the sentinel's pass); with a sentinel and a red flag its
+    vocabulary grows by `<rf>` and it computes the red-flag model. Pass ``copy.deepcopy(model)`` to keep yours as it
+    was, or a name (``"default"``, a folder, a Hub id) to let the pipeline load one for itself.
 
     Example::
 
@@ -55,25 +69,15 @@ def pipeline(task: str | None = None, model=None, sentinel=None, red_flag=None, 
         raise ValueError("Pass the target: model='default' (embedded SmolLM2), a folder, a Hub id or a model object.")
     from .evaluation import load_target
 
+    stack = DefenseStack([f"{method}:{arg}" for method, arg in (("dro", safety_prompt), ("sentinel", sentinel),
+                                                                ("red-flag", red_flag)) if arg is not None])
     tokenizer = kwargs.pop("tokenizer", None)
     if isinstance(model, str):
         model, loaded_tokenizer = load_target(model)
         tokenizer = tokenizer or loaded_tokenizer
     if tokenizer is None:
         raise ValueError("Pass tokenizer=... with a model object.")
-
-    defenses: list[Defense] = []
-    if safety_prompt is not None:
-        defenses.append(parse_defense(f"dro:{safety_prompt}"))
-    if sentinel is not None:
-        from .sentinel import SentinelDefense
-
-        # A LoRA sentinel shares the target's base weights unless another adapter defense also wraps them.
-        share = red_flag is None
-        defenses.append(SentinelDefense.from_spec(str(sentinel), target=model if share else None,
-                                                  target_tokenizer=tokenizer if share else None))
-    if red_flag is not None:
-        defenses.append(parse_defense(f"red-flag:{red_flag}"))
+    defenses = stack.compose(model, tokenizer, in_place=True)
     return GuardedTextGenerationPipeline(model=model, tokenizer=tokenizer, defenses=defenses, **kwargs)
 
 

@@ -221,7 +221,7 @@ def test_bench_cli_writes_json_and_tables_then_compares_and_plots(tiny_llama_dir
     card = (artifact / "README.md").read_text()
     assert card.count("## On the held-out suite") == 1 and card.index("held-out suite") < card.index("## Training")
     assert "library_name: hf-sentinel" in card and "worst attack shape" in card
-    assert f"`hf-sentinel bench --defense suffix:default --target {tiny_llama_dir} --judge refusal`" in card
+    assert f"`hf-sentinel bench --defense suffix:default --target {tiny_llama_dir} --judge refusal --limit 2`" in card
     assert main(["bench", "--compare", str(outputs[0]), "--card", str(tmp_path / "nowhere")]) == 2
     assert "has no model card (README.md)" in capsys.readouterr().err
 

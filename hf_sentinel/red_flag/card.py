@@ -27,6 +27,10 @@ unlike its training data and can fire on benign requests that look risky. It off
 who controls the weights or the decoding loop (the processor can simply be left out)."""
 
 
+_NOT_EVALUATED = ("Our own test split not evaluated yet: `python examples/red_flag_evaluate.py --artifact FOLDER "
+                  "--update-card` writes it here (greedy, sampled, pre-filled).")
+
+
 def write_model_card(path, settings: RedFlagSettings, training: dict | None = None,
                      results: list[dict] | None = None) -> Path:
     """Write ``README.md`` in ``path``; ``results`` rows come from :func:`results_from_evaluations`."""
@@ -34,8 +38,7 @@ def write_model_card(path, settings: RedFlagSettings, training: dict | None = No
 
     training = training or {}
     base_model = settings.base_model or "the base model"
-    results_text = results_table(results) if results else ("Our own test split not evaluated yet: `python examples/red_flag_evaluate.py --artifact FOLDER "
-                    "--update-card` writes it here (greedy, sampled, pre-filled).")
+    results_text = results_table(results) if results else _NOT_EVALUATED
     extra = (f"\n## Training\n\n{_training_text(training)}\n\n## Results\n\n{RESULTS_START}\n{results_text}\n"
              f"{RESULTS_END}\n\n## Limitations\n\n{_LIMITATIONS}\n")
     return write_card(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..defenses import Defense
 from ..loading import artifact_folder, check_artifact_kind
-from .modeling import load_red_flag_model
+from .modeling import add_red_flag_adapter, check_red_flag_target, load_red_flag_model
 from .processor import RedFlagLogitsProcessor, RequestAloneReader
 from .settings import RedFlagSettings
 
@@ -19,15 +19,16 @@ from .settings import RedFlagSettings
 class RedFlagDefense(Defense):
     """Guards generation with a red-flag adapter: the target reads its own p(`<rf>`) at every step.
 
-    ``wrap_model`` returns a copy of the target with the adapter merged in (built once per target and reused);
-    every batch gets a fresh :class:`RedFlagLogitsProcessor` (the latest one is :attr:`last_processor`, for live
-    displays), which reads p(`<rf>`) from the request as sent (:class:`RequestAloneReader`) when defenses stacked
-    with it changed what the target reads; ``finalize`` replaces flagged answers by the refusal text when the
-    action is ``"refuse"`` and records ``extras[i]["red_flag"] = {"fired", "step", "probability"}`` for every
-    answer (and ``extras[i]["content_filter"]``, the spec, for an answer it replaced or cut). ``threshold``,
-    ``action`` and ``window`` default to the values saved in the folder's ``red_flag_config.json``;
-    :meth:`with_settings` changes them without loading anything again. :meth:`with_model` guards with a red-flag
-    model given as it is (one an attacker fine-tuned, :mod:`hf_sentinel.red_flag.attack`).
+    ``wrap_model`` returns a copy of the target with the adapter merged in (built once per target and reused), or,
+    in a stack that shares the target's weights with a LoRA sentinel (:meth:`share_base`), the PEFT model holding
+    both adapters, the red flag's active; every batch gets a fresh :class:`RedFlagLogitsProcessor` (the latest one
+    is :attr:`last_processor`, for live displays), which reads p(`<rf>`) from the request as sent
+    (:class:`RequestAloneReader`) when defenses stacked with it changed what the target reads; ``finalize`` replaces
+    flagged answers by the refusal text when the action is ``"refuse"`` and records ``extras[i]["red_flag"] =
+    {"fired", "step", "probability"}`` for every answer (and ``extras[i]["content_filter"]``, the spec, for an answer
+    it replaced or cut). ``threshold``, ``action`` and ``window`` default to the values saved in the folder's
+    ``red_flag_config.json``; :meth:`with_settings` changes them without loading anything again. :meth:`with_model`
+    guards with a red-flag model given as it is (one an attacker fine-tuned, :mod:`hf_sentinel.red_flag.attack`).
 
     >>> from hf_sentinel.defaults import pretrained_path
     >>> defense = RedFlagDefense(pretrained_path("red-flag"), action="flag")
@@ -104,6 +105,19 @@ class RedFlagDefense(Defense):
         self._loaded["eos_ids"] = _eos_ids(guarded, self.tokenizer)
         self._wrapped[model] = guarded
         return guarded
+
+    def check_target(self, model) -> None:
+        """Raise, changing nothing, unless this red flag was trained for ``model`` (its vocabulary size)."""
+        check_red_flag_target(model, self.path)
+
+    def share_base(self, target, peft_model) -> None:
+        """Guard ``target`` with this red flag as one more adapter of ``peft_model``, a PEFT model over ``target``'s
+        weights (or one copy of them) that holds another adapter already (a LoRA sentinel's): the red flag's goes in
+        unmerged and active (:func:`~hf_sentinel.red_flag.modeling.add_red_flag_adapter`), and ``wrap_model(target)``
+        returns ``peft_model``. :class:`~hf_sentinel.defenses.DefenseStack` composes stacks this way."""
+        self._loaded["tokenizer"] = add_red_flag_adapter(peft_model, self.path)
+        self._loaded["eos_ids"] = _eos_ids(peft_model, self.tokenizer)
+        self._wrapped[target] = peft_model
 
     def read_requests(self, model, requests):
         # Stacked behind defenses that change what the target reads, the flag reads the request as sent instead.

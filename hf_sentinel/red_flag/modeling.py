@@ -80,16 +80,14 @@ def check_tokenizer_matches(settings: RedFlagSettings, tokenizer, path) -> None:
         )
 
 
-def load_red_flag_model(model, path, tokenizer=None, merge: bool = True):
-    """Apply a trained red-flag folder to ``model`` (changed in place); return ``(model, red_flag_tokenizer)``.
+#: The red-flag adapter's name in a PEFT model that holds other adapters beside it (:func:`add_red_flag_adapter`).
+RED_FLAG_ADAPTER = "red_flag"
 
-    ``model`` must be the target the adapter was trained on (checked against the saved vocabulary size, and
-    against ``tokenizer`` when given). The vocabulary grows by `<rf>` (padded as in :func:`add_red_flag_token`),
-    the PEFT adapter is loaded from ``path``, and with ``merge=True`` (default) it is merged into the weights
-    so that generation costs what it cost before. Use the returned tokenizer (it knows `<rf>`) with
-    :meth:`RedFlagLogitsProcessor.from_pretrained`.
-    """
-    from peft import PeftModel
+
+def check_red_flag_target(model, path, tokenizer=None):
+    """Check, changing nothing, that the red-flag folder at ``path`` was trained for ``model`` (its saved vocabulary
+    size, and ``tokenizer``'s vocabulary when given); return its :class:`RedFlagSettings` and its tokenizer (the
+    target's plus `<rf>`)."""
     from transformers import AutoTokenizer
 
     settings = RedFlagSettings.from_pretrained(path)
@@ -107,6 +105,20 @@ def load_red_flag_model(model, path, tokenizer=None, merge: bool = True):
             f"rows ({settings.base_model or 'unknown base'}); this model has {rows}. Load the adapter onto the "
             f"model it was trained for (a model that already carries <rf> does not need it again)."
         )
+    return settings, red_flag_tokenizer
+
+
+def load_red_flag_model(model, path, tokenizer=None, merge: bool = True):
+    """Apply a trained red-flag folder to ``model`` (changed in place); return ``(model, red_flag_tokenizer)``.
+
+    ``model`` must be the target the adapter was trained on (:func:`check_red_flag_target`). The vocabulary grows by
+    `<rf>` (padded as in :func:`add_red_flag_token`), the PEFT adapter is loaded from ``path``, and with
+    ``merge=True`` (default) it is merged into the weights so that generation costs what it cost before. Use the
+    returned tokenizer (it knows `<rf>`) with :meth:`RedFlagLogitsProcessor.from_pretrained`.
+    """
+    from peft import PeftModel
+
+    settings, red_flag_tokenizer = check_red_flag_target(model, path, tokenizer)
     add_red_flag_token(model, red_flag_tokenizer, settings.token, pad_to_multiple_of=settings.pad_to_multiple_of)
     model = PeftModel.from_pretrained(model, str(path))
     if merge:
@@ -114,3 +126,51 @@ def load_red_flag_model(model, path, tokenizer=None, merge: bool = True):
     model.eval()
     return model, red_flag_tokenizer
 
+
+def add_red_flag_adapter(peft_model, path):
+    """Load the red-flag folder at ``path`` into ``peft_model`` as one more adapter (named ``red_flag``), its LoRA
+    unmerged, and make it the active one; return the red-flag tokenizer.
+
+    This is how a red flag shares the target's weights with another adapter on them (a LoRA sentinel, which switches
+    to its own adapter for its pass and back): one copy of the base serves both. The base's vocabulary grows by
+    `<rf>` in place (:func:`add_red_flag_token`) and the trained `<rf>` row goes into the embedding matrix (and an
+    untied output layer) itself: that row is new, so no other adapter reads it, and PEFT's own trainable-token layer
+    would copy the whole matrix at every step. Adapter layers are switched on (a LoRA sentinel alone keeps them off),
+    and the model computes what :func:`load_red_flag_model`'s merged one computes, up to the rounding of an unmerged
+    LoRA (p(`<rf>`) within 1e-6 on the embedded target). Unmerged, the LoRA runs beside the base weights at every
+    step: a red flag alone is merged instead (:class:`~hf_sentinel.red_flag.RedFlagDefense`).
+    """
+    from peft import PeftConfig
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+    base = peft_model.get_base_model()
+    settings, red_flag_tokenizer = check_red_flag_target(base, path)
+    add_red_flag_token(base, red_flag_tokenizer, settings.token, pad_to_multiple_of=settings.pad_to_multiple_of)
+    config = PeftConfig.from_pretrained(str(path))
+    token_ids = config.trainable_token_indices
+    config.trainable_token_indices, config.inference_mode = None, True
+    weights = load_peft_weights(str(path), device=str(base.device))
+    with torch.no_grad():
+        for key in [key for key in weights if key.endswith(_TOKEN_ROWS)]:
+            module = key.removeprefix("base_model.model.").removesuffix(_TOKEN_ROWS)
+            matrix = base.get_submodule(module).weight
+            matrix[_ids_of(token_ids, module)] = weights.pop(key).to(matrix.dtype)
+    peft_model.add_adapter(RED_FLAG_ADAPTER, config)
+    set_peft_model_state_dict(peft_model, weights, adapter_name=RED_FLAG_ADAPTER)
+    peft_model.base_model.enable_adapter_layers()
+    # inference_mode: PEFT would otherwise make the active adapter trainable.
+    peft_model.set_adapter(RED_FLAG_ADAPTER, inference_mode=True)
+    peft_model.eval()
+    return red_flag_tokenizer
+
+
+#: How PEFT saves trainable token rows: the rows themselves (``trainable_tokens_delta`` replaces them).
+_TOKEN_ROWS = ".token_adapter.trainable_tokens_delta"
+
+
+def _ids_of(token_ids, module: str) -> list[int]:
+    """The token ids PEFT's ``trainable_token_indices`` trains in ``module``: a list (the input embedding's) or
+    a dict by module name."""
+    if not isinstance(token_ids, dict):
+        return token_ids
+    return next(ids for name, ids in token_ids.items() if module == name or module.endswith(f".{name}"))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..defenses import Defense
+from ..loading import artifact_folder, check_artifact_kind
 from .modeling import SentinelForCausalLM
 
 
@@ -21,6 +24,16 @@ class SentinelDefense(Defense):
         path = pretrained_path("sentinel") if arg in ("", "default") else arg
         model = SentinelForCausalLM.from_pretrained(path, target=target, target_tokenizer=target_tokenizer)
         return cls(model, spec=f"sentinel:{arg or 'default'}")
+
+    @staticmethod
+    def folder(arg: str) -> Path:
+        """The local folder of the sentinel ``arg`` names (a Hub id is downloaded), checked to hold a sentinel; no
+        model loads."""
+        from ..defaults import pretrained_path
+
+        folder = pretrained_path("sentinel") if arg in ("", "default") else artifact_folder(arg, "sentinel")
+        check_artifact_kind(folder, "sentinel")
+        return folder
 
     def rewrite(self, conversations, extras):
         refined, suffixes = self.sentinel.refine(conversations)

@@ -10,7 +10,9 @@ One guarded answer, in order:
 3. the target answers ``head + suffix + tail``, i.e. the suffix sits inside the user turn.
 
 A LoRA sentinel over the target's own base keeps one copy of the base weights: its adapter layers are
-disabled except during the sentinel pass, so the target (and anything else holding it) sees the plain model.
+disabled except during the sentinel pass, so the target (and anything else holding it) sees the plain model. Stacked
+with a red flag (:class:`~hf_sentinel.defenses.DefenseStack`), the same PEFT model holds the red flag's adapter too,
+active while the target generates: the sentinel's pass switches to its own adapter and back.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from transformers import (
     AutoTokenizer,
     DynamicCache,
     GenerationMixin,
+    LogitsProcessor,
     LogitsProcessorList,
     PreTrainedModel,
 )
@@ -186,14 +189,26 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
 
     @contextlib.contextmanager
     def _sentinel_pass(self):
+        """Switches the LoRA sentinel's adapter on for its pass, and the shared model back as it was: alone on the
+        target's base, the sentinel's adapter layers are off outside its pass; beside another adapter there (a red
+        flag's, which the target generates with), that one is the active adapter outside it."""
         if not self.is_lora:
             yield
             return
-        self.sentinel.base_model.enable_adapter_layers()
+        if len(self.sentinel.peft_config) == 1:
+            self.sentinel.base_model.enable_adapter_layers()
+            try:
+                yield
+            finally:
+                self.sentinel.base_model.disable_adapter_layers()
+            return
+        outside = self.sentinel.active_adapter
+        # inference_mode: PEFT would otherwise make the adapter it activates trainable.
+        self.sentinel.set_adapter(SENTINEL_SUBFOLDER, inference_mode=True)
         try:
             yield
         finally:
-            self.sentinel.base_model.disable_adapter_layers()
+            self.sentinel.set_adapter(outside, inference_mode=True)
 
     @torch.no_grad()
     def suffix_token_ids(self, heads: list[str]) -> list[list[int]]:
@@ -210,10 +225,12 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
         # The operating point: append exactly where p(suffix) at the first token reaches the calibrated threshold.
         threshold = self.config.suffix_threshold
         decision = [] if threshold is None else [SuffixDecisionProcessor(tok.eos_token_id, threshold)]
+        # First, so p(suffix) is read over the sentinel's own vocabulary, as on a base of that size.
+        processors = LogitsProcessorList([OwnVocabularyProcessor(len(tok)), *decision])
         temperature = self.config.sentinel_temperature if self.config.sentinel_do_sample else 0.0
         with self._sentinel_pass():
-            return continue_rows(self.sentinel, rows, self.config.max_sentinel_tokens, tok.eos_token_id,
-                                 LogitsProcessorList(decision), temperature)
+            return continue_rows(self.sentinel, rows, self.config.max_sentinel_tokens, tok.eos_token_id, processors,
+                                 temperature)
 
     def sentinel_suffixes(self, heads: list[str]) -> list[str]:
         """The sentinel's suffix for each prompt head, as text ("" when it appends nothing)."""
@@ -296,6 +313,25 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+class OwnVocabularyProcessor(LogitsProcessor):
+    """Masks the scores of ids at or past ``vocab_size``: the sentinel writes only tokens its tokenizer has. On a
+    base another adapter grew (a red flag's `<rf>` row and the padding rows after it), those rows are not its words.
+
+    >>> OwnVocabularyProcessor(2)(torch.zeros(1, 1, dtype=torch.long), torch.tensor([[1.0, 2.0, 9.0]]))
+    tensor([[1., 2., -inf]])
+    """
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.shape[-1] <= self.vocab_size:
+            return scores
+        scores = scores.clone()
+        scores[:, self.vocab_size:] = -float("inf")
+        return scores
 
 
 def continue_rows(model, rows: list[list[int]], max_new_tokens: int, stop_id: int,
@@ -394,9 +430,7 @@ def _load_lora_sentinel(adapter_dir: Path, config: SentinelConfig, target, targe
     from peft import PeftModel
 
     base_name = config.sentinel_base_name_or_path
-    # Share the target's weights unless the sentinel says it runs on another base (or the target is remote).
-    own_base = base_name not in (None, config.target_name_or_path, getattr(target, "name_or_path", None))
-    if not own_base and not isinstance(target, RemoteChatTarget):
+    if _on_target_base(config, target):
         base, tokenizer = target, target_tokenizer
         if saved_tokenizer_dir is not None:
             _check_same_tokenizer(saved_tokenizer_dir, tokenizer)
@@ -409,6 +443,34 @@ def _load_lora_sentinel(adapter_dir: Path, config: SentinelConfig, target, targe
     _check_adapter_fits(adapter_dir, base)
     sentinel = PeftModel.from_pretrained(base, adapter_dir, adapter_name=SENTINEL_SUBFOLDER).eval()
     return sentinel, tokenizer
+
+
+def _on_target_base(config: SentinelConfig, target) -> bool:
+    """Whether a LoRA sentinel runs on the target's own weights: unless it says it runs on another base, or the
+    target is remote."""
+    own_base = config.sentinel_base_name_or_path not in (None, config.target_name_or_path,
+                                                         getattr(target, "name_or_path", None))
+    return not own_base and not isinstance(target, RemoteChatTarget)
+
+
+def sentinel_placement(folder: Path, target, target_tokenizer) -> str:
+    """Which weights the sentinel saved in ``folder`` runs on when it guards the local ``target``, read from its
+    files (no model loads):
+
+    - ``"target"``: the target's own (a LoRA sentinel over its base: :func:`_on_target_base`), when it was trained
+      with the target's tokenizer, or names no target of its own to fall back on (loading it onto the target then
+      fails clearly when the tokenizers differ);
+    - ``"own"``: weights of its own, in front of the target (a full causal LM; a LoRA over another base);
+    - ``"apart"``: a copy of the target its folder names (a LoRA over the target's base, trained with another
+      tokenizer: it cannot read the target's token ids, so it composes at text level from the target it knows).
+    """
+    config = _config_for(folder)
+    if config.sentinel_kind != "lora" or not _on_target_base(config, target):
+        return "own"
+    saved = (folder / "tokenizer_config.json").is_file()
+    if not saved or same_vocabulary(AutoTokenizer.from_pretrained(folder), target_tokenizer):
+        return "target"
+    return "apart" if config.target_name_or_path or config.target_endpoint else "target"
 
 
 def _check_same_tokenizer(folder: Path, tokenizer) -> None:
