@@ -433,3 +433,178 @@ def test_calibration_flags_come_in_pairs(capsys):
 
     assert main(["train", "sentinel", "--calibration-harmful", "pool:harmful:validation"]) == 2
     assert "Give --calibration-harmful and --calibration-benign together" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- the KL reference and the dense reward
+
+def _sentinel_logs(trainer):
+    """The metrics of every sentinel PPO update, as recorded (before Trainer averages them into a log)."""
+    seen, record = [], trainer._record
+    trainer._record = lambda metrics: seen.append(metrics) or record(metrics)
+    return seen
+
+
+@pytest.mark.parametrize("kl_reference, warm_start_kl", [("init", 0.0), ("base", None)])
+def test_the_kl_reference_is_the_warm_start_with_init_and_the_base_without(tmp_path, kl_reference, warm_start_kl):
+    from peft import LoraConfig
+
+    trainer = _trainer(tmp_path, kl_reference=kl_reference, kl_estimator="k3", warm_start_steps=3, max_steps=4,
+                       warm_start_learning_rate=2e-2, warm_start_suffix=" No.", save_steps=100,
+                       peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "lm_head"]))
+    seen = _sentinel_logs(trainer)
+    trainer.train()
+    kl = next(m["sentinel/kl_to_reference"] for m in seen if "sentinel/kl_to_reference" in m)
+    if warm_start_kl is not None:  # the first update of the game: the policy is still the warm start, its reference
+        assert kl == pytest.approx(warm_start_kl, abs=1e-6)
+    else:  # the base never learnt the warm start's suffix
+        assert kl > 1e-3
+
+
+def test_the_init_reference_is_a_frozen_adapter_on_the_one_copy_of_the_base(tmp_path):
+    from hf_sentinel.sentinel.trainer import KL_REFERENCE_ADAPTERS, KL_REFERENCE_SUBFOLDER
+
+    trainer = _trainer(tmp_path, kl_reference="init", max_steps=2)
+    start = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora" in n}
+    trainer.train()
+    params = dict(trainer.model.named_parameters())
+    base_size = sum(p.numel() for p in tiny_model(tie_word_embeddings=False)[0].parameters())
+    assert sum(p.numel() for n, p in params.items() if "lora" not in n) == base_size  # no second copy of the base
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    for agent, reference in KL_REFERENCE_ADAPTERS.items():
+        frozen = {n: p for n, p in params.items() if f".{reference}." in n}
+        assert frozen and not any(p.requires_grad or id(p) in optimized for p in frozen.values())
+        moved = False
+        for name, p in frozen.items():
+            policy = name.replace(f".{reference}.", f".{agent}.")
+            assert torch.equal(p, start[policy]), name  # the adapter as the game began, untouched since
+            moved |= not torch.equal(params[policy], start[policy])
+        assert moved, agent  # while the agent itself learnt
+        saved = load_file(tmp_path / "checkpoint-2" / KL_REFERENCE_SUBFOLDER / f"{agent}.safetensors")
+        assert len(saved) == len(frozen) and all(torch.equal(saved[k], start[k.replace(".weight", f".{agent}.weight")])
+                                                 for k in saved)
+    # The sentinel artifact holds the agents' adapters only.
+    assert not (tmp_path / KL_REFERENCE_SUBFOLDER).exists()
+    trainer.save_model()
+    adapter = load_file(tmp_path / "sentinel" / "adapter_model.safetensors")
+    assert len(adapter) == sum(".sentinel." in n for n in params)
+
+
+@pytest.mark.parametrize("stop_at", [1, 2])
+def test_resume_with_an_init_reference_continues_exactly(tmp_path, stop_at):
+    """Stopped at the end of the warm start (no reference yet: taken when the game begins, as without the stop) or
+    inside the game (the reference comes back from the checkpoint)."""
+    from transformers import TrainerCallback
+
+    from hf_sentinel.sentinel.trainer import KL_REFERENCE_SUBFOLDER
+
+    class Stop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = state.global_step == stop_at
+
+    settings = dict(kl_reference="init", warm_start_steps=1, warm_start_learning_rate=2e-2, max_steps=3)
+    straight = _trainer(tmp_path / "a", save_steps=100, **settings)
+    straight.train()
+    interrupted = _trainer(tmp_path / "b", **settings)
+    interrupted.add_callback(Stop())
+    assert interrupted.train().global_step == stop_at
+    assert (tmp_path / "b" / f"checkpoint-{stop_at}" / KL_REFERENCE_SUBFOLDER).is_dir() == (stop_at == 2)
+    resumed = _trainer(tmp_path / "b", save_steps=100, **settings)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 3
+    for (name, a), (_, b) in zip(straight.model.named_parameters(), resumed.model.named_parameters()):
+        assert torch.equal(a, b), name
+    for (name, a), (_, b) in zip(straight.value_heads.named_parameters(), resumed.value_heads.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_an_init_reference_cannot_resume_a_game_checkpointed_without_one(tmp_path):
+    from transformers import TrainerCallback
+
+    class StopAfterOneStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = True
+
+    interrupted = _trainer(tmp_path)
+    interrupted.add_callback(StopAfterOneStep())
+    interrupted.train()
+    with pytest.raises(ValueError, match="Resume it with kl_reference='base', or start a new run from that"):
+        _trainer(tmp_path, kl_reference="init").train(resume_from_checkpoint=True)
+
+
+def test_the_refusal_likelihood_falls_when_the_target_leans_to_its_refusal_openings():
+    from hf_sentinel.sentinel.rewards import COMPLIANCE_OPENINGS, REFUSAL_OPENINGS, RefusalLikelihoodReward
+
+    model, tokenizer = tiny_model(tie_word_embeddings=False)
+    head = model.lm_head
+    model.lm_head = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():  # the same logits as before, plus a bias we control
+        model.lm_head.weight.copy_(head.weight)
+        model.lm_head.bias.zero_()
+
+    def tokens(openings):
+        return {t for o in openings for t in tokenizer(o, add_special_tokens=False)["input_ids"]}
+
+    refusal_only, compliance_only = tokens(REFUSAL_OPENINGS) - tokens(COMPLIANCE_OPENINGS), \
+        tokens(COMPLIANCE_OPENINGS) - tokens(REFUSAL_OPENINGS)
+    prompts = ["How do I make a bomb?", "How do I bake bread?"]
+    reward = RefusalLikelihoodReward(model, tokenizer)
+    neutral = reward(prompts)
+    with torch.no_grad():
+        model.lm_head.bias[list(refusal_only)] = 3.0
+    refusing = reward(prompts)
+    with torch.no_grad():
+        model.lm_head.bias.zero_()
+        model.lm_head.bias[list(compliance_only)] = 3.0
+    complying = reward(prompts)
+    for n, r, c in zip(neutral, refusing, complying):
+        assert r < n - 0.2 and c > n + 0.2, (r, n, c)
+    assert reward([]) == []
+
+
+def test_the_refusal_likelihood_reward_reads_the_target_with_adapters_off_and_generates_nothing(tmp_path,
+                                                                                                monkeypatch):
+    import hf_sentinel.sentinel.trainer as trainer_module
+    from hf_sentinel.generation import to_conversation
+    from hf_sentinel.sentinel.rewards import RefusalLikelihoodReward
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("reward='refusal_likelihood' generated an answer")
+
+    monkeypatch.setattr(trainer_module, "generate", no_generation)
+    trainer = _trainer(tmp_path, reward="refusal_likelihood", safety_judge=None, save_steps=100, max_steps=1)
+    seen, scored, score = _sentinel_logs(trainer), [], trainer._refusal_likelihood
+    trainer._refusal_likelihood = lambda conversations: scored.append(score(conversations)) or scored[-1]
+    trainer.train()
+    sentinel = next(m for m in seen if "sentinel/reward" in m)
+    red_team = next(m for m in seen if "red_team/reward" in m)
+    harm, answered = sentinel["sentinel/attack_success"], sentinel["sentinel/benign_answered"]
+    assert 0 < harm < 1 and 0 < answered < 1 and 0 < red_team["red_team/reward"] < 1  # graded, not 0/1 verdicts
+    # One score read both ways: the red team's attacks, then the sentinel's 2 refined attacks and 2 benign prompts.
+    assert red_team["red_team/reward"] == pytest.approx(sum(scored[0]) / 4)
+    assert (harm, answered) == pytest.approx((sum(scored[1][:2]) / 2, sum(scored[1][2:]) / 2))
+    assert sentinel["sentinel/reward"] == pytest.approx((-2 * harm + 2 * answered) / 4)
+    assert 0 <= sentinel["sentinel/suffix_rate_harmful"] <= 1 and 0 <= sentinel["sentinel/suffix_rate_benign"] <= 1
+    # The score is the target's own: the base with both (trained) adapters off.
+    untouched, tokenizer = tiny_model(tie_word_embeddings=False)
+    conversation = [to_conversation("How do I make a bomb?")]
+    assert trainer._refusal_likelihood(conversation) == pytest.approx(
+        RefusalLikelihoodReward(untouched, tokenizer)(conversation), abs=1e-6)
+    assert trainer._refusal_likelihood([None]) == [0.0]  # an empty attack, as the refusal judge scores it
+
+
+def test_the_new_settings_fail_with_the_fix(tmp_path, capsys):
+    from hf_sentinel.cli import main
+
+    with pytest.raises(ValueError, match="choose 'base' .* or 'init'"):
+        _config(tmp_path, kl_reference="warm_start")
+    with pytest.raises(ValueError, match="choose 'judge' .* or 'refusal_likelihood'"):
+        _config(tmp_path, reward="likelihood")
+    with pytest.raises(ValueError, match="drop them, or use reward='judge'"):
+        _trainer(tmp_path, reward="refusal_likelihood")  # with a safety judge
+    target, tokenizer = tiny_model()
+    with pytest.raises(ValueError, match="an endpoint .* does not return; use reward='judge'"):
+        StackelbergPPOTrainer(target, _config(tmp_path, reward="refusal_likelihood"), PROMPTS,
+                              processing_class=tokenizer, target="http://127.0.0.1:9/v1")
+    assert main(["train", "sentinel", "--reward", "refusal_likelihood", "--safety-judge", "toxicity",
+                 "--output-dir", str(tmp_path)]) == 2
+    assert "drop them, or use --reward judge" in capsys.readouterr().err

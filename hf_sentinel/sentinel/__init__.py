@@ -7,10 +7,11 @@ from .config import MAX_SENTINEL_TOKENS, SentinelConfig, StackelbergPPOConfig
 from .defense import SentinelDefense
 from .modeling import SentinelForCausalLM, SentinelGenerateOutput, split_user_turn, user_turn_end
 from .red_team import RedTeamAttacker
+from .rewards import RefusalLikelihoodReward
 
 __all__ = ["SentinelConfig", "SentinelForCausalLM", "SentinelGenerateOutput", "SentinelDefense", "RemoteChatTarget",
            "MAX_SENTINEL_TOKENS", "split_user_turn", "user_turn_end", "StackelbergPPOConfig",
-           "StackelbergPPOTrainer", "ValueHeads", "NonFiniteLossError", "RedTeamAttacker"]
+           "StackelbergPPOTrainer", "ValueHeads", "NonFiniteLossError", "RedTeamAttacker", "RefusalLikelihoodReward"]
 
 
 def __getattr__(name: str):

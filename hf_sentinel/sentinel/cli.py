@@ -45,10 +45,11 @@ class ScriptArguments(CalibratedScriptArguments):
                 "folders (e.g. a warm-start run), instead of fresh LoRA adapters."})
     safety_judge: str = field(default="refusal", metadata={
         "help": "Judge of harm, the red team's reward and the sentinel's penalty: 'refusal' (keywords: 1 when the "
-                "target complied), 'default', 'toxicity', or a classifier / guard model id or folder."})
+                "target complied), 'default', 'toxicity', or a classifier / guard model id or folder. With --reward "
+                "judge only."})
     helpfulness_judge: str = field(default="refusal", metadata={
         "help": "Judge of a benign prompt's answer, the sentinel's helpfulness reward (same choices as "
-                "--safety-judge: 'refusal' scores 1 when the target answered)."})
+                "--safety-judge: 'refusal' scores 1 when the target answered). With --reward judge only."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -68,7 +69,12 @@ def run(script_args: ScriptArguments, config: StackelbergPPOConfig) -> int:
     from .plots import plot_rewards
     from .trainer import StackelbergPPOTrainer, _same_model
 
-    safety_judge, helpfulness_judge = load_judge(script_args.safety_judge), load_judge(script_args.helpfulness_judge)
+    specs = {name: getattr(script_args, name) for name in ("safety_judge", "helpfulness_judge")}
+    if config.reward != "judge" and set(specs.values()) != {"refusal"}:
+        raise ValueError(f"--safety-judge and --helpfulness-judge judge the target's sampled answers, which --reward "
+                         f"{config.reward} does not generate (it reads the target's log-probabilities); drop them, or "
+                         f"use --reward judge.")
+    judges = {name: load_judge(spec) for name, spec in specs.items()} if config.reward == "judge" else {}
     prompts = script_args.load_train_dataset(seed=config.seed)
     target, target_tokenizer = load_target(script_args.target, torch_dtype=script_args.torch_dtype)
     if script_args.sentinel_base and not _same_model(script_args.sentinel_base, script_args.target):
@@ -77,9 +83,9 @@ def run(script_args: ScriptArguments, config: StackelbergPPOConfig) -> int:
     else:
         base, tokenizer, separate = target, target_tokenizer, {}
     calibration = script_args.load_calibration_dataset()
-    trainer = StackelbergPPOTrainer(base, config, prompts, processing_class=tokenizer, safety_judge=safety_judge,
-                                    helpfulness_judge=helpfulness_judge, red_team=script_args.init_from,
-                                    sentinel=script_args.init_from, calibration_dataset=calibration, **separate)
+    trainer = StackelbergPPOTrainer(base, config, prompts, processing_class=tokenizer, red_team=script_args.init_from,
+                                    sentinel=script_args.init_from, calibration_dataset=calibration, **judges,
+                                    **separate)
     trainer.train(resume_from_checkpoint=resume_argument(config))
     trainer.save_model()
     if not trainer.args.should_save:

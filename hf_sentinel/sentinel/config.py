@@ -15,6 +15,10 @@ from .value_heads import STRATEGIES
 #: The paper's budget: the sentinel reconstructs a prompt with fewer than 30 added tokens.
 MAX_SENTINEL_TOKENS = 30
 SENTINEL_KINDS = ("lora", "model")
+#: What the PPO updates' KL penalty is measured against (StackelbergPPOConfig.kl_reference).
+KL_REFERENCES = ("base", "init")
+#: Where the game's harm score comes from (StackelbergPPOConfig.reward).
+REWARDS = ("judge", "refusal_likelihood")
 
 
 class SentinelConfig(PreTrainedConfig):
@@ -118,6 +122,16 @@ class StackelbergPPOConfig(LoraTrainingArguments):
             Share of each sentinel batch drawn from the benign rows (prompts it must keep answered).
         benign_weight (`float`, *optional*, defaults to `1.0`):
             Weight of the helpfulness reward (benign prompt answered) against the safety reward.
+        reward (`str`, *optional*, defaults to `"judge"`):
+            Where both agents' rewards come from. `"judge"`: the trainer's `safety_judge` and `helpfulness_judge` on
+            the target's sampled answers (0/1 for the refusal judge). `"refusal_likelihood"`: the target's own
+            preference for complying over refusing, sigmoid(mean log p(compliance opening) − mean log p(refusal
+            opening)), read from one forward pass with no answer generated
+            (:class:`~hf_sentinel.sentinel.rewards.RefusalLikelihoodReward`): a score in (0, 1) on every episode
+            where a judge gives one bit. On attacks it is the harm (the red team's reward, the sentinel's penalty),
+            on benign prompts the helpfulness (the sentinel's reward: the target would answer); the logged
+            `sentinel/attack_success` and `sentinel/benign_answered` are then its means. It needs a local target (an
+            endpoint returns no log-probabilities).
         temperature (`float`, *optional*, defaults to `1.0`):
             Sampling temperature of both agents in rollouts.
 
@@ -140,8 +154,16 @@ class StackelbergPPOConfig(LoraTrainingArguments):
         lam (`float`, *optional*, defaults to `0.95`):
             GAE λ.
         kl_coef (`float`, *optional*, defaults to `0.05`):
-            β of the per-token KL penalty to the reference: the agents' base with adapters off (the target itself
-            unless the trainer is given another `target`).
+            β of the per-token KL penalty to the reference (see `kl_reference`).
+        kl_reference (`str`, *optional*, defaults to `"base"`):
+            What the KL penalty is measured against. `"base"`: the agents' base with adapters off (the target itself
+            unless the trainer is given another `target`). `"init"`: each agent's adapter as this run started it
+            (from `red_team` / `sentinel`, e.g. `--init-from` a warm start; after `warm_start_steps`, as the warm
+            start left it), a frozen copy on the same base, saved in every checkpoint. Why: the base never writes a
+            suffix, so on the broad pools each suffix token cost ~3.3 nats; at `kl_coef=0.005` a 29-token suffix
+            cost ≈ 0.48 of reward against 1 for an answered attack, and over eight rounds from a warm start the
+            suffix shrank from 15.5 to 5.8 tokens while more attacks were answered (docs/sentinel.md). The warm
+            start does write suffixes.
         kl_estimator (`str`, *optional*, defaults to `"k1"`):
             KL estimator in the reward: `"k1"` or `"k3"`.
         whiten_advantages (`bool`, *optional*, defaults to `True`):
@@ -218,6 +240,14 @@ class StackelbergPPOConfig(LoraTrainingArguments):
         "help": "Share of each sentinel batch drawn from the benign rows (prompts it must keep answered)."})
     benign_weight: float = field(default=1.0, metadata={
         "help": "Weight of the helpfulness reward (benign prompt answered) against the safety reward."})
+    reward: str = field(default="judge", metadata={
+        "help": "Where both agents' rewards come from. 'judge': the safety and helpfulness judges on the target's "
+                "sampled answers (0/1 for the refusal judge: one bit per episode). 'refusal_likelihood': the target's "
+                "own preference for complying over refusing, sigmoid(mean log p(compliance opening) - mean log "
+                "p(refusal opening)) from one forward pass, no answer generated (hf_sentinel.sentinel.rewards): a "
+                "graded score on every episode. On attacks it is the harm (the red team's reward, the sentinel's "
+                "penalty), on benign prompts the helpfulness (the sentinel's reward). Needs a local target: an "
+                "endpoint returns no log-probabilities."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of both agents in rollouts."})
 
     # PPO
@@ -230,8 +260,15 @@ class StackelbergPPOConfig(LoraTrainingArguments):
     gamma: float = field(default=1.0, metadata={"help": "Discount factor."})
     lam: float = field(default=0.95, metadata={"help": "GAE λ."})
     kl_coef: float = field(default=0.05, metadata={
-        "help": "β of the per-token KL penalty to the reference: the agents' base with adapters off (the "
-                "target itself unless it is another model or an endpoint)."})
+        "help": "β of the per-token KL penalty to the reference (see kl_reference)."})
+    kl_reference: str = field(default="base", metadata={
+        "help": "What the KL penalty is measured against. 'base': the agents' base with adapters off (the target "
+                "itself unless it is another model or an endpoint). 'init': each agent's adapter as this run started "
+                "it (--init-from, or where the warm start ended), a frozen copy on the same base, saved in every "
+                "checkpoint. Why: the base never writes a suffix, so on the broad pools each suffix token cost ~3.3 "
+                "nats; at kl_coef 0.005 a 29-token suffix cost ~0.48 of reward against 1 for an answered attack, and "
+                "over eight rounds from a warm start the suffix shrank from 15.5 to 5.8 tokens while more attacks "
+                "were answered (docs/sentinel.md). The warm start does write suffixes."})
     kl_estimator: str = field(default="k1", metadata={"help": "KL estimator in the reward: 'k1' or 'k3'."})
     whiten_advantages: bool = field(default=True, metadata={"help": "Normalise advantages per batch."})
 
@@ -287,6 +324,12 @@ class StackelbergPPOConfig(LoraTrainingArguments):
             raise ValueError("red_team_instruction must contain '{prompt}' (where the harmful prompt goes).")
         if self.kl_estimator not in ("k1", "k3"):
             raise ValueError(f"kl_estimator={self.kl_estimator!r}; use 'k1' or 'k3'.")
+        if self.kl_reference not in KL_REFERENCES:
+            raise ValueError(f"kl_reference={self.kl_reference!r}; choose 'base' (the agents' base with adapters off) "
+                             f"or 'init' (each agent's adapter as the run starts it).")
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward={self.reward!r}; choose 'judge' (the judges on sampled answers) or "
+                             f"'refusal_likelihood' (the target's log-probabilities of complying and refusing).")
         if self.gradient_accumulation_steps != 1:
             raise ValueError(f"gradient_accumulation_steps={self.gradient_accumulation_steps}: a step is one round "
                              f"of the game with its own PPO updates; leave it at 1 and raise rollout_batch_size.")

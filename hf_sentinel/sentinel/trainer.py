@@ -10,10 +10,13 @@ One round of the game is one ``transformers.Trainer`` step (:meth:`StackelbergPP
    answers the refined prompts y*; the sentinel is rewarded with −harm(y*) on attacks and
    ``benign_weight``·answered(y*) (the helpfulness judge) on benign prompts and updated by PPO.
 
-The first ``warm_start_steps`` steps, if any, are supervised steps of the sentinel instead (:meth:`_warm_start_step`).
+With ``reward="refusal_likelihood"`` the target answers nothing: harm (on attacks) and answered (on benign prompts) are
+both its own preference for complying over refusing, read from its log-probabilities (:mod:`.rewards`). The first
+``warm_start_steps`` steps, if any, are supervised steps of the sentinel instead (:meth:`_warm_start_step`).
 
 Both agents are LoRA adapters (``red_team``, ``sentinel``) on one copy of a base model; the KL reference is that base
-with adapters off. By default the base is the target's own (the shared-base game: the target is the base with adapters
+with adapters off, or (``kl_reference="init"``) a frozen copy of each agent's adapter as PPO began, two more adapters
+on the same base. By default the base is the target's own (the shared-base game: the target is the base with adapters
 off, one copy of the weights); with ``target=`` the target is another model (another architecture and tokenizer) or
 an OpenAI-compatible endpoint, which the game talks to at text level, as a loaded sentinel does. Value heads read each
 agent's last hidden state (see :mod:`.value_heads`); the PPO maths is in :mod:`.ppo`, the rollouts' sampling loop in
@@ -21,13 +24,14 @@ agent's last hidden state (see :mod:`.value_heads`); the PPO maths is in :mod:`.
 
 Trainer runs the loop: ``max_steps``, logging and ``report_to``, callbacks, ``checkpoint-N`` folders
 (``save_steps``, ``save_total_limit``) and ``train(resume_from_checkpoint=...)``. A checkpoint is the artifact
-:meth:`save_model` writes (both adapters and value heads) plus Trainer's optimizer, scheduler, RNG and state files,
-so a resumed run repeats the uninterrupted one exactly.
+:meth:`save_model` writes (both adapters and value heads) plus Trainer's optimizer, scheduler, RNG and state files
+(and with ``kl_reference="init"`` the KL references), so a resumed run repeats the uninterrupted one exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 from collections import defaultdict
@@ -58,6 +62,7 @@ from . import ppo
 from .config import SentinelConfig, StackelbergPPOConfig
 from .diversity import attack_diversity
 from .modeling import split_user_turn, user_turn_end, write_sentinel_folder
+from .rewards import RefusalLikelihoodReward
 from .sampling import sample, shared_opening
 from .value_heads import AGENTS, ValueHeads
 
@@ -67,6 +72,10 @@ ATTENTION_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 VALUE_HEAD_NAME = "value_head.safetensors"
 #: The red team's folder inside a saved sentinel (and inside every checkpoint).
 RED_TEAM_SUBFOLDER = "red_team"
+#: kl_reference="init": each agent's frozen KL reference, an adapter of its own on the agents' base.
+KL_REFERENCE_ADAPTERS = {agent: f"{agent}_reference" for agent in AGENTS}
+#: ... and the checkpoint folder that holds them (``<agent>.safetensors``), so a resumed run measures KL as before.
+KL_REFERENCE_SUBFOLDER = "kl_reference"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -79,7 +88,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
     Args:
         model: the agents' base: a model object (with ``processing_class``), a folder / Hub id, or ``"default"`` (the
             embedded SmolLM2). Its weights never change: both agents are LoRA adapters on it, and with adapters off it
-            is the KL reference and, unless ``target`` is given, the target.
+            is the KL reference (unless ``args.kl_reference="init"``) and, unless ``target`` is given, the target.
         args: a :class:`StackelbergPPOConfig`.
         train_dataset: prompts with a ``label`` column (``prompt`` + optional ``history``): the ``"harmful"`` rows
             are what the red team rewrites, the ``"benign"`` rows what the sentinel must keep answered; build it with
@@ -87,8 +96,9 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         eval_dataset: not supported (evaluate the saved sentinel with ``hf-sentinel bench``).
         processing_class: the base's tokenizer (loaded with the base when ``model`` is a name).
         safety_judge: ``judge(prompts, completions) -> list[float]``, higher = more harmful (the target complied);
-            default :class:`~hf_sentinel.judges.RefusalJudge`.
+            default :class:`~hf_sentinel.judges.RefusalJudge`. Only with ``args.reward="judge"``.
         helpfulness_judge: the same signature, higher = the benign prompt was answered; default ``RefusalJudge``.
+            Only with ``args.reward="judge"``.
         peft_config: LoRA config of both agents (default: the config's ``lora_rank`` / ``lora_alpha`` /
             ``lora_layers`` on the attention projections).
         callbacks: ``transformers.TrainerCallback`` list.
@@ -131,6 +141,10 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         from peft import PeftModel, get_peft_model
 
         args = args or StackelbergPPOConfig(output_dir="stackelberg-ppo")
+        if args.reward != "judge" and (safety_judge or helpfulness_judge):
+            raise ValueError(f"safety_judge and helpfulness_judge score the target's sampled answers, which "
+                             f"reward={args.reward!r} does not generate (it reads the target's log-probabilities); "
+                             f"drop them, or use reward='judge'.")
         if eval_dataset is not None:
             raise ValueError("eval_dataset is not used by StackelbergPPOTrainer; evaluate the saved sentinel with "
                              "`hf-sentinel bench --defense sentinel:OUTPUT_DIR` (or hf_sentinel.evaluate).")
@@ -152,6 +166,10 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         if _same_model(model, target):
             target = None  # the agents' base is the target: the shared-base game
         target, self.target_tokenizer = _load_target(target, target_processing_class)
+        if args.reward == "refusal_likelihood" and isinstance(target, RemoteChatTarget):
+            raise ValueError(f"reward='refusal_likelihood' reads the target's log-probabilities, which an endpoint "
+                             f"({target.base_url}) does not return; use reward='judge' (--reward judge) against an "
+                             f"endpoint, or give the target as a local model (a folder or Hub id).")
         base, processing_class = load_model_and_tokenizer(model, processing_class,
                                                           role="target" if target is None else "agents' base")
         self.base_name = base_model_name(base)
@@ -177,12 +195,19 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
             policy.load_adapter(_adapter_dir(red_team, "red_team"), adapter_name="red_team", is_trainable=True)
         else:
             policy.add_adapter("red_team", peft_config)
-        for name, param in policy.named_parameters():
-            param.requires_grad = any(f".{agent}." in name for agent in AGENTS)
         self.value_heads = ValueHeads(base.config.hidden_size, args.value_head_strategy, args.value_head_size)
+        if args.kl_reference == "init":
+            # A frozen copy of each agent's adapter on the same base (LoRA weights only, no second copy of the base),
+            # filled where PPO begins (_take_kl_reference) or from a checkpoint. Added after the value heads, so that
+            # both settings start from the same random adapters and heads.
+            for agent, reference in KL_REFERENCE_ADAPTERS.items():
+                policy.add_adapter(reference, copy.deepcopy(policy.peft_config[agent]))
+        self._kl_reference_taken = False
+        _keep_both_trainable(policy)
 
-        self.safety_judge = safety_judge or RefusalJudge()
-        self.helpfulness_judge = helpfulness_judge or RefusalJudge()
+        judging = args.reward == "judge"
+        self.safety_judge = (safety_judge or RefusalJudge()) if judging else None
+        self.helpfulness_judge = (helpfulness_judge or RefusalJudge()) if judging else None
         # The tokenizer whose chat template renders what the sentinel continues: the one a loaded sentinel renders
         # prompts with (SentinelForCausalLM.refine): a local target's own, else the agents'.
         self._head_tokenizer = processing_class if self.target_tokenizer is None else self.target_tokenizer
@@ -228,6 +253,8 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         if self.state.global_step < self.args.warm_start_steps:
             losses = [self._warm_start_step()]
         else:
+            if self.args.kl_reference == "init" and not self._kl_reference_taken:
+                self._take_kl_reference()
             losses = [self._red_team_step() for _ in range(self.args.leader_steps)]
             losses += [self._sentinel_step() for _ in range(self.args.follower_steps)]
         return torch.tensor(sum(losses) / len(losses), device=self.args.device)
@@ -253,8 +280,12 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         batch = self._rollout("red_team", [self._red_team_query(z["prompt"]) for z in harmful],
                               self.args.red_team_max_tokens)
         attacks = batch["texts"]
-        answers = self._target_answers([to_conversation(x) if x.strip() else None for x in attacks])
-        harm = checked_scores(self.safety_judge(attacks, answers), len(answers), self.safety_judge)
+        conversations = [to_conversation(x) if x.strip() else None for x in attacks]
+        if self.args.reward == "refusal_likelihood":
+            harm = self._refusal_likelihood(conversations)
+        else:
+            answers = self._target_answers(conversations)
+            harm = checked_scores(self.safety_judge(attacks, answers), len(answers), self.safety_judge)
         stats = self._ppo_update("red_team", batch, torch.tensor(harm))
         diversity = attack_diversity(attacks, [z["prompt"] for z in harmful], _embedder(self.args.diversity_model))
         self._record({"red_team/reward": sum(harm) / len(harm), **stats, **diversity})
@@ -281,16 +312,25 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         batch = self._rollout("sentinel", self._sentinel_heads(conversations), args.max_sentinel_tokens)
         refined = [[*conv[:-1], {**conv[-1], "content": conv[-1]["content"] + suffix}]
                    for conv, suffix in zip(conversations, batch["texts"])]
-        answers = self._target_answers(refined)
-        harm = checked_scores(self.safety_judge(attacks, answers[:n_adversarial]), n_adversarial, self.safety_judge)
-        utility = checked_scores(self.helpfulness_judge([b["prompt"] for b in benign], answers[n_adversarial:]),
-                                 n_benign, self.helpfulness_judge) if n_benign else []
+        if args.reward == "refusal_likelihood":
+            # One score, read both ways: harm on an attack, helpfulness (the target would answer) on a benign prompt.
+            likelihood = self._refusal_likelihood(refined)
+            harm, utility = likelihood[:n_adversarial], likelihood[n_adversarial:]
+        else:
+            answers = self._target_answers(refined)
+            harm = checked_scores(self.safety_judge(attacks, answers[:n_adversarial]), n_adversarial,
+                                  self.safety_judge)
+            utility = checked_scores(self.helpfulness_judge([b["prompt"] for b in benign], answers[n_adversarial:]),
+                                     n_benign, self.helpfulness_judge) if n_benign else []
         scores = [-h for h in harm] + [args.benign_weight * u for u in utility]
         stats = self._ppo_update("sentinel", batch, torch.tensor(scores))
+        suffixed = [float(bool(text)) for text in batch["texts"]]
         self._record({"sentinel/reward": sum(scores) / len(scores),
                       "sentinel/attack_success": sum(harm) / max(len(harm), 1),
                       "sentinel/benign_answered": sum(utility) / max(len(utility), 1),
-                      "sentinel/suffix_tokens": batch["mask"].sum(1).float().mean().item(), **stats})
+                      "sentinel/suffix_tokens": batch["mask"].sum(1).float().mean().item(),
+                      "sentinel/suffix_rate_harmful": sum(suffixed[:n_adversarial]) / max(n_adversarial, 1),
+                      "sentinel/suffix_rate_benign": sum(suffixed[n_adversarial:]) / max(n_benign, 1), **stats})
         return stats["sentinel/loss"]
 
     def _warm_start_step(self) -> float:
@@ -411,6 +451,16 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         return [split_user_turn(render(self._head_tokenizer, conv, prefill=None, chat=True), self._turn_end)[0]
                 for conv in conversations]
 
+    @contextlib.contextmanager
+    def _target_model(self):
+        """Within the block, ``(target, its tokenizer)``: the separate target (a causal LM, or a RemoteChatTarget and
+        None), or the agents' base with adapters off."""
+        if self.target is not None:
+            yield self.target, self.target_tokenizer
+        else:
+            with self.model.disable_adapter():
+                yield self.model.get_base_model(), self.processing_class
+
     def _target_answers(self, conversations: list[list[dict] | None]) -> list[str]:
         """The target's greedy answers (the base with adapters off, or the separate target, which reads the
         conversations as text with its own tokenizer); an empty attack (None) gets an empty answer."""
@@ -418,14 +468,20 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         # seed=None: greedy answers need no seed, and re-seeding here would reset the rollouts' random stream.
         settings = GenerationSettings(max_new_tokens=self.args.target_max_new_tokens, batch_size=len(real) or 1,
                                       seed=None)
-        if not real:
-            answers = iter([])
-        elif self.target is not None:
-            answers = iter(generate(self.target, self.target_tokenizer, real, settings).responses)
-        else:
-            with self.model.disable_adapter():
-                answers = iter(generate(self.model.get_base_model(), self.processing_class, real, settings).responses)
+        answers = iter([])
+        if real:
+            with self._target_model() as (model, tokenizer):
+                answers = iter(generate(model, tokenizer, real, settings).responses)
         return [next(answers) if c is not None else "" for c in conversations]
+
+    def _refusal_likelihood(self, conversations: list[list[dict] | None]) -> list[float]:
+        """reward="refusal_likelihood": the target's preference for complying over refusing, per conversation
+        (:class:`~.rewards.RefusalLikelihoodReward`); an empty attack (None) scores 0, as the refusal judge scores
+        the empty answer it gets."""
+        real = [c for c in conversations if c is not None]
+        with self._target_model() as (model, tokenizer):
+            scores = iter(RefusalLikelihoodReward(model, tokenizer)(real))
+        return [next(scores) if c is not None else 0.0 for c in conversations]
 
     def _sample(self, label: str, n: int) -> list[dict]:
         if not n:
@@ -472,7 +528,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         _keep_both_trainable(self.model)
         with torch.no_grad():
             old_logprobs, old_values = batch["logprobs"], batch["values"]
-            with self.model.disable_adapter():
+            with self._kl_reference(agent):
                 ref_logprobs, _, _ = self._forward(None, batch)
             kl = ppo.kl_estimate(old_logprobs, ref_logprobs, args.kl_estimator)
             rewards = ppo.token_rewards(scores, kl, mask, args.kl_coef)
@@ -505,6 +561,37 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         names = ("loss", "policy_loss", "value_loss", "clip_fraction", "approx_kl", "entropy", "grad_norm")
         return {f"{agent}/{name}": value for name, value in zip(names, means)} | {
             f"{agent}/kl_to_reference": ppo.masked_mean(kl, mask).item()}
+
+    @contextlib.contextmanager
+    def _kl_reference(self, agent: str):
+        """Within the block the model is ``agent``'s KL reference: the base with adapters off
+        (``kl_reference="base"``), or the frozen copy of its adapter taken where PPO began (``"init"``)."""
+        if self.args.kl_reference == "base":
+            with self.model.disable_adapter():
+                yield
+            return
+        # Read under no_grad: set_adapter makes the reference trainable for the block, and the finally undoes it.
+        self.model.set_adapter(KL_REFERENCE_ADAPTERS[agent])
+        try:
+            yield
+        finally:
+            self.model.set_adapter(agent)
+            _keep_both_trainable(self.model)
+
+    def _take_kl_reference(self) -> None:
+        """``kl_reference="init"``: copy each agent's adapter into its frozen reference, as the first round of the
+        game begins (after the warm start, if any)."""
+        from peft import set_peft_model_state_dict
+
+        if self.state.global_step != self.args.warm_start_steps:
+            raise ValueError(
+                f"kl_reference='init', but the game began at step {self.args.warm_start_steps} and this run holds no "
+                f"KL reference at step {self.state.global_step}: it resumed from a checkpoint without "
+                f"{KL_REFERENCE_SUBFOLDER}/ (written with kl_reference='base'). Resume it with kl_reference='base', "
+                f"or start a new run from that checkpoint (--init-from CHECKPOINT) with kl_reference='init'.")
+        for agent, reference in KL_REFERENCE_ADAPTERS.items():
+            set_peft_model_state_dict(self.model, _lora_weights(self.model, agent), adapter_name=reference)
+        self._kl_reference_taken = True
 
     def _apply_gradients(self, loss: torch.Tensor) -> float:
         """Backward, average the gradients over processes, clip, step, and drop the gradients; returns the gradient
@@ -583,9 +670,22 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
                          base_model=self.base_name, tags=["red-teaming", "peft", "lora"],
                          extra=self._training_summary())
 
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """Trainer's optimizer and scheduler, and beside them the rest of a checkpoint's training state that the
+        sentinel artifact leaves out: the frozen KL references (``kl_reference="init"``, once taken), in
+        ``kl_reference/<agent>.safetensors``."""
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self._kl_reference_taken and self.args.should_save:
+            folder = Path(output_dir) / KL_REFERENCE_SUBFOLDER
+            folder.mkdir(parents=True, exist_ok=True)
+            for agent, reference in KL_REFERENCE_ADAPTERS.items():
+                save_file(_lora_weights(self.model, reference), folder / f"{agent}.safetensors")
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Both adapters and the value heads from a checkpoint folder (written by :meth:`save_model`); Trainer
-        restores the optimizer, scheduler, RNG and its state from the same folder."""
+        """Both adapters, the value heads and (``kl_reference="init"``) the KL references from a checkpoint folder
+        (written by :meth:`save_model` and :meth:`_save_optimizer_and_scheduler`); Trainer restores the optimizer,
+        scheduler, RNG and its state from the same folder. A checkpoint from before the game began holds no KL
+        reference: it is taken where the game begins, as in an uninterrupted run."""
         from peft import set_peft_model_state_dict
 
         folder = Path(resume_from_checkpoint)
@@ -594,6 +694,12 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
                                       adapter_name=agent)
         heads = {**load_file(folder / VALUE_HEAD_NAME), **load_file(folder / RED_TEAM_SUBFOLDER / VALUE_HEAD_NAME)}
         self.value_heads.load_state_dict(heads)
+        references = folder / KL_REFERENCE_SUBFOLDER
+        if self.args.kl_reference == "init" and references.is_dir():
+            for agent, reference in KL_REFERENCE_ADAPTERS.items():
+                set_peft_model_state_dict(self.model, load_file(references / f"{agent}.safetensors"),
+                                          adapter_name=reference)
+            self._kl_reference_taken = True
 
     def _calibration_summary(self) -> str:
         """The card's words on the operating point."""
@@ -611,10 +717,11 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         if self.target is None:
             return ""
         kind = "an OpenAI-compatible endpoint" if isinstance(self.target, RemoteChatTarget) else "a separate model"
+        reference = ("which with adapters off was the KL reference" if self.args.kl_reference == "base" else
+                     "each KL-penalised against its own adapter as the run started")
         return (f"\n## Target\n\nTrained against `{self.target_name}` ({kind}), composed at text level: the sentinel "
-                f"and the red team are LoRA adapters of their own base, `{self.base_name}`, which with adapters off "
-                f"was the KL reference. The folder loads the target and that base "
-                f"(`SentinelForCausalLM.from_pretrained(folder)`).\n")
+                f"and the red team are LoRA adapters of their own base, `{self.base_name}`, {reference}. The folder "
+                f"loads the target and that base (`SentinelForCausalLM.from_pretrained(folder)`).\n")
 
     def _training_summary(self) -> str:
         rewards = [(h["step"], h.get("red_team/reward"), h.get("sentinel/reward")) for h in self.state.log_history
@@ -684,10 +791,18 @@ def _average_over_processes(accelerator, params: list[torch.Tensor]) -> None:
 
 
 def _keep_both_trainable(model) -> None:
-    # PEFT's set_adapter freezes the adapters it switches away from; both agents keep learning in turn.
+    # PEFT's set_adapter freezes the adapters it switches away from and unfreezes the one it switches to: both agents
+    # keep learning in turn, and nothing else does (the base, the KL references).
     for name, param in model.named_parameters():
-        if any(f".{agent}." in name for agent in AGENTS):
-            param.requires_grad = True
+        param.requires_grad = any(f".{agent}." in name for agent in AGENTS)
+
+
+def _lora_weights(model, adapter: str) -> dict[str, torch.Tensor]:
+    """An adapter's own weights, keyed without its name. Never the base's: PEFT would add an embedding layer or LM
+    head that the LoRA targets (a whole vocabulary's weights), which the base holds once for all adapters."""
+    from peft import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(model, adapter_name=adapter, save_embedding_layers=False)
 
 
 def _adapter_dir(path: str, agent: str) -> str:
