@@ -13,13 +13,18 @@ Deploy a guarded model as a service, or put a local model behind an endpoint tha
   the last chunk carries the replacement as its content, ``finish_reason: "content_filter"``, and
   ``hf_sentinel.retracted: true`` with the whole final answer in ``hf_sentinel.content``: a client that shows
   streamed text should replace it.
+- **Stop strings** (``stop``: a string or a list of up to 4, as OpenAI): the answer ends before the first of them
+  to appear (which is not part of it), with ``finish_reason: "stop"``, and its row stops generating there, while
+  the rest of its batch goes on. A stream holds back any tail that may still grow into a stop string, and never
+  sends a stop string or what follows it. The answer of a defense that replaced it (a refusal) is left whole.
 - **Honest endings**: ``finish_reason`` is ``"content_filter"`` when a defense replaced or cut the answer,
-  ``"length"`` when ``max_tokens`` ran out, else ``"stop"``; ``usage`` counts prompt tokens (as the target read
-  them, after the defenses' rewrites) and answer tokens; ``hf_sentinel`` holds the defenses' report (sentinel
-  suffix, red-flag step and probability). ``/v1/models`` lists the served model with its defenses.
+  ``"length"`` when ``max_tokens`` ran out, else ``"stop"`` (the model ended, or a stop string did); ``usage``
+  counts prompt tokens (as the target read them, after the defenses' rewrites) and answer tokens; ``hf_sentinel``
+  holds the defenses' report (sentinel suffix, red-flag step and probability). ``/v1/models`` lists the served
+  model with its defenses.
 - **Safe by default**: loopback bind unless told; optional API keys (``Authorization: Bearer KEY``, else 401);
   every request is checked before it reaches the model (roles, empty messages, message count, prompt length in
-  tokens, sampling parameters), a bad one gets HTTP 400 with OpenAI's error body::
+  tokens, sampling parameters, stop strings), a bad one gets HTTP 400 with OpenAI's error body::
 
     {"error": {"message": "...", "type": "invalid_request_error", "param": "top_p", "code": null}}
 
@@ -44,6 +49,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -61,6 +67,8 @@ DEFAULT_MAX_PROMPT_TOKENS = 4096
 DEFAULT_MAX_MESSAGES = 64
 DEFAULT_MAX_BATCH_SIZE = 32
 DEFAULT_BATCH_WAIT_MS = 10.0
+#: OpenAI's limit on a request's stop strings.
+MAX_STOP_STRINGS = 4
 ROLES = ("system", "user", "assistant")
 # torch.manual_seed takes a signed 64-bit integer.
 MAX_SEED = 2**63 - 1
@@ -90,6 +98,9 @@ class ChatCompletionRequest(BaseModel):
     n: int = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
+    # Any JSON: _stop_strings checks it, so that a wrong type gets a message that says what to send.
+    stop: Any = Field(default=None, description=f"a string or up to {MAX_STOP_STRINGS}: the answer ends before the "
+                                                f"first that appears")
 
 
 class APIError(Exception):
@@ -116,6 +127,44 @@ def check_limits(max_prompt_tokens: int, max_messages: int, max_batch_size: int 
                          f"{batch_wait_ms}.")
 
 
+class StopSequences:
+    """A request's ``stop`` strings: its answer ends where the first of them begins.
+
+    >>> stops = StopSequences(["\\n\\n", "User:"])
+    >>> stops.find("Hi.\\n\\nUser: more"), stops.find("Hi. User:\\n\\n"), stops.find("Hi.") is None
+    (3, 4, True)
+
+    A stream shows only the text that nothing generated later can turn into a stop string: a tail that is the
+    beginning of one waits, and nothing from a stop string on is ever shown.
+
+    >>> stops.safe_prefix_length("Hi. Us"), stops.safe_prefix_length("Hi.\\n"), stops.safe_prefix_length("Hi. Used")
+    (4, 3, 8)
+    >>> stops.safe_prefix_length("Hi. User: more")
+    4
+    """
+
+    def __init__(self, strings: list[str]):
+        self.strings = list(strings)
+        self._longest = max(map(len, self.strings))
+
+    def find(self, text: str, since: int = 0) -> int | None:
+        """Where the earliest stop string in ``text`` begins, or ``None``. ``since``: a length of ``text`` known to
+        hold no stop string (text that grows token by token is searched only where a new one could be)."""
+        start = max(since - self._longest + 1, 0)
+        return min((at for string in self.strings if (at := text.find(string, start)) >= 0), default=None)
+
+    def safe_prefix_length(self, text: str, since: int = 0) -> int:
+        """How much of ``text`` can be shown: what comes before its first stop string, else all but the longest tail
+        that is the beginning of a stop string. ``since`` as for :meth:`find`."""
+        cut = self.find(text, since)
+        if cut is not None:
+            return cut
+        for start in range(max(len(text) - self._longest + 1, 0), len(text)):
+            if any(string.startswith(text[start:]) for string in self.strings):
+                return start
+        return len(text)
+
+
 # ------------------------------------------------------------------------------------------------------- batching
 
 
@@ -131,10 +180,15 @@ class _Job:
     top_p: float
     seed: int | None
     emit: Callable[[tuple], None]
+    stop_strings: StopSequences | None = None
     stream: bool = False  # only a stream is sent its tokens one by one
     cancelled: bool = False  # the client went away: its row stops at the next step
-    tokens_sent: int = 0
-    ended: bool = False  # its row produced an end-of-sequence token: what follows is padding
+    generated: int = 0  # the tokens of its answer so far
+    # Its answer is complete (end of sequence, max_tokens or a stop string): the row's tokens from here on are not
+    # part of it (padding, or those generated while its end takes effect).
+    ended: bool = False
+    # With stop strings (and a local target): its answer so far, decoded to find them as soon as one appears.
+    text: _IncrementalText | None = None
     rewritten_sent: bool = False  # a request retried alone after its batch failed announces itself once
 
     def batch_key(self) -> tuple:
@@ -216,16 +270,31 @@ class BatchingWorker:
                 return
             # Find the request at fault: the others are answered again, alone (unless they already streamed).
             for job in jobs:
-                if job.tokens_sent:
+                if job.stream and job.generated:
                     job.emit(("error", error))
                 else:
                     self._generate([job])
             return
         for i, job in enumerate(jobs):
-            job.emit(("done", _Answer(
-                result.responses[i], result.finish_reasons[i] if result.finish_reasons else "stop",
-                result.prompt_tokens[i] if result.prompt_tokens else 0,
-                len(result.token_ids[i]) if result.token_ids else 0, result.extras[i])))
+            job.emit(("done", self._answer(job, result, i)))
+
+    @staticmethod
+    def _answer(job: _Job, result, i: int) -> _Answer:
+        """Row ``i`` of a ``generate()`` result as the request asked for it: cut before its first stop string."""
+        content, finish_reason = result.responses[i], result.finish_reasons[i] if result.finish_reasons else "stop"
+        completion_tokens = len(result.token_ids[i]) if result.token_ids else 0
+        if job.stop_strings and finish_reason != "content_filter":  # a defense's answer (a refusal) stays whole
+            # A local row was decoded token by token up to its end, unstripped (generate() strips the answer, which
+            # would hide a stop string ending in whitespace, "User: "); a remote target's answer only comes whole.
+            text = job.text.shown if job.text is not None else content
+            cut = job.stop_strings.find(text)
+            if cut is not None:
+                # Stripped, as every answer is. Counted: the tokens up to the one the stop string ends in, that one
+                # included even when the stop string ends inside it (as vLLM counts), not those the row went on to
+                # generate while its end took effect (a remote target's tokens are not counted: 0).
+                content, finish_reason, completion_tokens = text[:cut].strip(), "stop", job.generated
+        return _Answer(content, finish_reason, result.prompt_tokens[i] if result.prompt_tokens else 0,
+                       completion_tokens, result.extras[i])
 
     def _call_generate(self, jobs: list[_Job]):
         first = jobs[0]
@@ -242,15 +311,24 @@ class BatchingWorker:
         def tokens(indices, new_tokens):
             for i, token in zip(indices, new_tokens):
                 job = jobs[i]
-                job.ended = job.ended or token in self.stops or job.tokens_sent >= job.max_tokens
-                if not job.ended and job.stream:
-                    job.tokens_sent += 1
+                job.ended = job.ended or token in self.stops or job.generated >= job.max_tokens
+                if job.ended:
+                    continue
+                job.generated += 1
+                if job.stream:  # the stream's handler holds back what may be a stop string
                     job.emit(("token", token))
+                if job.text is not None:
+                    searched = len(job.text.shown)
+                    job.text.add(token)
+                    job.ended = job.stop_strings.find(job.text.shown, searched) is not None
 
         for job in jobs:
-            job.tokens_sent, job.ended = 0, False
+            job.generated, job.ended = 0, False
+            job.text = _IncrementalText(self.tokenizer) if job.stop_strings and self.local else None
         self.batch_sizes.append(len(jobs))
-        streaming = dict(on_tokens=tokens, stop_requested=lambda i: jobs[i].cancelled) if self.local else {}
+        # A row whose answer is complete stops generating at the next step, while the rest of the batch goes on.
+        streaming = (dict(on_tokens=tokens, stop_requested=lambda i: jobs[i].cancelled or jobs[i].ended)
+                     if self.local else {})
         return generate(self.model, self.tokenizer, [job.conversation for job in jobs], settings, self.defenses,
                         on_rewrite=rewritten, max_new_tokens=limits, **streaming)
 
@@ -340,11 +418,12 @@ def create_app(model, tokenizer, defenses: list[Defense] = (), model_name: str =
     async def chat_completions(request: ChatCompletionRequest):
         messages = [m.model_dump() for m in request.messages]
         max_tokens, max_tokens_param = _check(messages, request, max_messages)
+        stop_strings = _stop_strings(request.stop)
         if tokenizer is not None:
             _check_length(tokenizer, messages, max_tokens, max_tokens_param, max_prompt_tokens, context)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         job = _Job(messages, max_tokens, request.temperature, request.top_p, request.seed,
-                   emit=functools.partial(_emit, loop, events), stream=request.stream)
+                   emit=functools.partial(_emit, loop, events), stop_strings=stop_strings, stream=request.stream)
         worker.submit(job)
         reply = _Reply(model_name, defense)
         if request.stream:
@@ -398,7 +477,7 @@ class _Reply:
         return f"data: {json.dumps(chunk)}\n\n"
 
     async def stream(self, job: _Job, events: asyncio.Queue, tokenizer, include_usage: bool):
-        text = _IncrementalText(tokenizer)
+        text, sent = _IncrementalText(tokenizer), 0  # sent: how much of text.shown has gone out
         try:
             while True:
                 event = await events.get()
@@ -407,22 +486,28 @@ class _Reply:
                     yield self._chunk({"role": "assistant", "content": ""}, include_usage=include_usage,
                                       defense=self.defense, **event[2])
                 elif kind == "token":
-                    delta = text.add(event[1])
-                    if delta:
-                        yield self._chunk({"content": delta}, include_usage=include_usage)
+                    text.add(event[1])
+                    # Only text that no later token can turn into a stop string goes out (the worker ends the row at
+                    # one); what waited goes out with the last chunk if no stop string came.
+                    end = (job.stop_strings.safe_prefix_length(text.shown, sent) if job.stop_strings
+                           else len(text.shown))
+                    if end > sent:
+                        yield self._chunk({"content": text.shown[sent:end]}, include_usage=include_usage)
+                        sent = end
                 elif kind == "error":
                     yield f"data: {json.dumps(_generation_failed(event[1]))}\n\n"
                     break
                 else:
                     answer: _Answer = event[1]
                     report = {"defense": self.defense, **answer.extras}
-                    shown = text.shown.strip()
-                    if answer.finish_reason == "content_filter" and shown and answer.content != shown:
+                    shown = text.shown[:sent]
+                    if answer.finish_reason == "content_filter" and shown.strip() and answer.content != shown.strip():
                         # A defense replaced what was streamed: say so, and send the replacement.
                         yield self._chunk({"content": f"\n\n{answer.content}"}, answer.finish_reason, include_usage,
                                           **report, retracted=True, content=answer.content)
                     elif answer.content.startswith(shown) and answer.content != shown:
-                        # What was not streamed token by token: a remote target's answer, a refusal before any token.
+                        # What was not streamed token by token: a remote target's answer, a refusal before any token,
+                        # the tail held back in case it began a stop string (which did not come).
                         yield self._chunk({"content": answer.content[len(shown):]}, answer.finish_reason,
                                           include_usage, **report)
                     else:
@@ -511,6 +596,27 @@ def _check(messages: list[dict], request: ChatCompletionRequest, max_messages: i
     if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
         raise APIError(f"seed must be between 0 and {MAX_SEED}, got {request.seed}.", "seed")
     return max_tokens, param
+
+
+def _stop_strings(stop: Any) -> StopSequences | None:
+    """Raise :class:`APIError` on a ``stop`` that OpenAI would refuse; return its strings (``None``: no stop)."""
+    fix = f'send a string or a list of at most {MAX_STOP_STRINGS} strings, e.g. "stop": ["\\n\\n", "User:"]'
+    if stop is None:
+        return None
+    strings = [stop] if isinstance(stop, str) else stop
+    if not isinstance(strings, list):
+        raise APIError(f"stop must be a string or a list of strings, got {json.dumps(stop)}; {fix}.", "stop")
+    if len(strings) > MAX_STOP_STRINGS:
+        raise APIError(f"stop has {len(strings)} strings, more than the {MAX_STOP_STRINGS} allowed; {fix}.", "stop")
+    for i, string in enumerate(strings):
+        param = "stop" if isinstance(stop, str) else f"stop[{i}]"
+        if not isinstance(string, str):
+            raise APIError(f"{param} must be a string, got {json.dumps(string)}; {fix}.", param)
+        if not string:
+            # "" is in every text: the answer would always be empty.
+            raise APIError(f"{param} is empty; every stop string needs at least one character (leave stop out to "
+                           f"end answers only where the model ends them).", param)
+    return StopSequences(strings) if strings else None
 
 
 def _check_length(tokenizer, messages: list[dict], max_tokens: int, max_tokens_param: str, max_prompt_tokens: int,

@@ -1,5 +1,5 @@
 """``hf-sentinel serve`` in process: HTTP 400 in OpenAI's error shape before the model is reached; a failure inside
-generation is a 500 for its own request only; streaming, batching, finish reasons, usage and API keys.
+generation is a 500 for its own request only; streaming, batching, finish reasons, usage, stop strings and API keys.
 ``test_server_clients.py`` drives a real server process with the official ``openai`` client."""
 
 import json
@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from transformers import LogitsProcessor
 
 from hf_sentinel.defaults import tiny_model, tiny_tokenizer
 from hf_sentinel.defenses import Defense, describe
@@ -78,6 +79,14 @@ def _messages(count: int) -> list[dict]:
     ({"messages": HELLO, "temperature": -0.5}, "temperature", "temperature must be >= 0"),
     ({"messages": HELLO, "seed": MAX_SEED + 1}, "seed", "seed must be between 0 and"),
     ({"messages": HELLO, "n": 2}, "n", "n=2 is not supported: this server gives one answer per request"),
+    ({"messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, "stop",
+     r"^stop has 5 strings, more than the 4 allowed; send a string or a list of at most 4 strings, e\.g\. "
+     r"\"stop\": \[\"\\n\\n\", \"User:\"\]\.$"),
+    ({"messages": HELLO, "stop": ""}, "stop", "^stop is empty; every stop string needs at least one character"),
+    ({"messages": HELLO, "stop": ["\n", ""]}, "stop[1]", r"^stop\[1\] is empty"),
+    ({"messages": HELLO, "stop": 5}, "stop", r"^stop must be a string or a list of strings, got 5; send a string"),
+    ({"messages": HELLO, "stop": {"text": "x"}}, "stop", r"got \{\"text\": \"x\"\}; send"),
+    ({"messages": HELLO, "stop": ["\n", None]}, "stop[1]", r"^stop\[1\] must be a string, got null; send"),
 ])
 def test_bad_requests_get_400_in_openai_shape_and_never_reach_the_model(client, spy, body, param, message):
     reply = client.post("/v1/chat/completions", json=body)
@@ -354,3 +363,136 @@ def test_every_defense_kind_streams_and_batches_as_generate_answers(tmp_path_fac
             assert chunks[0]["hf_sentinel"]["sentinel_suffix"] == alone["hf_sentinel"]["sentinel_suffix"] != ""
         if red_flag in defenses:
             assert chunks[-1]["hf_sentinel"]["red_flag"] == alone["hf_sentinel"]["red_flag"]
+
+
+# ------------------------------------------------------------------------------------------------- stop strings
+
+
+class Steps(Defense):
+    """Counts the decoding steps of each batch (its logits processor runs once a step), changing nothing."""
+
+    spec = "steps"
+
+    def __init__(self):
+        self.counts: list[int] = []
+
+    def logits_processors(self):
+        counts = self.counts
+        counts.append(0)
+
+        class Count(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                counts[-1] += 1
+                return scores
+
+        return [Count()]
+
+
+def _stop_in(tokenizer, ids: list[int]) -> tuple[str, int]:
+    """A stop string that a greedy answer reaches over three of its tokens, ending inside the third (a stream
+    must hold its beginning back; the token it ends in counts), and how many tokens the answer has up to that one."""
+    pieces = [tokenizer.decode([i]) for i in ids]
+    for j in range(1, len(ids) - 2):
+        three = pieces[j:j + 3]
+        if all(p.isprintable() and "\ufffd" not in p for p in three) and len(three[2]) > 1:
+            stop = "".join(three)[:-1]
+            if stop not in tokenizer.decode(ids[:j + 2]):
+                return stop, j + 3
+    raise AssertionError(f"no three printable tokens in a row in {pieces}")
+
+
+PLANTS = [{"role": "user", "content": PROMPTS[1]}]
+
+
+@pytest.fixture(scope="module")
+def plants(varied):
+    """The tiny target's greedy answer to PLANTS (32 tokens, no stop string), a stop string inside it and the
+    tokens up to where that ends."""
+    model, tokenizer = varied
+    free = generate(model, tokenizer, [PLANTS], GenerationSettings(max_new_tokens=32))
+    assert len(free.token_ids[0]) == 32  # the answer runs on: a row that ends at the stop string ends early
+    return free.responses[0], *_stop_in(tokenizer, free.token_ids[0])
+
+
+def test_a_stop_string_cuts_the_answer_before_it_and_ends_its_row(varied, plants):
+    answer, stop, through = plants
+    steps = Steps()
+    client = TestClient(create_app(*varied, [steps]))
+    for request_stop in (stop, [stop], ["never in the answer", stop]):
+        reply = client.post("/v1/chat/completions", json={"messages": PLANTS, "max_tokens": 32,
+                                                          "stop": request_stop}).json()
+        [choice] = reply["choices"]
+        assert choice["message"]["content"] == answer[:answer.index(stop)].strip() != ""
+        assert choice["finish_reason"] == "stop"
+        assert reply["usage"]["completion_tokens"] == through < 32
+    # The row stopped generating right after the stop string (one step later: its end takes effect at the next
+    # step), not at max_tokens.
+    assert steps.counts == [through + 1] * 3
+    # Of a list, the stop string that comes first in the answer ends it.
+    early = answer[answer.index(stop) - 2:answer.index(stop)]
+    reply = client.post("/v1/chat/completions", json={"messages": PLANTS, "max_tokens": 32,
+                                                      "stop": [stop, early]}).json()
+    assert reply["choices"][0]["message"]["content"] == answer[:answer.index(early)].strip()
+
+
+def test_a_stream_never_sends_a_stop_string_and_holds_back_what_may_begin_one(varied, plants):
+    answer, stop, through = plants
+    client = TestClient(create_app(*varied))
+    body = {"messages": PLANTS, "max_tokens": 32, "stop": ["never in the answer", stop]}
+    whole = client.post("/v1/chat/completions", json=body).json()
+    events = _events(client.post("/v1/chat/completions", json={**body, "stream": True,
+                                                                "stream_options": {"include_usage": True}}))
+    chunks, usage = events[:-1], events[-1]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    # Exactly the text before the stop string: the stop string's first tokens, streamed before it was complete,
+    # were held back.
+    assert text == answer[:answer.index(stop)] and text.strip() == whole["choices"][0]["message"]["content"]
+    assert [c["choices"][0]["finish_reason"] for c in chunks][-2:] == [None, "stop"]
+    assert usage["usage"] == whole["usage"] and usage["usage"]["completion_tokens"] == through
+
+    # An answer that ends (here at max_tokens) while a tail waits in case it begins a stop string: the last chunk
+    # sends the tail.
+    short = {**body, "max_tokens": through - 2}
+    whole = client.post("/v1/chat/completions", json=short).json()
+    chunks = _events(client.post("/v1/chat/completions", json={**short, "stream": True}))
+    assert chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"] == "length"
+    assert stop.startswith(chunks[-1]["choices"][0]["delta"]["content"])
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text.strip() == whole["choices"][0]["message"]["content"] == answer[:len(text)].strip()
+
+
+def test_rows_of_one_batch_end_at_their_own_stop_strings(varied, plants):
+    model, tokenizer = varied
+    _, stop, through = plants
+    prompts = [PROMPTS[1], PROMPTS[3], PROMPTS[0], PROMPTS[4]]
+    stops = [stop, ["uns", " b3"], "Safe", None]
+    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    free = generate(model, tokenizer, conversations, GenerationSettings(max_new_tokens=24, batch_size=4))
+    app = create_app(model, tokenizer, batch_wait_ms=1000)
+    bodies = [{"messages": c, "max_tokens": 24, "stop": s} for c, s in zip(conversations, stops)]
+    bodies[0]["stream"] = True
+    replies = _concurrently(TestClient(app), bodies)
+    assert list(app.state.worker.batch_sizes) == [4]
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in _events(replies[0]))
+    assert streamed.strip() == free.responses[0][:free.responses[0].index(stop)].strip()
+    for i in (1, 2):
+        answer, strings = free.responses[i], [stops[i]] if isinstance(stops[i], str) else stops[i]
+        cut = min(answer.index(s) for s in strings if s in answer)
+        body = replies[i].json()
+        assert body["choices"][0]["message"]["content"] == answer[:cut].strip()
+        assert body["choices"][0]["finish_reason"] == "stop" and body["usage"]["completion_tokens"] < 24
+    body = replies[3].json()  # no stop: as generate() answers it, to max_tokens
+    assert body["choices"][0]["message"]["content"] == free.responses[3]
+    assert body["choices"][0]["finish_reason"] == free.finish_reasons[3] == "length"
+    assert body["usage"]["completion_tokens"] == len(free.token_ids[3])
+
+
+def test_a_defense_that_replaces_the_answer_keeps_it_whole_whatever_the_stop_strings(varied):
+    client = TestClient(create_app(*varied, [Censor()]))
+    body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 5, "stop": ["removed", "Safe"]}
+    whole = client.post("/v1/chat/completions", json=body).json()
+    assert whole["choices"][0]["message"]["content"] == "[removed]"
+    assert whole["choices"][0]["finish_reason"] == "content_filter"
+    last = _events(client.post("/v1/chat/completions", json={**body, "stream": True}))[-1]
+    assert last["choices"][0]["finish_reason"] == "content_filter"
+    assert last["hf_sentinel"]["content"] == "[removed]"

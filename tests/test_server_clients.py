@@ -1,5 +1,6 @@
 """A real ``hf-sentinel serve`` process driven by the official ``openai`` client: plain and streamed completions,
-concurrent requests that batch, a load of 50 clients, API keys, errors, and a graceful shutdown on SIGTERM.
+stop strings, concurrent requests that batch, a load of 50 clients, API keys, errors, and a graceful shutdown on
+SIGTERM.
 
 Three server processes (one shared, one with API keys, one that is shut down), each on a free loopback port, all
 serving a tiny random Llama; answers stay short so the module runs in seconds on 2 cores."""
@@ -7,6 +8,7 @@ serving a tiny random Llama; answers stay short so the module runs in seconds on
 from __future__ import annotations
 
 import itertools
+import re
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -37,7 +39,7 @@ def tokenizer(target_dir):
 
 @pytest.fixture(scope="module")
 def shared(target_dir, tmp_path_factory):
-    """Tests 1-4 and 7: small batches, with a wait long enough that concurrent requests share them."""
+    """Tests 1-4, 7 and 8: small batches, with a wait long enough that concurrent requests share them."""
     log = tmp_path_factory.mktemp("logs") / "shared.log"
     with serving(target_dir, log, "--max-batch-size", "8", "--batch-wait-ms", "200") as server:
         yield server
@@ -241,6 +243,29 @@ def test_bad_requests_raise_bad_request_error_with_the_servers_message(shared):
     with pytest.raises(openai.BadRequestError) as error:
         client.chat.completions.create(model=shared.model, messages=[{"role": "user", "content": " "}], max_tokens=4)
     assert error.value.param == "messages[0].content" and "is empty" in error.value.body["message"]
+
+
+# ------------------------------------------------------------------------------------------ 8: stop strings
+
+
+def test_stop_strings_end_the_answer_before_them_streamed_or_not(shared):
+    client = shared.client()
+    request = dict(model=shared.model, messages=HELLO, max_tokens=16, temperature=0)
+    free = client.chat.completions.create(**request)
+    assert free.choices[0].finish_reason == "length"
+    answer = free.choices[0].message.content
+    stop = re.search(r"[A-Za-z0-9]{3,}", answer).group()  # a few tokens of the answer without a stop string
+    expected = answer[:answer.index(stop)].strip()
+    plain = client.chat.completions.create(**request, stop=["\n\nUser:", stop])
+    assert plain.choices[0].message.content == expected and plain.choices[0].finish_reason == "stop"
+    assert 1 <= plain.usage.completion_tokens < 16
+    streamed = read_stream(client.chat.completions.create(**request, stop=stop, stream=True,
+                                                          stream_options={"include_usage": True}))
+    assert stop not in streamed["text"] and streamed["text"].strip() == expected
+    assert streamed["finish_reason"] == "stop" and streamed["usage"].model_dump() == plain.usage.model_dump()
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(**request, stop=["a", "b", "c", "d", "e"])
+    assert error.value.param == "stop" and "more than the 4 allowed" in error.value.body["message"]
 
 
 # ---------------------------------------------------------------------------------------------- 5: API keys
