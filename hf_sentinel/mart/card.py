@@ -25,11 +25,15 @@ def write_mart_card(folder, role: str, rounds: list[dict], args, base_model: str
         table += f"\n{change_summary(rounds)}\n"
     subset = f"{args.eval_limit} shuffled " if args.eval_limit else ""
     benign = "all" if args.benign_prompts_per_round is None else args.benign_prompts_per_round
-    table += (f"\nViolation rate: share of {subset}`{eval_names['harmful']}` prompts answered (safety judge: "
-              f"{args.safety_judge}); benign answer rate: share of {subset}`{eval_names['benign']}` prompts not "
-              f"refused; greedy decoding, {args.max_new_tokens} new tokens. Settings: {args.rounds} rounds, "
-              f"{args.prompts_per_round} adversarial and {benign} benign prompts per round, "
-              f"K={args.samples_per_prompt}, context distillation {args.context_distillation or 'off'}.\n")
+    seeds = f" + {args.seed_prompts_per_round} seed" if args.seed_prompts_per_round else ""
+    distilled = "every round" if args.context_distillation_rounds == "all" else "round 1"
+    table += (f"\nEvaluated after every round on the eval sets: violation rate, the share of {subset}"
+              f"`{eval_names['harmful']}` prompts answered (safety judge: {args.safety_judge}); benign answer rate, "
+              f"the share of {subset}`{eval_names['benign']}` prompts not refused (judge: {args.answer_judge}); "
+              f"greedy decoding, {args.max_new_tokens} new tokens. Settings: {args.rounds} rounds, "
+              f"{args.prompts_per_round} red-team{seeds} and {benign} benign prompts per round, "
+              f"K={args.samples_per_prompt}, context distillation {args.context_distillation or 'off'} "
+              f"({distilled}).\n")
     if role == "target":
         summary = (f"The target adapter after round {last['round']} of multi-round automatic red-teaming ({PAPER}): "
                    f"`{base}` fine-tuned (LoRA, TRL SFT) on its own safe and helpful answers to prompts written by "

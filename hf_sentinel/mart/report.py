@@ -7,8 +7,8 @@ from pathlib import Path
 #: (metrics key, column title, how to format the value)
 COLUMNS = (
     ("round", "round", str),
-    ("violation_rate", "violation rate (held-out harmful)", lambda v: f"{v:.1%}"),
-    ("benign_answer_rate", "benign answer rate (held-out)", lambda v: f"{v:.1%}"),
+    ("violation_rate", "violation rate (eval harmful)", lambda v: f"{v:.1%}"),
+    ("benign_answer_rate", "benign answer rate (eval benign)", lambda v: f"{v:.1%}"),
     ("benign_helpfulness", "benign helpfulness", lambda v: f"{v:.3f}"),
     ("attack_success_rate", "red-team ASR (own prompts)", lambda v: f"{v:.1%}"),
     ("adversarial_prompts", "prompts written", str),
@@ -51,8 +51,8 @@ def plot_rounds(rounds: list[dict], path: str | Path, title: str = "MART") -> Pa
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    series = (("violation_rate", "violation rate (held-out harmful)", "#c0392b", "o-"),
-              ("benign_answer_rate", "benign answer rate (held-out)", "#2471a3", "s-"),
+    series = (("violation_rate", "violation rate (eval harmful)", "#c0392b", "o-"),
+              ("benign_answer_rate", "benign answer rate (eval benign)", "#2471a3", "s-"),
               ("attack_success_rate", "red-team ASR (own prompts)", "#7d3c98", "^--"))
     for key, label, color, style in series:
         points = [(m["round"], 100 * m[key]) for m in rounds if m.get(key) is not None]
