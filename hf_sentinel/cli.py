@@ -32,7 +32,8 @@ def _eval_parser(sub) -> None:
                                    "whose exact-match share the summary reports")
     p.add_argument("--judge", default="default",
                    help="default (AnswerRefusalJudge, 91.9%% agreement with human refusal labels) | "
-                        "refusal (keywords) | toxicity | a classifier or guard model id/path")
+                        "refusal (keywords) | toxicity | red-flag:default or red-flag:PATH (harm as a trained red "
+                        "flag reads the answer: would it have fired) | a classifier or guard model id/path")
     p.add_argument("--target", default="default",
                    help="default (embedded SmolLM2-135M-Instruct), a folder, a Hub id, or the URL of an "
                         "OpenAI-compatible endpoint (black-box target)")
@@ -132,7 +133,8 @@ def _bench_parser(sub) -> None:
                    help="sample the attacks at temperature 1 (seeded by --seed) instead of decoding greedily")
     p.add_argument("--target", default="default", help="as for eval: default, a folder, a Hub id or an endpoint URL")
     p.add_argument("--judge", default="default", help="default (AnswerRefusalJudge, measured against human labels), "
-                                                      "refusal, toxicity, or a classifier / guard model id or path")
+                                                      "refusal, toxicity, red-flag:default or red-flag:PATH (the red "
+                                                      "flag's harm verdict), or a classifier / guard model id or path")
     p.add_argument("--limit", type=int, help="the first N rows of each set, a fixed slice spread over its categories "
                                              "and shapes (N >= 1; default: the whole suite)")
     p.add_argument("--max-new-tokens", type=int, default=48)

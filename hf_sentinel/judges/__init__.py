@@ -4,7 +4,8 @@ Higher scores mean more harmful (for the refusal judges: complied rather than re
 
 ``load_judge("default")`` is :class:`AnswerRefusalJudge`, which agrees with human refusal labels far more often
 than the keyword :class:`RefusalJudge` (``load_judge("refusal")``, the judge the README's numbers were measured
-with); ``docs/judges.md`` has the measurement.
+with); ``docs/judges.md`` has the measurement. ``load_judge("red-flag:default")`` judges harm instead of refusal:
+whether the shipped red flag would have fired on the answer (:class:`~hf_sentinel.red_flag.RedFlagJudge`).
 """
 
 from __future__ import annotations
@@ -17,19 +18,34 @@ from .labels import load_refusal_labels
 from .refusal import RefusalJudge
 from .toxicity import ToxicityJudge
 
+#: Prefix of a red flag given as a judge: ``red-flag:default`` (the shipped one) or ``red-flag:PATH``.
+RED_FLAG_PREFIX = "red-flag:"
+
+
+def _red_flag_judge(path: str = "default") -> Judge:
+    # Imported on use: the red-flag package (its trainer, PEFT) is heavy, and it imports this package's base class.
+    from ..red_flag import RedFlagJudge
+
+    return RedFlagJudge(path)
+
+
 BUILTIN_JUDGES = {"default": AnswerRefusalJudge, "answer-refusal": AnswerRefusalJudge, "refusal": RefusalJudge,
-                  "toxicity": ToxicityJudge}
+                  "toxicity": ToxicityJudge, f"{RED_FLAG_PREFIX}default": _red_flag_judge}
 
 
 def load_judge(name_or_path: str) -> Judge:
     """A judge by name: ``default`` (= ``answer-refusal``, :class:`AnswerRefusalJudge`), ``refusal``
-    (:class:`RefusalJudge`), ``toxicity``, or a Hub id / local folder of a classifier or guard LM.
+    (:class:`RefusalJudge`), ``toxicity``, ``red-flag:default`` / ``red-flag:PATH``
+    (:class:`~hf_sentinel.red_flag.RedFlagJudge`: the harm of the answer as a trained red flag reads it), or a
+    Hub id / local folder of a classifier or guard LM.
 
     A model whose architecture is ``...ForSequenceClassification`` becomes a :class:`ClassifierJudge`;
     a causal LM becomes a :class:`GuardJudge`.
     """
     if name_or_path in BUILTIN_JUDGES:
         return BUILTIN_JUDGES[name_or_path]()
+    if name_or_path.startswith(RED_FLAG_PREFIX):
+        return _red_flag_judge(name_or_path.removeprefix(RED_FLAG_PREFIX))
     from transformers import AutoConfig
 
     try:
@@ -37,7 +53,8 @@ def load_judge(name_or_path: str) -> Judge:
     except OSError as error:
         raise ValueError(
             f"Unknown judge {name_or_path!r}: not one of {sorted(BUILTIN_JUDGES)} and not a loadable model "
-            f"(Hub id or local folder). Use --judge default|refusal|toxicity|MODEL_ID_OR_PATH. ({error})"
+            f"(Hub id or local folder). Use --judge default|refusal|toxicity|red-flag:default|red-flag:PATH|"
+            f"MODEL_ID_OR_PATH. ({error})"
         ) from error
     architectures = config.architectures or []
     if any(a.endswith("ForSequenceClassification") for a in architectures):

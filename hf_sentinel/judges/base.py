@@ -27,8 +27,12 @@ class Judge:
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         if prompts is not None and len(prompts) != len(completions):
             raise ValueError(f"Got {len(prompts)} prompts but {len(completions)} completions; they must pair up.")
-        return self.score([_as_text(p) for p in prompts] if prompts is not None else None,
+        return self.score([self._prompt(p) for p in prompts] if prompts is not None else None,
                           [_as_text(c) for c in completions])
+
+    def _prompt(self, item):
+        """What :meth:`score` gets for one prompt: its text (of a conversation, the last message)."""
+        return _as_text(item)
 
     def score(self, prompts: list[str] | None, completions: list[str]) -> list[float]:
         raise NotImplementedError

@@ -85,7 +85,10 @@ class MARTConfig(LoraTrainingArguments):
         helpfulness_threshold (`float`, *optional*, defaults to `0.3`):
             theta_h: an answer is helpful when its helpfulness score is at least this.
         safety_judge (`str`, *optional*, defaults to `"refusal"`):
-            The safety judge to load when the trainer gets none (see `hf_sentinel.judges.load_judge`).
+            The safety judge to load when the trainer gets none (see `hf_sentinel.judges.load_judge`):
+            `"red-flag:default"` scores the harm of each answer as the shipped red flag reads it, where `"refusal"`
+            scores whether the target answered; its scores are compared with `attack_threshold` and
+            `safe_threshold`, so set those to the red flag's threshold (its folder's `red_flag_config.json`).
         helpfulness_judge (`str`, *optional*, defaults to `"embedding"`):
             The helpfulness judge to load when the trainer gets none (see `load_helpfulness_judge`).
         answer_judge (`str`, *optional*, defaults to `"refusal"`):
@@ -210,8 +213,11 @@ class MARTConfig(LoraTrainingArguments):
                 "0 for a refused benign request, request-answer similarity otherwise)."})
     safety_judge: str = field(default="refusal", metadata={
         "help": "Safety judge of the target's answers to adversarial prompts and of the evaluation, when the "
-                "trainer is given none: 'refusal', 'toxicity', or a classifier / guard model id or folder (see "
-                "hf_sentinel.judges.load_judge)."})
+                "trainer is given none: 'refusal' (1 when the target answered, harmless questions included), "
+                "'toxicity', 'red-flag:default' or 'red-flag:PATH' (the harm of the answer as the red flag reads it: "
+                "its highest smoothed p(<rf>); the flag fires at the threshold in the folder's red_flag_config.json, "
+                "so set --attack-threshold and --safe-threshold to it), or a classifier / guard model id or folder "
+                "(see hf_sentinel.judges.load_judge)."})
     helpfulness_judge: str = field(default="embedding", metadata={
         "help": "Helpfulness judge, when the trainer is given none: 'embedding' (offline: non-refusal plus "
                 "request-answer relevance with all-MiniLM-L6-v2) or a reward model's Hub id or folder."})

@@ -8,6 +8,8 @@
   defense for ``evaluate()``, the CLI (``--defense red-flag:PATH``) and ``hf_sentinel.pipeline(red_flag=PATH)``;
   :func:`add_red_flag_adapter`: the folder as one more, unmerged adapter of a PEFT model over the target's weights
   (stacked with a LoRA sentinel, one copy of them serves both).
+- :class:`RedFlagJudge`: the flag's verdict on given answers, read teacher-forced (``load_judge("red-flag:PATH")``):
+  the harm of an answer as the red flag reads it, for MART's safety judge and the sentinel game's judges.
 - :mod:`hf_sentinel.red_flag.attack` (a command, so not imported here): ``sft_attack``, an attacker's short LoRA
   fine-tuning of the red-flag model on harmful answers (:meth:`RedFlagDefense.with_model` guards with its result);
   ``python -m hf_sentinel.red_flag.attack`` measures how much of the flag survives it.
@@ -17,13 +19,14 @@ from ..training import calibrate_threshold
 from .calibration import red_flag_scores
 from .config import RedFlagConfig
 from .defense import RedFlagDefense
+from .judge import RedFlagJudge
 from .modeling import add_red_flag_adapter, add_red_flag_token, load_red_flag_model
 from .processor import RedFlagLogitsProcessor, RequestAloneReader
 from .settings import RedFlagSettings
 from .trainer import RedFlagTrainer
 
 __all__ = [
-    "RedFlagConfig", "RedFlagTrainer", "RedFlagLogitsProcessor", "RedFlagDefense", "RedFlagSettings",
+    "RedFlagConfig", "RedFlagTrainer", "RedFlagLogitsProcessor", "RedFlagDefense", "RedFlagJudge", "RedFlagSettings",
     "RequestAloneReader", "add_red_flag_adapter", "add_red_flag_token", "load_red_flag_model", "calibrate_threshold",
     "red_flag_scores",
 ]

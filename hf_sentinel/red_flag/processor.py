@@ -7,7 +7,26 @@ from transformers import LogitsProcessor
 
 from .settings import DEFAULT_REFUSAL, RedFlagSettings, check_action, check_threshold
 
-__all__ = ["RedFlagLogitsProcessor", "RequestAloneReader"]
+__all__ = ["RedFlagLogitsProcessor", "RequestAloneReader", "red_flag_probability", "smoothed_score"]
+
+
+def red_flag_probability(logits: torch.Tensor, red_flag_token_id: int, vocab_size: int) -> torch.Tensor:
+    """p(`<rf>`) from next-token ``logits`` (..., vocabulary), in float32, over the real tokens only: the rows at
+    or above ``vocab_size`` pad the embedding matrix and take no probability mass."""
+    real = logits[..., :vocab_size].float()
+    return torch.exp(real[..., red_flag_token_id] - torch.logsumexp(real, dim=-1))
+
+
+def smoothed_score(recent: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+    """The flag's score: the mean of the newest ``counted`` probabilities (1 to ``window``) of each window of
+    ``recent`` (..., window), newest last. Shared by the processor (one window per row, step by step) and
+    :class:`~hf_sentinel.red_flag.RedFlagJudge` (every step's window at once), so both smooth alike.
+
+    >>> smoothed_score(torch.tensor([[0.0, 0.2, 0.6], [0.0, 0.0, 0.3]]), torch.tensor([2, 1]))
+    tensor([0.4000, 0.3000])
+    """
+    sums = recent.flip(-1).cumsum(-1)
+    return sums.gather(-1, (counted - 1).unsqueeze(-1)).squeeze(-1) / counted
 
 
 class RedFlagLogitsProcessor(LogitsProcessor):
@@ -158,15 +177,12 @@ class RedFlagLogitsProcessor(LogitsProcessor):
         step = input_ids.shape[1] - self._start_length
 
         read = scores if self.reader is None else self.reader(input_ids)
-        real = read[:, : self.vocab_size].float()
-        probability = torch.exp(real[:, self.red_flag_token_id] - torch.logsumexp(real, dim=-1))
+        probability = red_flag_probability(read, self.red_flag_token_id, self.vocab_size)
         reading = ~self._finished
         self._recent = torch.roll(self._recent, shifts=-1, dims=1)
         self._recent[:, -1] = probability
         self._steps_read += reading.long()
-        counted = self._steps_read.clamp(max=self.window).clamp(min=1)
-        recent_sums = self._recent[:, -self.window:].flip(1).cumsum(1)
-        score = recent_sums.gather(1, (counted - 1).unsqueeze(1)).squeeze(1) / counted
+        score = smoothed_score(self._recent, self._steps_read.clamp(max=self.window).clamp(min=1))
         self._max_score = torch.where(reading, torch.maximum(self._max_score, score), self._max_score)
         newly_fired = reading & (self._fired_step < 0) & (score >= self.threshold)
         self._fired_step[newly_fired] = step

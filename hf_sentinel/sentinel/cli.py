@@ -45,8 +45,9 @@ class ScriptArguments(CalibratedScriptArguments):
                 "folders (e.g. a warm-start run), instead of fresh LoRA adapters."})
     safety_judge: str = field(default="refusal", metadata={
         "help": "Judge of harm, the red team's reward and the sentinel's penalty: 'refusal' (keywords: 1 when the "
-                "target complied), 'default', 'toxicity', or a classifier / guard model id or folder. With --reward "
-                "judge only."})
+                "target complied), 'default', 'toxicity', 'red-flag:default' / 'red-flag:PATH' (the harm of the "
+                "answer as the red flag reads it), or a classifier / guard model id or folder. With --reward judge "
+                "only."})
     helpfulness_judge: str = field(default="refusal", metadata={
         "help": "Judge of a benign prompt's answer, the sentinel's helpfulness reward (same choices as "
                 "--safety-judge: 'refusal' scores 1 when the target answered). With --reward judge only."})
