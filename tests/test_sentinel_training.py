@@ -6,6 +6,7 @@ import pytest
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from hf_sentinel.defaults import tiny_model
 from hf_sentinel.generation import left_padded
@@ -39,6 +40,24 @@ def _trainer(tmp_path, **overrides):
     target, tokenizer = tiny_model(tie_word_embeddings=False)
     return StackelbergPPOTrainer(target, _config(tmp_path, **overrides), PROMPTS, processing_class=tokenizer,
                                  safety_judge=safety_judge, peft_config=peft_config)
+
+
+class StopAtStep(TrainerCallback):
+    """Interrupts a run: training stops once it has finished step ``step``."""
+
+    def __init__(self, step: int = 1):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        control.should_training_stop = state.global_step >= self.step
+
+
+def _assert_same_weights(a, b):
+    """Two trainers end with the same agents' weights and value heads, bit for bit."""
+    for (name, x), (_, y) in zip(a.model.named_parameters(), b.model.named_parameters()):
+        assert torch.equal(x, y), name
+    for (name, x), (_, y) in zip(a.value_heads.named_parameters(), b.value_heads.named_parameters()):
+        assert torch.equal(x, y), name
 
 
 # ------------------------------------------------------------------------------------------ PPO maths
@@ -190,16 +209,10 @@ def test_training_moves_both_adapters_never_the_target_and_saves_a_loadable_sent
 
 
 def test_resume_from_checkpoint_continues_exactly(tmp_path):
-    from transformers import TrainerCallback
-
-    class StopAfterOneStep(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            control.should_training_stop = True
-
     straight = _trainer(tmp_path / "a", max_steps=2, save_steps=100)
     straight.train()
     interrupted = _trainer(tmp_path / "b", max_steps=2)
-    interrupted.add_callback(StopAfterOneStep())
+    interrupted.add_callback(StopAtStep(1))
     assert interrupted.train().global_step == 1
     checkpoint = tmp_path / "b" / "checkpoint-1"
     assert {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "value_head.safetensors"} <= {
@@ -208,10 +221,7 @@ def test_resume_from_checkpoint_continues_exactly(tmp_path):
     resumed = _trainer(tmp_path / "b", max_steps=2, save_steps=100)
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == 2
-    for (name, a), (_, b) in zip(straight.model.named_parameters(), resumed.model.named_parameters()):
-        assert torch.equal(a, b), name
-    for (name, a), (_, b) in zip(straight.value_heads.named_parameters(), resumed.value_heads.named_parameters()):
-        assert torch.equal(a, b), name
+    _assert_same_weights(straight, resumed)
 
 
 def test_warm_start_steps_teach_the_suffix_then_the_game_goes_on(tmp_path):
@@ -493,39 +503,24 @@ def test_the_init_reference_is_a_frozen_adapter_on_the_one_copy_of_the_base(tmp_
 def test_resume_with_an_init_reference_continues_exactly(tmp_path, stop_at):
     """Stopped at the end of the warm start (no reference yet: taken when the game begins, as without the stop) or
     inside the game (the reference comes back from the checkpoint)."""
-    from transformers import TrainerCallback
-
     from hf_sentinel.sentinel.trainer import KL_REFERENCE_SUBFOLDER
-
-    class Stop(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            control.should_training_stop = state.global_step == stop_at
 
     settings = dict(kl_reference="init", warm_start_steps=1, warm_start_learning_rate=2e-2, max_steps=3)
     straight = _trainer(tmp_path / "a", save_steps=100, **settings)
     straight.train()
     interrupted = _trainer(tmp_path / "b", **settings)
-    interrupted.add_callback(Stop())
+    interrupted.add_callback(StopAtStep(stop_at))
     assert interrupted.train().global_step == stop_at
     assert (tmp_path / "b" / f"checkpoint-{stop_at}" / KL_REFERENCE_SUBFOLDER).is_dir() == (stop_at == 2)
     resumed = _trainer(tmp_path / "b", save_steps=100, **settings)
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == 3
-    for (name, a), (_, b) in zip(straight.model.named_parameters(), resumed.model.named_parameters()):
-        assert torch.equal(a, b), name
-    for (name, a), (_, b) in zip(straight.value_heads.named_parameters(), resumed.value_heads.named_parameters()):
-        assert torch.equal(a, b), name
+    _assert_same_weights(straight, resumed)
 
 
 def test_an_init_reference_cannot_resume_a_game_checkpointed_without_one(tmp_path):
-    from transformers import TrainerCallback
-
-    class StopAfterOneStep(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            control.should_training_stop = True
-
     interrupted = _trainer(tmp_path)
-    interrupted.add_callback(StopAfterOneStep())
+    interrupted.add_callback(StopAtStep(1))
     interrupted.train()
     with pytest.raises(ValueError, match="Resume it with kl_reference='base', or start a new run from that"):
         _trainer(tmp_path, kl_reference="init").train(resume_from_checkpoint=True)
