@@ -348,6 +348,21 @@ def left_padded(rows: list[list[int]], pad_id: int, device) -> dict:
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+def positions_from_mask(attention_mask: torch.Tensor, last: int | None = None) -> torch.Tensor:
+    """Position ids of a left-padded batch as ``generate()`` gives them: each row counts its own tokens from 0 (its
+    padding reads 0), so a padded row continues as it would unpadded. ``last``: only the last ``last`` columns, the
+    tokens a forward pass over a key/value cache runs.
+
+    >>> positions_from_mask(torch.tensor([[0, 1, 1], [1, 1, 1]]))
+    tensor([[0, 0, 1],
+            [0, 1, 2]])
+    >>> positions_from_mask(torch.tensor([[0, 1, 1]]), last=1)
+    tensor([[1]])
+    """
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    return positions if last is None else positions[:, -last:]
+
+
 def common_prefix_length(rows: list[list[int]]) -> int:
     """Length of the longest token prefix shared by every row, leaving each row at least one token of its own.
 

@@ -20,6 +20,8 @@ import torch
 from peft import PromptTuningConfig
 from safetensors.torch import load_file, save_file
 
+from ..generation import positions_from_mask
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 WEIGHTS_KEY = "prompt_embeddings"
@@ -162,7 +164,7 @@ class DROSafetyPrompt:
         prepared = dict(inputs)
         # Positions count unmasked places (generate() would infer the same; a plain forward call would not).
         prepared.update(past_key_values=self.key_value_cache(model, batch_size=input_ids.shape[0]),
-                        attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, -width:])
+                        attention_mask=mask, position_ids=positions_from_mask(mask, last=width))
         return prepared
 
     @torch.no_grad()

@@ -7,7 +7,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..generation import left_padded, pad_token_id, render, to_conversation
+from ..generation import left_padded, pad_token_id, positions_from_mask, render, to_conversation
 from ..judges.base import Judge
 from .defense import RedFlagDefense
 from .modeling import load_red_flag_model
@@ -136,9 +136,8 @@ class RedFlagJudge(Judge):
         reads = int(lengths.max()) + 1  # before each answer token and after the last one
         batch = left_padded([prompt + answer for prompt, answer in rows], pad_token_id(self.tokenizer),
                             self.model.device)
-        # Positions as generate() gives a left-padded batch (the padding does not shift the rows).
-        positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(**batch, position_ids=positions, logits_to_keep=reads).logits
+        logits = self.model(**batch, position_ids=positions_from_mask(batch["attention_mask"]),
+                            logits_to_keep=reads).logits
         probability = red_flag_probability(logits, self.red_flag_token_id, self.vocab_size).cpu()
         # Every row ends at the last column: move each row's reads to the front (step 0 = before its first token).
         steps = torch.arange(reads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
+from ..generation import positions_from_mask
 from .settings import DEFAULT_REFUSAL, RedFlagSettings, check_action, check_threshold
 
 __all__ = ["RedFlagLogitsProcessor", "RequestAloneReader", "red_flag_probability", "smoothed_score"]
@@ -274,7 +275,7 @@ class RequestAloneReader:
         else:  # the token the generating side just produced (padding for rows that ended: never read)
             new = input_ids[:, -1:].to(self.input_ids.device)
             self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(new)], dim=1)
-        positions = (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -new.shape[1]:]
+        positions = positions_from_mask(self.attention_mask, last=new.shape[1])
         output = self.model(input_ids=new, attention_mask=self.attention_mask, position_ids=positions,
                             past_key_values=self.cache, use_cache=True)
         self.cache = output.past_key_values

@@ -35,7 +35,7 @@ from transformers import (
 from transformers.utils import ModelOutput
 
 from ..defaults import resolve_model_path
-from ..generation import left_padded, pad_token_id
+from ..generation import left_padded, pad_token_id, positions_from_mask
 from ..loading import artifact_folder, check_artifact_kind, same_vocabulary
 from ..remote import RemoteChatTarget
 from .config import SentinelConfig
@@ -352,8 +352,7 @@ def continue_rows(model, rows: list[list[int]], max_new_tokens: int, stop_id: in
     sequences = inputs["input_ids"]  # what the processors read: each row so far
     cache = DynamicCache()
     input_ids, attention_mask = shared_opening(model, sequences, inputs["attention_mask"], cache)
-    # Positions count real tokens only, so a padded row continues as it would unpadded.
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+    position_ids = positions_from_mask(attention_mask, last=input_ids.shape[1])
     live = list(range(len(rows)))  # the rows still writing, in batch order
     continuations: list[list[int]] = [[] for _ in rows]
     for step in range(max_new_tokens):

@@ -31,7 +31,7 @@ import contextlib
 import torch
 from transformers import DynamicCache
 
-from ..generation import common_prefix_length, left_padded
+from ..generation import common_prefix_length, left_padded, positions_from_mask
 
 
 @torch.no_grad()
@@ -75,8 +75,7 @@ def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache:
     and last hidden state of each prompt's last token only. Returns ``(output, attention_mask, position_ids)`` for
     the decoding steps that follow."""
     input_ids, attention_mask = shared_opening(model, input_ids, attention_mask, cache)
-    # Positions count real tokens only, so a padded prompt continues as it would unpadded.
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+    position_ids = positions_from_mask(attention_mask, last=input_ids.shape[1])
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache,
                 use_cache=True, output_hidden_states=True, logits_to_keep=1)
     return out, attention_mask, position_ids

@@ -44,7 +44,15 @@ from transformers import DynamicCache, Trainer
 from transformers.trainer_utils import get_last_checkpoint, set_seed
 
 from ..defaults import DEFAULT_TARGET_NAME
-from ..generation import GenerationSettings, generate, left_padded, pad_token_id, render, to_conversation
+from ..generation import (
+    GenerationSettings,
+    generate,
+    left_padded,
+    pad_token_id,
+    positions_from_mask,
+    render,
+    to_conversation,
+)
 from ..judges import RefusalJudge
 from ..remote import RemoteChatTarget
 from ..training import (
@@ -401,9 +409,8 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
             heads = self._sentinel_heads(conversations[first:first + self.args.rollout_batch_size])
             inputs = left_padded([tokenizer(h, add_special_tokens=False)["input_ids"] for h in heads],
                                  pad_token_id(tokenizer), self.accelerator.device)
-            # Left padding: positions count real tokens only, as generate() counts them.
-            positions = (inputs["attention_mask"].cumsum(1) - 1).clamp(min=0)
-            logits = self.model(**inputs, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+            logits = self.model(**inputs, position_ids=positions_from_mask(inputs["attention_mask"]),
+                                logits_to_keep=1).logits[:, -1].float()
             probabilities += (1 - torch.softmax(logits, -1)[:, eos]).tolist()
         return probabilities
 
@@ -506,8 +513,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         query_ids, query_mask = shared_opening(self.model, batch["query_ids"][rows], batch["query_mask"][rows], cache)
         attention = torch.cat([query_mask, batch["mask"][rows]], 1)
         input_ids = torch.cat([query_ids, response_ids], 1)
-        # Left padding: positions count real tokens only, as the sampling loop counted them.
-        position_ids = (attention.cumsum(1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+        position_ids = positions_from_mask(attention, last=input_ids.shape[1])
         start, length = query_ids.shape[1] - 1, response_ids.shape[1]
         # Logits of the positions that predict response tokens only: the LM head on the query is wasted work. (Index
         # positions, not a trailing count: that slice is strided, and the LM head then runs as a slow batched matmul.)
