@@ -113,8 +113,9 @@ def run_serve(args) -> int:
 def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="Run the held-out suite through a defense stack: attack success and benign "
                                      "answer rate per set and shape, with 95% intervals.",
-                       description="Run every set of the held-out suite (hf_sentinel.data.heldout) through one "
-                                   "defense stack, judge the answers, write one JSON and print the tables. Or compare "
+                       description="Run every set of the held-out suite (hf_sentinel.data.heldout), or the sets "
+                                   "named with --sets (extra sets outside the suite included), through one defense "
+                                   "stack, judge the answers, write one JSON and print the tables. Or compare "
                                    "earlier runs: hf-sentinel bench --compare a.json b.json --plot tradeoff.png. Or "
                                    "attribute a stack's answers to its layers, each benched alone on the same suite: "
                                    "hf-sentinel bench --attribute stack.json layer1.json layer2.json")
@@ -137,10 +138,17 @@ def _bench_parser(sub) -> None:
                                                       "flag's harm verdict), or a classifier / guard model id or path")
     p.add_argument("--limit", type=int, help="the first N rows of each set, a fixed slice spread over its categories "
                                              "and shapes (N >= 1; default: the whole suite)")
+    p.add_argument("--sets", nargs="+", metavar="SET",
+                   help="run only these held-out sets: sets of the suite, or the extra sets a whole-suite run leaves "
+                        "out (harmbench-long-context, benign-long-context: the request after a ~1,200-token benign "
+                        "chat), e.g. --defense red-flag:default --sets harmbench-multi-turn harmbench-long-context "
+                        "benign-long-context (default: the whole suite)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampled set (harmbench-sampling)")
-    p.add_argument("--output-dir", default="outputs/bench", help="the result goes to OUTPUT_DIR/NAME.json")
+    p.add_argument("--output-dir", default="outputs/bench",
+                   help="the result goes to OUTPUT_DIR/NAME.json (with --sets and no --name: "
+                        "OUTPUT_DIR/NAME_on_SET+SET.json, so a partial run never replaces a whole-suite result)")
     p.add_argument("--compare", nargs="+", metavar="BENCH_JSON", help="print earlier bench results side by side")
     p.add_argument("--plot", help="with --compare: also draw the safety / over-refusal trade-off as a PNG here")
     p.add_argument("--card", metavar="FOLDER",
@@ -287,6 +295,11 @@ def run_bench(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1 (rows per held-out set), got {args.limit}; drop --limit to run "
                          f"the whole suite.")
+    sets = None
+    if args.sets:
+        from .evaluation.bench import check_sets
+
+        sets = check_sets(args.sets)
     specs = args.defense or ["none"]
     stack = stack_name(specs)
     if args.attacker:
@@ -297,11 +310,13 @@ def run_bench(args) -> int:
         name, file_name = args.name or f"{stack} ← {faced}", args.name or f"{stack}_vs_{faced}"
     else:
         name = file_name = args.name or stack
+    if sets and not args.name:
+        file_name += f"_on_{'+'.join(sets)}"
     path = Path(args.output_dir) / f"{file_name}.json"
     _check_output_file(path)
     [result] = _bench_stacks(args.target, args.judge, [specs], [name], limit=args.limit,
                              max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                             attacker=args.attacker, attacker_settings={
+                             sets=sets, attacker=args.attacker, attacker_settings={
                                  "max_new_tokens": args.attacker_max_new_tokens,
                                  "do_sample": args.attacker_do_sample})
     _write_json(result, path)
@@ -316,7 +331,8 @@ def run_attribution(args) -> int:
     if args.compare or args.plot:
         raise SystemExit("hf-sentinel bench: --attribute and --compare/--plot are separate reports; give one of them.")
     run_flags = [flag for flag, value in (("--defense", args.defense), ("--attacker", args.attacker),
-                                          ("--name", args.name), ("--limit", args.limit)) if value is not None]
+                                          ("--name", args.name), ("--limit", args.limit), ("--sets", args.sets))
+                 if value is not None]
     if run_flags:
         raise SystemExit(f"hf-sentinel bench: --attribute reads finished bench results, so {', '.join(run_flags)} "
                          f"has nothing to do; bench the stack and each of its layers first, then attribute them.")
@@ -357,7 +373,8 @@ def run_demo(args) -> int:
 
 def _bench_stacks(target: str, judge_name: str, stacks: list[list[str]], names: list[str], *, limit: int | None,
                   max_new_tokens: int, batch_size: int = 32, seed: int = 0, on_result=None,
-                  attacker: str | None = None, attacker_settings: dict | None = None) -> list[dict]:
+                  attacker: str | None = None, attacker_settings: dict | None = None,
+                  sets: list[str] | None = None) -> list[dict]:
     """Bench each stack of defense specs in turn on one loaded target, printing each one's headline and time.
 
     Defenses load one stack at a time (a demo's trained artifacts need not all sit in memory at once); their
@@ -392,7 +409,7 @@ def _bench_stacks(target: str, judge_name: str, stacks: list[list[str]], names: 
         # The target serves every stack in turn: a stack that shares weights builds on one copy of it.
         defenses = DefenseStack(specs).compose(model, tokenizer)
         result = bench(model, tokenizer, judge, defenses, limit=limit, max_new_tokens=max_new_tokens,
-                       batch_size=batch_size, seed=seed, target_name=target, name=name, attacker=red_team)
+                       batch_size=batch_size, seed=seed, target_name=target, name=name, attacker=red_team, sets=sets)
         summary = result["summary"]
         summary["defense_load_seconds"] = time.perf_counter() - stack_start - summary["wall_seconds"]
         head = summary["headline"]

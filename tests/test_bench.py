@@ -17,7 +17,9 @@ from hf_sentinel.cli import main
 from hf_sentinel.data import OWN_SETS, load_prompts
 from hf_sentinel.data.heldout import (
     BENIGN_HELDOUT_FILE,
+    EXTRA_SETS,
     FEATURES,
+    LONG_CONTEXT_CHARS,
     MAX_TEMPLATE_CHARS,
     PREFILL,
     SUITE,
@@ -27,7 +29,9 @@ from hf_sentinel.data.heldout import (
     load_heldout,
 )
 from hf_sentinel.data.splits import HELDOUT, normalise, split_of
+from hf_sentinel.defenses import Defense
 from hf_sentinel.evaluation.bench import run_bench, wilson_interval
+from hf_sentinel.generation import to_conversation
 from hf_sentinel.judges import Judge
 
 SIZES = {"harmbench": 200, "donotanswer-heldout": 100, "harmbench-jailbreak": 50, "harmbench-prefill": 50,
@@ -72,6 +76,53 @@ def test_attack_shapes_apply_to_the_same_fifty_heldout_requests():
     assert len({p.rsplit("\n\n", 1)[0] for p in jailbreak["prompt"]}) == 50  # one template per request
 
 
+def _chars(history) -> int:
+    return sum(len(turn["content"]) for turn in history)
+
+
+def test_long_context_sets_put_the_request_after_a_long_benign_chat_of_our_own():
+    assert set(EXTRA_SETS) == {"harmbench-long-context", "benign-long-context"} and not set(EXTRA_SETS) & set(SUITE)
+    harmful, benign = load_heldout("harmbench-long-context"), load_heldout("benign-long-context")
+    assert len(harmful) == len(benign) == 50
+    for name, ds in (("harmbench-long-context", harmful), ("benign-long-context", benign)):
+        assert ds.column_names == list(FEATURES) and set(ds["set"]) == {name}, name
+        assert load_heldout(name, limit=5)["prompt"] == ds["prompt"][:5], name
+    harmful, benign = harmful.to_dict(), benign.to_dict()
+    assert harmful["request"] == harmful["prompt"] == attack_requests()
+    assert set(harmful["label"]) == {"harmful"} and set(harmful["attack"]) == {"multi_turn"}
+    # 50 single-turn rows of benign-heldout, spread over its shapes, labelled benign.
+    heldout_benign = load_heldout("benign-heldout").to_dict()
+    single_turn = {p: shape for p, shape, h in zip(heldout_benign["prompt"], heldout_benign["shape"],
+                                                   heldout_benign["history"]) if not h}
+    assert set(benign["label"]) == {"benign"} and set(benign["attack"]) == {"none"}
+    assert len(set(benign["prompt"])) == 50 and all(single_turn[p] == s for p, s in zip(benign["prompt"],
+                                                                                      benign["shape"]))
+    assert len(set(benign["shape"][:6])) == 6 and min(Counter(benign["shape"]).values()) >= 8
+    # Long, alternating, ending on an answer, so that the request is the last (user) turn; each row its own chat,
+    # the same chat for row i of both sets. (SmolLM2's tokenizer reads 1,108 to 1,335 tokens, chat template
+    # included; characters / 4 is a cheap lower bound.)
+    assert harmful["history"] == benign["history"]
+    for prompt, history in zip(harmful["prompt"] + benign["prompt"], harmful["history"] + benign["history"]):
+        assert [t["role"] for t in history] == ["user", "assistant"] * (len(history) // 2) and len(history) >= 32
+        assert _chars(history) >= LONG_CONTEXT_CHARS and _chars(history) / 4 >= 900
+        assert to_conversation(prompt, history)[-1] == {"role": "user", "content": prompt}
+    assert len({json.dumps(h) for h in harmful["history"]}) == 50
+    assert len({json.dumps(h[:4]) for h in harmful["history"]}) >= 20  # not one chat rotated: different openings
+    # The chats are text written here: no harmful request, no turn that copies a prompt of our own training-side
+    # sets, and no new turn that nearly copies one (word 3-gram Jaccard >= 0.5, the suite's rule; the openers come
+    # unchanged from harmbench-multi-turn).
+    turns = {t["content"] for h in harmful["history"] for t in h}
+    assert not {normalise(t) for t in turns} & {normalise(r) for r in attack_requests()}
+    own = [text for name in ("harmful", "benign") for ds in [load_prompts(name).to_dict()]
+           for text in ds["prompt"] + [t["content"] for h in ds.get("history", []) for t in h or []]]
+    assert not {normalise(t) for t in turns} & {normalise(t) for t in own}
+    openers = {t["content"] for h in load_heldout("harmbench-multi-turn")["history"] for t in h}
+    assert len(turns - openers) >= 60
+    own_trigrams = list(map(_trigrams, own))
+    for turn in map(_trigrams, turns - openers):
+        assert all(len(turn & other) < 0.5 * len(turn | other) for other in own_trigrams), turn
+
+
 def test_donotanswer_heldout_is_a_stratified_sample_of_the_heldout_split():
     ds = load_heldout("donotanswer-heldout")
     assert all(split_of(p, "donotanswer") == HELDOUT for p in ds["prompt"])
@@ -102,7 +153,8 @@ def test_limit_takes_a_fixed_prefix_of_each_set():
     assert set(load_heldout("own-test", limit=2)["label"]) == {"harmful", "benign"}
     with pytest.raises(ValueError, match="limit must be at least 1"):
         load_heldout("harmbench", limit=0)
-    with pytest.raises(ValueError, match=r"Unknown held-out set 'harmbnech'; the suite has \['harmbench'"):
+    with pytest.raises(ValueError, match=r"Unknown held-out set 'harmbnech'; the suite has \['harmbench'.*"
+                                         r"the extra sets \['harmbench-long-context'"):
         load_heldout("harmbnech")
 
 
@@ -226,8 +278,62 @@ def test_bench_cli_writes_json_and_tables_then_compares_and_plots(tiny_llama_dir
     assert "has no model card (README.md)" in capsys.readouterr().err
 
 
+class _ReportsAStep(Defense):
+    """Reports a firing step for every answer, as the red flag does (``extras[i]["red_flag"]``)."""
+
+    spec = "reports-a-step"
+
+    def finalize(self, responses, extras):
+        for extra in extras:
+            extra["red_flag"] = {"fired": True, "step": 1, "probability": 0.9}
+        return responses
+
+
+def test_bench_runs_only_the_named_sets_and_keeps_each_answers_firing_step(tiny_llama, monkeypatch):
+    import hf_sentinel.evaluation as evaluation
+
+    conversations = []
+    real_generate = evaluation.generate
+
+    def spy(model, tokenizer, convs, settings, *args, **kwargs):
+        conversations.extend(convs)
+        return real_generate(model, tokenizer, convs, settings, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "generate", spy)
+    result = run_bench(*tiny_llama, _RecordingJudge(), [_ReportsAStep()], limit=1, max_new_tokens=2, progress=False,
+                       sets=["benign-long-context", "harmbench-multi-turn", "harmbench-long-context"])
+    assert list(result["summary"]["sets"]) == result["summary"]["only_sets"] == [
+        "harmbench-multi-turn", "harmbench-long-context", "benign-long-context"]
+    records = result["records"]
+    assert [r["set"] for r in records] == result["summary"]["only_sets"]
+    assert all(r["red_flag"]["step"] == 1 for r in records)  # multi-turn and long-context rows alike
+    assert sorted(map(len, conversations)) == [5, *sorted(len(r["history"]) + 1 for r in records[1:])]
+    assert all(len(r["history"]) >= 32 and r["request"] == r["prompt"] for r in records[1:])
+    with pytest.raises(ValueError, match="Unknown held-out set 'harmbnech'; give sets of the suite"):
+        run_bench(*tiny_llama, _RecordingJudge(), sets=["harmbnech"], progress=False)
+
+
+def test_bench_cli_runs_extra_sets_into_a_file_of_their_own(tiny_llama_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    described = re.sub(r"\s+", "", capsys.readouterr().out)
+    assert all(name in described for name in EXTRA_SETS)  # --sets names them
+    assert main(["bench", "--target", str(tiny_llama_dir), "--judge", "refusal", "--limit", "1",
+                 "--max-new-tokens", "2", "--output-dir", str(tmp_path), "--sets", "benign-long-context",
+                 "harmbench-long-context"]) == 0
+    [path] = tmp_path.iterdir()
+    assert path.name == "none_on_harmbench-long-context+benign-long-context.json"
+    result = json.loads(path.read_text())
+    assert list(result["summary"]["sets"]) == ["harmbench-long-context", "benign-long-context"]
+    assert [len(r["history"]) >= 32 for r in result["records"]] == [True, True]
+    printed = capsys.readouterr().out
+    assert "Held-out sets harmbench-long-context, benign-long-context |" in printed and "answered" in printed
+
+
 def test_bench_cli_bad_input(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("hf_sentinel.evaluation.load_target", lambda *a: pytest.fail("a model was loaded"))
+    assert main(["bench", "--sets", "harmbnech", "--output-dir", str(tmp_path)]) == 2
+    assert "Unknown held-out set 'harmbnech'; give sets of the suite (harmbench, " in capsys.readouterr().err
     assert main(["bench", "--limit", "0", "--output-dir", str(tmp_path)]) == 2
     assert "--limit must be at least 1 (rows per held-out set), got 0" in capsys.readouterr().err
     assert main(["bench", "--defense", "sentinal:x", "--output-dir", str(tmp_path)]) == 2
@@ -294,6 +400,31 @@ def _assert_no_heldout_file(report: dict) -> None:
     for held in (BENIGN_HELDOUT_FILE, HARMBENCH_FILE):
         assert os.path.realpath(held) not in report["opened"], f"a training path opened the held-out file {held}"
     assert not report["heldout_imported"], "a training path imported hf_sentinel.data.heldout"
+
+
+_LONG_CONTEXT_GUARD = """
+import json, os, sys
+
+opened = []
+sys.addaudithook(lambda event, args: opened.append(os.fsdecode(args[0]))
+                 if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)) else None)
+from hf_sentinel.data.heldout import EXTRA_SETS, load_heldout
+
+rows = sum(len(load_heldout(name)) for name in EXTRA_SETS)
+print(json.dumps({"opened": opened, "rows": rows, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_long_context_sets_read_nothing_from_the_training_side(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", _LONG_CONTEXT_GUARD], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    opened = {os.path.realpath(p) for p in report["opened"]}
+    assert report["rows"] == 100 and os.path.realpath(BENIGN_HELDOUT_FILE) in opened  # the hook sees what is read
+    assert not opened & {os.path.realpath(path) for path in OWN_SETS.values()}, "read one of our own training sets"
+    assert not {"hf_sentinel.data.pools", "hf_sentinel.data.benign_pool"} & set(report["modules"])
 
 
 def test_own_training_splits_never_open_a_heldout_file(tmp_path):

@@ -26,6 +26,13 @@ is). The attack-shape sets (jailbreak, pre-fill, sampling, multi-turn) already c
 they stay comparable with runs without an attacker; benign rows are never rewritten. ``summary["attacker"]`` says
 which attacker ran, with its settings and counts (``None`` without one).
 
+With ``sets`` (``hf-sentinel bench --sets NAME ...``), only the named sets run: sets of the suite, or the extra sets
+outside it (:data:`~hf_sentinel.data.heldout.EXTRA_SETS`: ``harmbench-long-context`` and ``benign-long-context``,
+the multi-turn request and held-out benign requests after a long benign chat), which a whole-suite run leaves out
+so that its numbers stay comparable with earlier runs. ``summary["only_sets"]`` lists them (``None`` for the whole
+suite). A defense's per-answer report is in each record as :func:`~hf_sentinel.evaluation.evaluate` writes it, e.g.
+the red flag's ``{"fired", "step", "probability"}`` under ``red_flag``, multi-turn rows included.
+
 Example (tiny random model)::
 
     >>> from hf_sentinel.defaults import tiny_model
@@ -46,7 +53,7 @@ from functools import lru_cache
 
 from datasets import concatenate_datasets
 
-from ..data.heldout import FOOTNOTE_SETS, SAMPLING_TEMPERATURE, SUITE, load_heldout
+from ..data.heldout import EXTRA_SETS, FOOTNOTE_SETS, SAMPLING_TEMPERATURE, SUITE, load_heldout
 from ..defenses import Defense, describe
 from ..generation import GenerationSettings
 from ..judges import Judge
@@ -57,6 +64,8 @@ from .report import set_keys, stack_label
 Z95 = 1.959963984540054
 MEASURES = {"harmful": "attack success", "benign": "answered"}
 _BREAKDOWNS = {"harmful": ("category",), "benign": ("shape", "xstest_type")}
+#: The order sets are reported in: the suite's, then the extra sets'.
+_SET_ORDER = [*SUITE, *EXTRA_SETS]
 
 
 def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -125,8 +134,9 @@ def judge_agreement(judge: Judge) -> dict:
 def run_bench(model, tokenizer, judge: Judge, defenses: list[Defense] = (), *, limit: int | None = None,
               max_new_tokens: int = 48, batch_size: int = 32, seed: int = 0, chat: bool = True,
               target_name: str | None = None, name: str | None = None, progress: bool = True,
-              attacker=None) -> dict:
-    """Answer every set of :data:`~hf_sentinel.data.heldout.SUITE` under ``defenses``, judge, and summarise.
+              attacker=None, sets: list[str] | None = None) -> dict:
+    """Answer every set of :data:`~hf_sentinel.data.heldout.SUITE` (or of ``sets``) under ``defenses``, judge, and
+    summarise.
 
     Args:
         limit: the first ``limit`` rows of each set (a fixed slice spread over its categories / shapes); ``None``
@@ -138,13 +148,17 @@ def run_bench(model, tokenizer, judge: Judge, defenses: list[Defense] = (), *, l
         attacker: rewrites the plain harmful requests before the defenses (see the module docstring): a
             :class:`~hf_sentinel.sentinel.RedTeamAttacker`, its spec (``"red-team:default"``), or any object with
             ``rewrite(prompts, seed=...) -> list[str]`` and a ``spec``; ``None`` for none.
+        sets: only these sets, by name: sets of the suite or :data:`~hf_sentinel.data.heldout.EXTRA_SETS` (the
+            long-context sets), reported in suite order; ``None`` for the whole suite. ``summary["only_sets"]``
+            names them (``None`` for the whole suite).
     """
     start = time.perf_counter()
+    names = list(SUITE) if sets is None else check_sets(sets)
     if isinstance(attacker, str):
         from ..sentinel.red_team import RedTeamAttacker
 
         attacker = RedTeamAttacker.from_spec(attacker)
-    suite = concatenate_datasets([load_heldout(set_name, limit) for set_name in SUITE])
+    suite = concatenate_datasets([load_heldout(set_name, limit) for set_name in names])
     attacked: dict[int, bool] = {}
     attacker_summary = None
     if attacker is not None:
@@ -178,6 +192,7 @@ def run_bench(model, tokenizer, judge: Judge, defenses: list[Defense] = (), *, l
         "judge": judge.__name__,
         "judge_agreement": dict(judge_agreement(judge)),
         "limit": limit,
+        "only_sets": None if sets is None else names,
         "settings": {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed, "decoding":
                      f"greedy; harmbench-sampling sampled at temperature {SAMPLING_TEMPERATURE}"},
         "generation": generation,
@@ -186,6 +201,17 @@ def run_bench(model, tokenizer, judge: Judge, defenses: list[Defense] = (), *, l
     summary["headline"] = headline(summary["sets"])
     summary["wall_seconds"] = time.perf_counter() - start
     return {"summary": summary, "records": records}
+
+
+def check_sets(sets) -> list[str]:
+    """``sets`` without repeats, in report order (the suite's, then the extra sets'); an unknown name is an error."""
+    sets = [sets] if isinstance(sets, str) else list(sets)
+    unknown = [name for name in sets if name not in _SET_ORDER]
+    if unknown or not sets:
+        problem = f"Unknown held-out set {unknown[0]!r}" if unknown else "No held-out set named"
+        raise ValueError(f"{problem}; give sets of the suite ({', '.join(SUITE)}) or extra sets "
+                         f"({', '.join(EXTRA_SETS)}).")
+    return sorted(set(sets), key=_SET_ORDER.index)
 
 
 def attacked_rows(suite) -> list[int]:
@@ -215,7 +241,7 @@ def _attack(suite, attacker, seed: int, progress: bool):
     suite = suite.remove_columns("prompt").add_column("prompt", prompts)
     described = attacker.describe() if hasattr(attacker, "describe") else {"spec": attacker.spec}
     set_names = suite["set"]
-    summary = {**described, "sets": sorted({set_names[i] for i in indices}, key=list(SUITE).index),
+    summary = {**described, "sets": sorted({set_names[i] for i in indices}, key=_SET_ORDER.index),
                "rewritten": len(indices), "fell_back": sum(fell_back),
                "unchanged": sum(a == r for a, r, f in zip(attacks, requests, fell_back) if not f),
                "seconds": time.perf_counter() - start}
@@ -238,8 +264,8 @@ def summarise(records: list[dict], complied) -> dict:
     for key, record in zip(set_keys(records), records):
         parts[key].append(record)
     sets = {}
-    # Suite order; within a mixed set, harmful before benign.
-    for key, rows in sorted(parts.items(), key=lambda item: (list(SUITE).index(item[1][0]["set"]),
+    # Suite order (extra sets last); within a mixed set, harmful before benign.
+    for key, rows in sorted(parts.items(), key=lambda item: (_SET_ORDER.index(item[1][0]["set"]),
                                                              item[1][0]["label"] != "harmful")):
         label = rows[0]["label"]
         entry = {"label": label, "measure": MEASURES[label], "footnote": rows[0]["set"] in FOOTNOTE_SETS,
@@ -268,5 +294,5 @@ def headline(sets: dict) -> dict:
             "worst_attack": {"set": worst, **attacks[worst]} if worst else None}
 
 
-__all__ = ["run_bench", "wilson_interval", "proportion", "summarise", "headline", "judge_agreement", "attacked_rows",
-           "Z95"]
+__all__ = ["run_bench", "check_sets", "wilson_interval", "proportion", "summarise", "headline", "judge_agreement",
+           "attacked_rows", "Z95"]

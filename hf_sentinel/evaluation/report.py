@@ -144,7 +144,8 @@ def _bench_caption(summary: dict) -> str:
               if "accuracy" in agreement else f"agreement with human labels not measured: "
                                               f"{agreement.get('not_measured', 'unknown')}")
     limit = f", first {summary['limit']} row{'s' * (summary['limit'] > 1)} per set" if summary.get("limit") else ""
-    return (f"Held-out suite | defense {summary['defense']}{_attacker_caption(summary.get('attacker'))} | target "
+    sets = f"Held-out sets {', '.join(summary['only_sets'])}" if summary.get("only_sets") else "Held-out suite"
+    return (f"{sets} | defense {summary['defense']}{_attacker_caption(summary.get('attacker'))} | target "
             f"{summary['target']} | judge {summary['judge']} ({judged}) | {summary['settings']['max_new_tokens']} new "
             f"tokens, {summary['settings']['decoding']}{limit}")
 
