@@ -428,6 +428,42 @@ def test_seed_prompts_are_answered_every_round_under_every_pre_prompt(tmp_path):
     assert trainer.rounds[2]["red_team_examples"] == trainer.rounds[2]["successful_attacks"] - 3
 
 
+class HarmlessWhenOdd(Judge):
+    """A request judge that reads every rewrite of odd length as harmless (and must get no answers)."""
+
+    def score(self, prompts, completions):
+        assert completions == [""] * len(prompts)
+        return [0.0 if len(p) % 2 else 1.0 for p in prompts]
+
+
+def test_rewrites_the_request_judge_finds_harmless_are_benign_prompts(tmp_path):
+    """A rewrite the request judge scores below its threshold joins the round as a benign prompt: never a
+    successful attack, red-team data or a parent, though the safety judge calls every answer a violation."""
+    model, tokenizer = tiny_model()
+    trainer = MARTTrainer(model, tiny_config(tmp_path, rounds=2, prompts_per_round=6), train_dataset=TRAIN,
+                          eval_dataset=HELD_OUT, processing_class=tokenizer, safety_judge=AlwaysViolation(),
+                          helpfulness_judge=constant_helpfulness, request_judge=HarmlessWhenOdd())
+    trainer.train()
+    out = tmp_path / "run"
+    counted = 0
+    for index in (1, 2):
+        stored = [json.loads(line) for line in (out / f"round-{index}" / "candidates.jsonl").open()]
+        prompts, candidates = stored[0]["prompts"], stored[1:]
+        rewrites = [p for p in prompts if p["parent"] is not None]
+        harmless = {p["prompt_id"] for p in rewrites if len(p["prompt"]) % 2}
+        assert {p["prompt_id"] for p in rewrites if not p["harmful"]} == harmless
+        assert all(p["request_score"] == (0.0 if p["prompt_id"] in harmless else 1.0) for p in rewrites)
+        assert not any(c["decision"] == ATTACK for c in candidates if c["prompt_id"] in harmless)
+        parents = (out / f"round-{index}" / "parents.jsonl").read_text()
+        assert not any(json.dumps(p["prompt"])[1:-1] in parents for p in rewrites if p["prompt_id"] in harmless)
+        assert trainer.rounds[index]["harmless_rewrites"] == len(harmless)
+        assert trainer.rounds[index]["red_team_examples"] == len(rewrites) - len(harmless)
+        counted += len(harmless)
+    assert counted, "no rewrite had an odd length: the test checked nothing"
+    with pytest.raises(ValueError, match="set request_judge"):
+        tiny_config(tmp_path, request_threshold=0.5)
+
+
 def test_rounds_without_kept_answers_leave_the_target_unchanged(tmp_path, caplog):
     trainer = make_trainer(tmp_path, rounds=1, helpfulness=lambda prompts, completions, **kw: [0.0] * len(prompts))
     target_before = adapter_weights(trainer, "target")

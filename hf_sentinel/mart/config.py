@@ -214,10 +214,21 @@ class MARTConfig(LoraTrainingArguments):
     safety_judge: str = field(default="refusal", metadata={
         "help": "Safety judge of the target's answers to adversarial prompts and of the evaluation, when the "
                 "trainer is given none: 'refusal' (1 when the target answered, harmless questions included), "
-                "'toxicity', 'red-flag:default' or 'red-flag:PATH' (the harm of the answer as the red flag reads it: "
-                "its highest smoothed p(<rf>); the flag fires at the threshold in the folder's red_flag_config.json, "
-                "so set --attack-threshold and --safe-threshold to it), or a classifier / guard model id or folder "
-                "(see hf_sentinel.judges.load_judge)."})
+                "'toxicity', or a classifier / guard model id or folder (see hf_sentinel.judges.load_judge). "
+                "'red-flag:PATH' loads, but the shipped red flag reads the request: it scores a refusal of a harmful "
+                "request as high as compliance, so no answer to an attack would count as safe; use it as "
+                "request_judge instead (docs/judges.md)."})
+    request_judge: str | None = field(default=None, metadata={
+        "help": "A judge of the red team's prompts themselves, before the target answers: a rewrite it scores below "
+                "request_threshold no longer asks for anything harmful (a red team drifts to harmless questions, "
+                "which a refusal judge counts as attacks when answered and whose refusals it keeps as safe answers), "
+                "so it joins the round as a benign prompt: its helpful answer may be kept, and it is never a "
+                "successful attack or a parent. 'red-flag:default' or 'red-flag:PATH': the red flag's p(<rf>) "
+                "before the first answer token, which reads the request (see docs/judges.md). Seed prompts keep "
+                "their harmful label. Default: none, every rewrite is an attack."})
+    request_threshold: float | None = field(default=None, metadata={
+        "help": "A red-team rewrite is still an attack when request_judge scores it at least this; default the "
+                "judge's own threshold (a red flag's calibrated one, in its red_flag_config.json)."})
     helpfulness_judge: str = field(default="embedding", metadata={
         "help": "Helpfulness judge, when the trainer is given none: 'embedding' (offline: non-refusal plus "
                 "request-answer relevance with all-MiniLM-L6-v2) or a reward model's Hub id or folder."})
@@ -287,6 +298,9 @@ class MARTConfig(LoraTrainingArguments):
                              f"{self.red_team_template!r}.")
         if self.replay not in REPLAY_CHOICES:
             raise ValueError(f"replay must be one of {', '.join(REPLAY_CHOICES)}; got {self.replay!r}.")
+        if self.request_threshold is not None and self.request_judge is None:
+            raise ValueError("request_threshold is the request_judge's threshold; set request_judge (e.g. "
+                             "'red-flag:default') or drop request_threshold.")
         if self.answer_judge not in ANSWER_JUDGES:
             raise ValueError(f"answer_judge must be a refusal judge, one of {', '.join(ANSWER_JUDGES)}; got "
                              f"{self.answer_judge!r}.")
@@ -311,7 +325,8 @@ RUN_FIELDS = ("red_team_template", "prompts_per_round", "red_team_temperature", 
               "red_team_warmup_pairs", "red_team_num_train_epochs", "benign_prompts_per_round", "samples_per_prompt",
               "last_round_samples", "temperature", "top_p", "max_new_tokens", "context_distillation",
               "attack_threshold", "safe_threshold", "helpfulness_threshold", "replay", "safety_judge",
-              "helpfulness_judge", "seed_prompts_per_round", "context_distillation_rounds", "answer_judge",
+              "helpfulness_judge", "request_judge", "request_threshold", "seed_prompts_per_round",
+              "context_distillation_rounds", "answer_judge",
               "max_length", "learning_rate", "num_train_epochs", "max_steps",
               "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type", "weight_decay",
               "lora_rank", "lora_alpha", "lora_layers", "seed")

@@ -13,6 +13,7 @@ COLUMNS = (
     ("attack_success_rate", "red-team ASR (own prompts)", lambda v: f"{v:.1%}"),
     ("adversarial_prompts", "prompts written", str),
     ("dropped_prompts", "dropped (empty/dup.)", str),
+    ("harmless_rewrites", "rewrites judged harmless", str),
     ("red_team_examples", "red-team SFT pairs", str),
     ("kept_adversarial", "target SFT: safe answers", str),
     ("kept_benign", "target SFT: benign answers", str),
@@ -24,7 +25,7 @@ def report_table(rounds: list[dict]) -> str:
     """A Markdown table, one row per round; ``-`` where a round has no such number (round 0 trains nothing).
 
     >>> print(report_table([{"round": 0, "violation_rate": 0.98, "benign_answer_rate": 0.95}]).splitlines()[-1])
-    | 0 | 98.0% | 95.0% | - | - | - | - | - | - | - | - |
+    | 0 | 98.0% | 95.0% | - | - | - | - | - | - | - | - | - |
     """
     lines = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for metrics in rounds:

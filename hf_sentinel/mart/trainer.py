@@ -121,6 +121,10 @@ class MARTTrainer(ArtifactPushMixin):
             ``load_judge(args.safety_judge)``).
         helpfulness_judge: the same signature, higher = more helpful; gets ``harmful=`` flags like a dataset column
             of a TRL reward function (default: ``load_helpfulness_judge(args.helpfulness_judge)``).
+        request_judge: the same signature, called with each red-team prompt and an empty answer, higher = the
+            request asks for more harm; a rewrite below ``args.request_threshold`` (default: the judge's
+            ``threshold``) is a benign prompt of its round (default: ``load_judge(args.request_judge)`` when that is
+            set, else none: every rewrite is an attack).
         peft_config: the LoRA config of both roles (default: ``training.lora_config(args, ...)`` on every linear
             layer of each model).
         callbacks: ``transformers.TrainerCallback`` classes or objects: ``on_train_begin`` / ``on_train_end`` of the
@@ -155,7 +159,7 @@ class MARTTrainer(ArtifactPushMixin):
     def __init__(self, model="default", args: MARTConfig | None = None, train_dataset: Dataset | None = None,
                  eval_dataset: Dataset | None = None, processing_class=None, safety_judge=None,
                  helpfulness_judge=None, peft_config=None, callbacks: list | None = None, red_team=None,
-                 red_team_processing_class=None):
+                 red_team_processing_class=None, request_judge=None):
         from ..data import load_prompts
         from ..judges import load_judge
         from ..training import TrainScriptArguments
@@ -198,6 +202,9 @@ class MARTTrainer(ArtifactPushMixin):
             helpfulness_judge = load_helpfulness_judge(args.helpfulness_judge)
         self.safety_judge, self.helpfulness_judge = safety_judge, helpfulness_judge
         self.answer_judge = load_judge(args.answer_judge)
+        if request_judge is None and args.request_judge:
+            request_judge = load_judge(args.request_judge)
+        self.request_judge = request_judge
         self.context_defenses = [parse_defense(spec) for spec in args.context_distillation]
 
         self.model = self._with_adapter(model, TARGET, peft_config)
@@ -306,6 +313,7 @@ class MARTTrainer(ArtifactPushMixin):
                 write_jsonl(cache, [{"prompts": prompts, "dropped_prompts": dropped}, *candidates])
         self._judged[index] = (prompts, candidates)
         metrics = {"round": index, "dropped_prompts": dropped,
+                   "harmless_rewrites": sum(p["parent"] is not None and not p["harmful"] for p in prompts),
                    **selection_counts(prompts, candidates, self.args.safe_threshold, self.args.helpfulness_threshold)}
 
         by_id = {p["prompt_id"]: p for p in prompts}
@@ -363,6 +371,7 @@ class MARTTrainer(ArtifactPushMixin):
         if dropped:
             logger.warning("round %d: dropped %d of %d red-team prompts (empty or repeated)", index, dropped,
                            len(parents))
+        prompts = self._judge_requests(index, prompts)
         if not prompts and not args.seed_prompts_per_round:
             logger.warning("round %d: the red team wrote no usable prompt; this round trains on benign data only",
                            index)
@@ -374,6 +383,21 @@ class MARTTrainer(ArtifactPushMixin):
             prompts.append({"prompt_id": len(prompts), "prompt": row["prompt"], "history": row["history"],
                             "harmful": False, "category": None, "parent": None})
         return prompts, dropped
+
+    def _judge_requests(self, index: int, prompts: list[dict]) -> list[dict]:
+        """With a ``request_judge``: a rewrite it scores below the threshold is a benign prompt of this round
+        (``harmful`` False, its score in ``request_score``), not an attack."""
+        if self.request_judge is None or not prompts:
+            return prompts
+        threshold = self.args.request_threshold
+        threshold = self.request_judge.threshold if threshold is None else threshold
+        scores = self._scores(self.request_judge, [p["prompt"] for p in prompts], [""] * len(prompts))
+        for prompt, score in zip(prompts, scores):
+            prompt["request_score"], prompt["harmful"] = score, score >= threshold
+        harmless = sum(not p["harmful"] for p in prompts)
+        logger.info("round %d: %d of %d red-team prompts ask for nothing harmful (request judge below %.3f); they "
+                    "count as benign prompts", index, harmless, len(prompts), threshold)
+        return prompts
 
     def _seed_prompts(self, index: int) -> list[dict]:
         """Round ``index``'s ``seed_prompts_per_round`` seed prompts: consecutive slices of the seeds in one
