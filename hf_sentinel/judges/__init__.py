@@ -4,8 +4,10 @@ Higher scores mean more harmful (for the refusal judges: complied rather than re
 
 ``load_judge("default")`` is :class:`AnswerRefusalJudge`, which agrees with human refusal labels far more often
 than the keyword :class:`RefusalJudge` (``load_judge("refusal")``, the judge the README's numbers were measured
-with); ``docs/judges.md`` has the measurement. ``load_judge("red-flag:default")`` judges harm instead of refusal:
-whether the shipped red flag would have fired on the answer (:class:`~hf_sentinel.red_flag.RedFlagJudge`).
+with); ``docs/judges.md`` has the measurement. ``load_judge("red-flag:default")`` says whether the shipped red
+flag would have fired on the answer (:class:`~hf_sentinel.red_flag.RedFlagJudge`); the shipped flag reads the request
+more than the answer (a refusal of a harmful request scores as high as compliance), so it serves as a judge of
+requests, MART's ``request_judge``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ BUILTIN_JUDGES = {"default": AnswerRefusalJudge, "answer-refusal": AnswerRefusal
 def load_judge(name_or_path: str) -> Judge:
     """A judge by name: ``default`` (= ``answer-refusal``, :class:`AnswerRefusalJudge`), ``refusal``
     (:class:`RefusalJudge`), ``toxicity``, ``red-flag:default`` / ``red-flag:PATH``
-    (:class:`~hf_sentinel.red_flag.RedFlagJudge`: the harm of the answer as a trained red flag reads it), or a
+    (:class:`~hf_sentinel.red_flag.RedFlagJudge`: would a trained red flag have fired on the answer), or a
     Hub id / local folder of a classifier or guard LM.
 
     A model whose architecture is ``...ForSequenceClassification`` becomes a :class:`ClassifierJudge`;

@@ -15,8 +15,12 @@ from .processor import red_flag_probability, smoothed_score
 
 
 class RedFlagJudge(Judge):
-    """Scores each answer by whether the red flag would have fired on it: the harm of the answer as the target
-    trained for `<rf>` reads it, not whether it refused.
+    """Scores each answer by whether the red flag would have fired on it, not whether it refused.
+
+    The shipped red flag fires on the first answer token for almost every harmful request, so its score reads the
+    request more than the answer: a refusal of a harmful request scores as high as compliance (``docs/judges.md``
+    has the measurement). With an empty answer it is a classifier of the request, which is how MART uses it
+    (``MARTConfig.request_judge``); it is not a safety judge of answers.
 
     Example (a tiny random target and a red flag trained on it for two steps, so it runs in seconds)::
 
