@@ -85,10 +85,15 @@ class MARTConfig(LoraTrainingArguments):
         helpfulness_threshold (`float`, *optional*, defaults to `0.3`):
             theta_h: an answer is helpful when its helpfulness score is at least this.
         safety_judge (`str`, *optional*, defaults to `"refusal"`):
-            The safety judge to load when the trainer gets none (see `hf_sentinel.judges.load_judge`):
-            `"red-flag:default"` scores the harm of each answer as the shipped red flag reads it, where `"refusal"`
-            scores whether the target answered; its scores are compared with `attack_threshold` and
-            `safe_threshold`, so set those to the red flag's threshold (its folder's `red_flag_config.json`).
+            The safety judge to load when the trainer gets none (see `hf_sentinel.judges.load_judge`): `"refusal"`
+            scores whether the target answered. The shipped red flag reads the request, not the answer (a refusal
+            of a harmful request scores as high as compliance), so it belongs in `request_judge`.
+        request_judge (`str`, *optional*):
+            A judge of the red team's prompts, called with empty answers (`"red-flag:default"`: p(<rf>) before the
+            first answer token); a rewrite it scores below `request_threshold` is a benign prompt of its round,
+            never an attack. Default: none, every rewrite is an attack.
+        request_threshold (`float`, *optional*):
+            The `request_judge` score from which a rewrite is still an attack; default the judge's own threshold.
         helpfulness_judge (`str`, *optional*, defaults to `"embedding"`):
             The helpfulness judge to load when the trainer gets none (see `load_helpfulness_judge`).
         answer_judge (`str`, *optional*, defaults to `"refusal"`):
