@@ -16,11 +16,17 @@ seconds; guarded/plain; the sentinel pass's share of the guarded time (``Sentine
 over the prompt heads); the target's prefill share of the guarded time (its forward passes over the whole refined
 prompts: what sharing the lower layers' prompt key/value cache with the sentinel pass could save a part of); mean
 suffix tokens; mean answer tokens, plain and guarded.
+
+The sentinel drafts its suffixes from those it wrote before (``SentinelConfig.draft_suffixes``, on by default): before
+timing, it writes suffixes for ``--draft-warm-up`` heads of the pools' validation splits, and that memory is restored
+before every guarded run, so no timed request is drafted from its own earlier suffix. ``--no-draft-suffixes``
+measures the one-token-per-pass decoding.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -76,6 +82,11 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--draft-warm-up", type=int, default=32,
+                        help="validation heads (half harmful, half benign) whose suffixes the sentinel drafts from; "
+                             "that memory is restored before every guarded run")
+    parser.add_argument("--no-draft-suffixes", action="store_true",
+                        help="decode the sentinel one token per forward pass (draft_suffixes=False), as before")
     args = parser.parse_args()
     if args.prompts < 2 or args.prompts % 2:
         parser.error("--prompts must be even: half harmful, half benign.")
@@ -87,7 +98,8 @@ def main() -> None:
 
     model, tokenizer = load_default_target()
     path = pretrained_path("sentinel") if args.sentinel == "default" else args.sentinel
-    sentinel = SentinelForCausalLM.from_pretrained(path, target=model, target_tokenizer=tokenizer)
+    sentinel = SentinelForCausalLM.from_pretrained(path, target=model, target_tokenizer=tokenizer,
+                                                   draft_suffixes=not args.no_draft_suffixes)
     if sentinel.is_lora and sentinel.sentinel.base_model.model is not model:
         raise SystemExit(f"The LoRA sentinel {path} runs on a base of its own; this benchmark measures one that "
                          f"shares the target's weights.")
@@ -98,6 +110,14 @@ def main() -> None:
                     for r in load_prompts(f"{kind}:test", limit=args.prompts // 2, seed=1)]
              for kind in ("harmful", "benign")}
     kinds["mix"] = [conv for pair in zip(kinds["harmful"], kinds["benign"]) for conv in pair]
+    drafts = None
+    if sentinel.suffix_drafts is not None:  # written on requests the timed runs do not contain
+        warm_up = [to_conversation(r["prompt"], r.get("history"))
+                   for kind in ("harmful", "benign")
+                   for r in load_prompts(f"pool:{kind}:validation", limit=args.draft_warm_up // 2, seed=1)]
+        for start in range(0, len(warm_up), 16):
+            sentinel.refine(warm_up[start:start + 16])
+        drafts = copy.deepcopy(sentinel.suffix_drafts)
 
     print(f"sentinel latency, {datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"host {platform.node()}: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
@@ -105,7 +125,10 @@ def main() -> None:
     layers = _adapted_layers(sentinel)
     print(f"sentinel {path} ({sentinel.config.sentinel_kind}{layers}, at most {sentinel.config.max_sentinel_tokens} "
           f"tokens); {len(kinds['harmful'])} harmful + {len(kinds['benign'])} benign prompts; "
-          f"{args.max_new_tokens} new tokens, greedy; median of {args.repeats} alternating repeats\n")
+          f"{args.max_new_tokens} new tokens, greedy; median of {args.repeats} alternating repeats")
+    print("sentinel drafts: off\n" if drafts is None else
+          f"sentinel drafts: {len(drafts.counts)} distinct suffixes written on {args.draft_warm_up} validation heads, "
+          f"restored before every guarded run\n")
     print(f"{'batch':>5} {'prompts':>8} {'plain s':>8} {'guarded s':>10} {'guarded/plain':>14} {'sentinel %':>11} "
           f"{'prefill %':>10} {'suffix tok':>11} {'answer tok plain → guarded':>27}")
     mixes = []
@@ -117,7 +140,7 @@ def main() -> None:
             for name, conversations in kinds.items():
                 if name == "mix" and batch_size == 1:
                     continue
-                runs[name].append(_measure(model, tokenizer, conversations, settings, defense, clock))
+                runs[name].append(_measure(model, tokenizer, conversations, settings, defense, clock, drafts))
         if batch_size == 1:  # the mix's batches are the two kinds' batches
             runs["mix"] = [{key: h[key] + b[key] for key in h} for h, b in zip(runs["harmful"], runs["benign"])]
         for name, rows in runs.items():
@@ -141,7 +164,7 @@ def _table_row(batch_size: int, name: str, rows: list[dict], prompts: int) -> st
             f"{median(lambda r: r['guarded_tokens']) / prompts:>5.1f}")
 
 
-def _measure(model, tokenizer, conversations, settings, defense, clock) -> dict:
+def _measure(model, tokenizer, conversations, settings, defense, clock, drafts) -> dict:
     """Plain, then guarded generation of ``conversations``, one ``generate()`` call per batch: seconds, the
     sentinel's and the target's prefill seconds in the guarded run, and token counts (totals over the run)."""
     from hf_sentinel.generation import generate
@@ -150,6 +173,8 @@ def _measure(model, tokenizer, conversations, settings, defense, clock) -> dict:
     counts = {}
     for name, defenses in (("plain", []), ("guarded", [defense])):
         clock.reset()
+        if drafts is not None:  # the memory of the warm-up only, never the timed requests' own suffixes
+            defense.sentinel.suffix_drafts = copy.deepcopy(drafts)
         start, tokens = time.perf_counter(), 0
         for batch in batches:
             tokens += generate(model, tokenizer, batch, settings, defenses).new_tokens

@@ -84,6 +84,7 @@ def test_sentinel_pass_writes_what_greedy_generate_writes(tiny_llama):
     included."""
     from hf_sentinel.generation import left_padded
     from hf_sentinel.sentinel.decision import SuffixDecisionProcessor
+    from hf_sentinel.sentinel.drafts import SuffixDrafts
     from hf_sentinel.sentinel.modeling import continue_rows
 
     _, tokenizer = tiny_llama
@@ -113,6 +114,29 @@ def test_sentinel_pass_writes_what_greedy_generate_writes(tiny_llama):
                                       pad_token_id=tokenizer.pad_token_id, logits_processor=processors())
         expected = [cut(row, stop) for row in reference[:, inputs["input_ids"].shape[1]:].tolist()]
         assert continue_rows(sentinel, rows, 8, stop, processors()) == expected
+        # Drafted from suffixes written before: right, partly right (from the second token on) or wrong, the
+        # drafts change only how many forward passes it takes.
+        ended = [row + [stop] if len(row) < 8 else row for row in expected]
+        partly = [row[:2] + [(t + 1) % 97 for t in row[2:]] for row in ended]
+        wrong = [[(t + 3) % 97 for t in row] for row in ended]
+        passes = {}
+        for name, written in (("none", []), ("right", ended), ("partly", partly), ("wrong", wrong)):
+            drafts = SuffixDrafts()
+            drafts.add(written)
+            calls = []
+            hook = sentinel.get_base_model().register_forward_pre_hook(lambda *_: calls.append(1))
+            try:
+                assert continue_rows(sentinel, rows, 8, stop, processors(), drafts=drafts) == expected
+            finally:
+                hook.remove()
+            passes[name] = len(calls)
+        # Every pass writes at least one token per row, a right draft more (a random model repeats its tokens, so
+        # its n-grams are ambiguous and even the right suffixes need more than one pass after the prompts).
+        assert passes["right"] < passes["none"] and max(passes.values()) == passes["none"], passes
+        # A fresh memory learns from the call: the second call drafts every suffix of more than one token.
+        drafts = SuffixDrafts()
+        assert continue_rows(sentinel, rows, 8, stop, processors(), drafts=drafts) == expected
+        assert set(drafts.counts) == {tuple(row) for row in ended if len(row) > 1}
     torch.manual_seed(0)
     sampled = continue_rows(sentinel, rows, 8, stop, temperature=1.0)
     torch.manual_seed(0)

@@ -59,6 +59,11 @@ class SentinelConfig(PreTrainedConfig):
         "help": "Sample the suffix instead of decoding it greedily."})
     sentinel_temperature: float = field(default=1.0, metadata={
         "help": "Sampling temperature of the sentinel when sentinel_do_sample is set."})
+    draft_suffixes: bool = field(default=True, metadata={
+        "help": "Greedy decoding only: draft each suffix's next tokens from the suffixes this sentinel wrote before "
+                "(SuffixDrafts) and check a whole draft in one forward pass instead of one pass per token. The same "
+                "suffixes up to float rounding, for a fraction of the sentinel pass's time once it has written a "
+                "few; False decodes one token per pass."})
     suffix_threshold: float | None = field(default=None, metadata={
         "help": "The sentinel's operating point: it appends a suffix exactly when p(suffix) = 1 - p(end of turn) at "
                 "its first token reaches this threshold (calibrated on a validation split by "

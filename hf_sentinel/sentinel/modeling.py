@@ -40,6 +40,7 @@ from ..loading import artifact_folder, check_artifact_kind, same_vocabulary
 from ..remote import RemoteChatTarget
 from .config import SentinelConfig
 from .decision import SuffixDecisionProcessor
+from .drafts import SuffixDrafts
 from .sampling import draw, shared_opening
 
 SENTINEL_SUBFOLDER = "sentinel"
@@ -116,6 +117,7 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
         if self.target is not None:
             self.generation_config = self.target.generation_config
         self._turn_end = user_turn_end(self.tokenizer) if self.tokenizer.chat_template else None
+        self.suffix_drafts = SuffixDrafts() if config.draft_suffixes else None
         if self.is_lora:
             sentinel.base_model.disable_adapter_layers()  # off by default: the target must see the plain base
 
@@ -217,7 +219,8 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
 
         Greedy, or with ``sentinel_do_sample`` sampled at ``sentinel_temperature`` from the sentinel's whole
         distribution, as its training rollouts sample (:func:`continue_rows`: one batch, in which a row stops costing
-        anything at its end of turn)."""
+        anything at its end of turn). Greedy, with ``draft_suffixes`` (the default), the suffixes written before are
+        drafts of the next ones, checked in one forward pass each (``self.suffix_drafts``)."""
         tok = self.sentinel_tokenizer
         rows = [tok(head, add_special_tokens=False)["input_ids"] for head in heads]
         if not all(rows):
@@ -230,7 +233,7 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
         temperature = self.config.sentinel_temperature if self.config.sentinel_do_sample else 0.0
         with self._sentinel_pass():
             return continue_rows(self.sentinel, rows, self.config.max_sentinel_tokens, tok.eos_token_id, processors,
-                                 temperature)
+                                 temperature, drafts=self.suffix_drafts)
 
     def sentinel_suffixes(self, heads: list[str]) -> list[str]:
         """The sentinel's suffix for each prompt head, as text ("" when it appends nothing)."""
@@ -335,7 +338,8 @@ class OwnVocabularyProcessor(LogitsProcessor):
 
 
 def continue_rows(model, rows: list[list[int]], max_new_tokens: int, stop_id: int,
-                  processors: LogitsProcessorList | None = None, temperature: float = 0.0) -> list[list[int]]:
+                  processors: LogitsProcessorList | None = None, temperature: float = 0.0,
+                  drafts: SuffixDrafts | None = None) -> list[list[int]]:
     """Each token row's continuation by ``model``, up to (without) ``stop_id`` and at most ``max_new_tokens`` tokens:
     the argmax of the scores (the last logits after ``processors``) at temperature 0, else a draw from
     ``softmax(scores / temperature)``.
@@ -346,36 +350,74 @@ def continue_rows(model, rows: list[list[int]], max_new_tokens: int, stop_id: in
     batch when it writes ``stop_id``, where ``generate()`` keeps computing it, as padding, until the last row has
     ended. ``processors`` see the rows still writing; the model's generation config is not read (no top-k, no
     repetition penalty: the sentinel decodes from its logits, as its rollouts were sampled in training).
+
+    ``drafts`` (greedy only): each row's next tokens are proposed from the suffixes written before
+    (:class:`~hf_sentinel.sentinel.drafts.SuffixDrafts`, which learns this call's continuations) and checked in one
+    forward pass; a row keeps the drafted tokens up to the first the argmax disagrees with, then the argmax there.
+    The same continuations up to float rounding (a draft's tokens are summed in one pass, not one at a time). A
+    rejected draft token stays in the key/value cache, masked, and in what ``processors`` read: with drafts, use
+    processors that do not read the tokens (as the sentinel's own: the vocabulary mask, the first-step decision).
     """
+    drafting = drafts is not None and temperature == 0
     device = next(model.parameters()).device
     inputs = left_padded(rows, 0, device)  # the padding is masked: any id does
     sequences = inputs["input_ids"]  # what the processors read: each row so far
     cache = DynamicCache()
     input_ids, attention_mask = shared_opening(model, sequences, inputs["attention_mask"], cache)
-    position_ids = positions_from_mask(attention_mask, last=input_ids.shape[1])
     live = list(range(len(rows)))  # the rows still writing, in batch order
     continuations: list[list[int]] = [[] for _ in rows]
-    for step in range(max_new_tokens):
+    while live:
+        # A row's draft leaves room for the token the model writes after it, within max_new_tokens.
+        proposed = [drafts.propose(continuations[row], max_new_tokens - len(continuations[row]) - 1)
+                    if drafting else [] for row in live]
+        width = max(map(len, proposed))
+        # Right-padded, so every row's draft starts in the column after its last token; the padding is masked.
+        draft = torch.tensor([d + [0] * (width - len(d)) for d in proposed], dtype=torch.long, device=device)
+        draft_mask = torch.tensor([[1] * len(d) + [0] * (width - len(d)) for d in proposed], device=device)
+        input_ids = torch.cat([input_ids, draft], 1)
+        attention_mask = torch.cat([attention_mask, draft_mask.to(attention_mask.dtype)], 1)
+        sequences = torch.cat([sequences, draft], 1)
+        position_ids = positions_from_mask(attention_mask, last=input_ids.shape[1])
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
-        scores = processors(sequences, logits) if processors else logits
-        tokens = scores.argmax(-1) if temperature == 0 else draw((scores / temperature).softmax(-1))
-        writing = tokens != stop_id
-        for row, token, goes_on in zip(live, tokens.tolist(), writing.tolist()):
-            if goes_on:
+                       past_key_values=cache, use_cache=True, logits_to_keep=width + 1).logits.float()
+        # The token after each prefix of the draft: column j follows the row's tokens and the draft's first j.
+        tokens = []
+        for j in range(width + 1):
+            seen = sequences[:, :sequences.shape[1] - width + j]
+            scores = processors(seen, logits[:, j]) if processors else logits[:, j]
+            tokens.append(scores.argmax(-1) if temperature == 0 else draw((scores / temperature).softmax(-1)))
+        tokens = torch.stack(tokens, 1).tolist()
+        keep, next_tokens, ended = [], [], []
+        for i, row in enumerate(live):
+            accepted = 0
+            while accepted < len(proposed[i]) and tokens[i][accepted] == proposed[i][accepted]:
+                accepted += 1
+            draft_mask[i, accepted:] = 0  # the rejected draft: masked for every later token
+            for token in [*proposed[i][:accepted], tokens[i][accepted]]:
+                if token == stop_id:
+                    ended.append(continuations[row] + [stop_id])
+                    break
                 continuations[row].append(token)
-        if step == max_new_tokens - 1 or not writing.any():
+                if len(continuations[row]) == max_new_tokens:
+                    ended.append(continuations[row])
+                    break
+            else:  # neither the stop token nor the budget: the row goes on from the model's token
+                keep.append(i)
+                next_tokens.append(tokens[i][accepted])
+        if drafting:
+            drafts.add(ended)
+        if not keep:
             break
-        if not writing.all():
-            keep = writing.nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            live = [live[i] for i in keep.tolist()]
-            tokens, sequences, attention_mask = tokens[keep], sequences[keep], attention_mask[keep]
-            position_ids = position_ids[keep]
-        input_ids = tokens[:, None]
+        if width:
+            attention_mask[:, -width:] = draft_mask
+        if len(keep) < len(live):
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            live = [live[i] for i in keep]
+            sequences, attention_mask = sequences[index], attention_mask[index]
+        input_ids = torch.tensor(next_tokens, device=device)[:, None]
         sequences = torch.cat([sequences, input_ids], 1)
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(live), 1)], 1)
-        position_ids = position_ids[:, -1:] + 1
     return continuations
 
 
