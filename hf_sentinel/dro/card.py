@@ -53,8 +53,7 @@ def write_dro_card(folder: str | Path, prompt: DROSafetyPrompt, args: DROConfig,
         "## Training",
         "",
         f"- Variant: **{args.variant}** (see hf-sentinel's `docs/dro.md`); initial prompt: \"{args.safety_prompt}\"",
-        f"- Queries: {training.get('harmful_queries')} harmful + {training.get('harmless_queries')} harmless "
-        f"(hf-sentinel's own `harmful:train` / `benign:train` unless stated otherwise)",
+        f"- Queries: {training.get('harmful_queries')} harmful + {training.get('harmless_queries')} harmless",
         f"- Conditions of the collection stage: {', '.join(f'`{c}`' for c in args.conditions)}; "
         f"{args.num_samples if args.sample_temperature else 1} answer(s) per query and condition "
         f"(temperature {args.sample_temperature}, {args.sample_max_new_tokens} tokens)",
