@@ -50,12 +50,13 @@ class SuffixDrafts:
                 self.counts[tuple(suffix)] += 1
         if len(self.counts) > self.capacity:  # forget the rarest (the oldest of them first: Counter keeps order)
             self.counts = Counter(dict(self.counts.most_common(self.capacity)))
-        self._next = {}
+        index = {}
         # Rarest first, so the most frequent suffix holding an n-gram is the one the index keeps.
         for suffix, _ in reversed(self.counts.most_common()):
             for end in range(1, len(suffix)):
                 for n in range(1, min(self.max_ngram, end) + 1):
-                    self._next[suffix[end - n:end]] = suffix[end:]
+                    index[suffix[end - n:end]] = suffix[end:]
+        self._next = index  # swapped whole: a reader sees the old index or the new one
 
     def propose(self, written: list[int], max_tokens: int) -> list[int]:
         """At most ``max_tokens`` tokens to follow ``written`` (a row's suffix so far): the continuation of its
