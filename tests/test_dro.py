@@ -58,6 +58,27 @@ def test_config_variants_and_validation():
         DROConfig(push_to_hub=True)
     with pytest.raises(ValueError, match="head_cv_folds"):
         DROConfig(head_cv_folds=1)
+    with pytest.raises(ValueError, match="benign_output_weight must be > 0.*output_loss_weight=0"):
+        DROConfig(variant="elicited", benign_output_weight=0)
+
+
+def test_output_loss_weighs_each_rows_tokens():
+    """L_o is the mean cross-entropy over every target token; benign_output_weight makes it a weighted mean in which
+    a harmless query's tokens count that many times a harmful query's."""
+    from hf_sentinel.dro.trainer import _output_loss
+
+    torch.manual_seed(0)
+    lm_head = torch.nn.Linear(4, 7, bias=False)
+    hidden = torch.randn(2, 5, 4)
+    prompts, targets = [[1, 2], [1, 2, 3]], [[4, 5, 6], [5]]  # row 0: 3 target tokens, row 1: 1
+    plain = _output_loss(hidden, lm_head, prompts, targets, shared=0)
+    assert torch.allclose(_output_loss(hidden, lm_head, prompts, targets, 0, [1.0, 1.0]), plain)
+    # Each token's cross-entropy from the position before it: row 0 reads positions 1-3, row 1 position 2.
+    ce = torch.nn.functional.cross_entropy
+    row0 = ce(lm_head(hidden[0, 1:4]), torch.tensor([4, 5, 6]), reduction="sum")
+    row1 = ce(lm_head(hidden[1, 2:3]), torch.tensor([5]), reduction="sum")
+    assert torch.allclose(plain, (row0 + row1) / 4)
+    assert torch.allclose(_output_loss(hidden, lm_head, prompts, targets, 0, [1.0, 3.0]), (row0 + 3 * row1) / 6)
 
 
 # ---------------------------------------------------------------------------------------------- prompt format

@@ -48,6 +48,8 @@ def write_dro_card(folder: str | Path, prompt: DROSafetyPrompt, args: DROConfig,
     steps = f" ({training['steps']} steps)" if training.get("steps") else ""
     weights = (f"w_r={args.refusal_loss_weight}, w_h={args.harmfulness_loss_weight}, "
                f"w_U={args.subspace_loss_weight}, w_o={args.output_loss_weight}")
+    if args.benign_output_weight != 1:
+        weights += f" (harmless answers' tokens ×{args.benign_output_weight:g})"
     lines = [
         "",
         "## Training",

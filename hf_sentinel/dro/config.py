@@ -85,6 +85,9 @@ class DROConfig(SentinelTrainingArguments):
             Output-level loss: tokens of the target's own greedy answer to each benign query it must keep.
         refusal_response (`str`, *optional*, defaults to `"I'm sorry, but I can't help with that."`):
             Output-level loss: the answer the soft prompt must make the target give to harmful queries.
+        benign_output_weight (`float`, *optional*, defaults to `1.0`):
+            Output-level loss: weight of each token of a harmless query's own answer in L_o, relative to a token of
+            the refusal on a harmful query (1: every token counts the same).
 
         > Evaluation
 
@@ -180,6 +183,10 @@ class DROConfig(SentinelTrainingArguments):
                 "training query it must keep producing under the soft prompt."})
     refusal_response: str = field(default="I'm sorry, but I can't help with that.", metadata={
         "help": "Output-level loss only: the answer the soft prompt must make the target give to harmful queries."})
+    benign_output_weight: float = field(default=1.0, metadata={
+        "help": "Output-level loss only: weight of each token of a harmless query's own answer in L_o, relative to "
+                "a token of the refusal on a harmful query (1: every token counts the same). Above 1 holds the "
+                "target's answers to harmless queries harder while L_r moves harmful ones towards refusal."})
 
     # -- evaluation ---------------------------------------------------------------------------------------
     eval_max_new_tokens: int = field(default=48, metadata={
@@ -231,6 +238,9 @@ class DROConfig(SentinelTrainingArguments):
         weights = ("refusal_loss_weight", "harmfulness_loss_weight", "subspace_loss_weight", "output_loss_weight")
         if any(getattr(self, w) < 0 for w in weights):
             raise ValueError(f"Loss weights must be >= 0: {({w: getattr(self, w) for w in weights})}.")
+        if self.benign_output_weight <= 0:
+            raise ValueError(f"benign_output_weight must be > 0 (1 weighs every L_o token the same), got "
+                             f"{self.benign_output_weight}; to drop L_o, set output_loss_weight=0.")
         if all(getattr(self, w) == 0 for w in weights):
             raise ValueError("Every loss weight is 0, so there is nothing to optimise.")
         if self.push_to_hub and not self.hub_model_id:

@@ -312,7 +312,9 @@ class DROTrainer(ArtifactPushMixin, Trainer):
             "subspace_loss": (coordinates[:, dim:] - base[:, dim:]).square().mean(),
         }
         if args.uses_output_loss:
-            losses["output_loss"] = _output_loss(hidden, self._target.get_output_embeddings(), rows, targets, shared)
+            token_weights = [args.benign_output_weight if harmless else 1.0 for harmless in labels.tolist()]
+            losses["output_loss"] = _output_loss(hidden, self._target.get_output_embeddings(), rows, targets, shared,
+                                                 token_weights)
         weights = dict(zip(LOSS_TERMS, (args.refusal_loss_weight, args.harmfulness_loss_weight,
                                         args.subspace_loss_weight, args.output_loss_weight)))
         loss = sum(weights[name] * value for name, value in losses.items())
@@ -555,8 +557,9 @@ def _checked_train_dataset(dataset: Dataset | None, args: DROConfig) -> Dataset:
     return dataset
 
 
-def _output_loss(hidden, lm_head, prompt_rows, targets, shared) -> torch.Tensor:
-    """Mean cross-entropy of the target tokens, each predicted from the position before it."""
+def _output_loss(hidden, lm_head, prompt_rows, targets, shared, row_weights=None) -> torch.Tensor:
+    """Mean cross-entropy of the target tokens, each predicted from the position before it; with ``row_weights``,
+    each token weighs its row's weight (a weighted mean, so weights of 1 give the plain mean)."""
     rows, positions, labels = [], [], []
     for r, (prompt, target) in enumerate(zip(prompt_rows, targets)):
         for j, token in enumerate(target):
@@ -566,7 +569,11 @@ def _output_loss(hidden, lm_head, prompt_rows, targets, shared) -> torch.Tensor:
     if not labels:
         return hidden.sum() * 0.0
     logits = lm_head(hidden[torch.tensor(rows, device=hidden.device), torch.tensor(positions, device=hidden.device)])
-    return F.cross_entropy(logits.float(), torch.tensor(labels, device=logits.device))
+    losses = F.cross_entropy(logits.float(), torch.tensor(labels, device=logits.device), reduction="none")
+    if row_weights is None:
+        return losses.mean()
+    weights = torch.tensor([row_weights[r] for r in rows], device=losses.device)
+    return (weights * losses).sum() / weights.sum()
 
 
 def _head_summary(head: HeadFit) -> dict:
