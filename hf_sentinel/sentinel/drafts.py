@@ -45,9 +45,10 @@ class SuffixDrafts:
 
     def add(self, suffixes: list[list[int]]) -> None:
         """Remember ``suffixes`` (a suffix of one token holds nothing to draft and is skipped)."""
-        for suffix in suffixes:
-            if len(suffix) > 1:
-                self.counts[tuple(suffix)] += 1
+        kept = [tuple(suffix) for suffix in suffixes if len(suffix) > 1]
+        if not kept:  # e.g. rows that ended at their first token: nothing to index again
+            return
+        self.counts.update(kept)
         if len(self.counts) > self.capacity:  # forget the rarest (the oldest of them first: Counter keeps order)
             self.counts = Counter(dict(self.counts.most_common(self.capacity)))
         index = {}
