@@ -428,6 +428,30 @@ def test_seed_prompts_are_answered_every_round_under_every_pre_prompt(tmp_path):
     assert trainer.rounds[2]["red_team_examples"] == trainer.rounds[2]["successful_attacks"] - 3
 
 
+def test_original_target_answers_every_benign_prompt_when_asked(tmp_path):
+    """With benign_answers_from_original, each round's benign prompts (and only those) also get one greedy answer of
+    the original target: exactly what the untouched base model answers, though the tuned adapter is on around it."""
+    from hf_sentinel.generation import GenerationSettings, generate, to_conversation
+
+    model, tokenizer = tiny_model(tie_word_embeddings=False)
+    trainer = make_trainer(tmp_path, model, tokenizer, benign_answers_from_original=True, samples_per_prompt=1,
+                           last_round_samples=None, learning_rate=5e-2)
+    trainer.train()
+    base, _ = tiny_model(tie_word_embeddings=False)
+    for index in (1, 2):
+        stored = [json.loads(line) for line in (tmp_path / "run" / f"round-{index}" / "candidates.jsonl").open()]
+        prompts, candidates = {p["prompt_id"]: p for p in stored[0]["prompts"]}, stored[1:]
+        original = [c for c in candidates if c["source"] == "original"]
+        assert sorted(c["prompt_id"] for c in original) == sorted(i for i, p in prompts.items() if not p["harmful"])
+        conversations = [to_conversation(prompts[c["prompt_id"]]["prompt"], prompts[c["prompt_id"]]["history"])
+                         for c in original]
+        expected = generate(base, tokenizer, conversations, GenerationSettings(max_new_tokens=4)).responses
+        assert [c["answer"] for c in original] == expected
+        if index == 2:  # the tuned target's own answers differ: its adapter was on outside the original's pass
+            own = {c["prompt_id"]: c["answer"] for c in candidates if c["source"] == "target" and not c["harmful"]}
+            assert any(own[c["prompt_id"]] != c["answer"] for c in original)
+
+
 class HarmlessWhenOdd(Judge):
     """A request judge that reads every rewrite of odd length as harmless (and must get no answers)."""
 

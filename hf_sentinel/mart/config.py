@@ -71,6 +71,8 @@ class MARTConfig(LoraTrainingArguments):
             Nucleus sampling of the target's K answers.
         max_new_tokens (`int`, *optional*, defaults to `32`):
             Answer length of the target, in training and in the per-round evaluation.
+        benign_answers_from_original (`bool`, *optional*, defaults to `False`):
+            Also answer every benign prompt with the original target (no adapter, greedy), every round.
         replay (`str`, *optional*, defaults to `"all"`):
             Which answers kept in earlier rounds the target fine-tunes on again: `"all"`, `"safe"` or `"none"`.
         context_distillation (`list[str]`, *optional*, defaults to `["suffix:default"]`):
@@ -188,6 +190,11 @@ class MARTConfig(LoraTrainingArguments):
     max_new_tokens: int = field(default=32, metadata={
         "help": "Answer length of the target, in training and in the per-round evaluation (the refusal judge reads "
                 "only an answer's opening; `hf-sentinel eval` measures the final adapter at 48 tokens)."})
+    benign_answers_from_original: bool = field(default=False, metadata={
+        "help": "Also answer every benign prompt of a round with the original target (the base weights without "
+                "the adapter, greedy), beside the tuned target's own answers; the most helpful answer of a prompt is "
+                "kept as ever. A benign request the tuned target has begun to refuse then still gets a helpful answer "
+                "to fine-tune on, instead of dropping out of its data (measured in docs/mart.md)."})
     replay: str = field(default="all", metadata={
         "choices": REPLAY_CHOICES,
         "help": "Which answers kept in rounds 1..i-1 the target's fine-tuning data of round i replays: 'all' (safe "

@@ -26,7 +26,7 @@ import random
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -411,22 +411,28 @@ class MARTTrainer(ArtifactPushMixin):
 
     def _answer(self, index: int, prompts: list[dict]) -> list[dict]:
         """The target's answers: K samples per prompt (greedy when K = 1), plus in round 1 (every round with
-        ``context_distillation_rounds="all"``) one greedy answer under each context-distillation pre-prompt."""
+        ``context_distillation_rounds="all"``) one greedy answer under each context-distillation pre-prompt, plus
+        with ``benign_answers_from_original`` one greedy answer of the original target to each benign prompt."""
         args, k = self.args, self.args.samples_in_round(index)
-        conversations = [_conversation(p) for p in prompts]
         sampled = GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=k > 1, temperature=args.temperature,
                                      top_p=args.top_p, batch_size=args.generation_batch_size,
                                      seed=args.seed * 1000 + index)
         greedy = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.generation_batch_size)
-        runs = [("target", [], sampled, conversations * k)]
+        # (source, pre-prompts, settings, the prompts answered, K, whether the adapter is on)
+        runs = [("target", [], sampled, prompts, k, True)]
         if index == 1 or args.context_distillation_rounds == "all":
-            runs += [(f"context:{d.spec}", [d], greedy, conversations) for d in self.context_defenses]
+            runs += [(f"context:{d.spec}", [d], greedy, prompts, 1, True) for d in self.context_defenses]
+        if args.benign_answers_from_original:
+            runs.append(("original", [], greedy, [p for p in prompts if not p["harmful"]], 1, False))
         model, tokenizer = self.target.generating(), self.target.tokenizer
         candidates = []
-        for source, defenses, settings, batch in runs:
-            answers = self._shared(batch, lambda part: generate(model, tokenizer, part, settings, defenses).responses)
+        for source, defenses, settings, rows, repeats, adapter_on in runs:
+            batch = [_conversation(p) for p in rows] * repeats
+            with nullcontext() if adapter_on else model.disable_adapter():
+                answers = self._shared(batch,
+                                       lambda part: generate(model, tokenizer, part, settings, defenses).responses)
             for position, answer in enumerate(answers):
-                prompt = prompts[position % len(prompts)]
+                prompt = rows[position % len(rows)]
                 # An answer cut off by max_new_tokens is trained without an end of turn, so that fine-tuning does
                 # not teach the target to stop mid-sentence (1 token of slack: decoding strips spaces).
                 length = len(tokenizer(answer, add_special_tokens=False)["input_ids"])
