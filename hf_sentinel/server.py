@@ -171,8 +171,8 @@ class StopSequences:
 @dataclass(eq=False)
 class _Job:
     """One request on its way through the worker. ``emit`` hands the worker's events to the request's handler
-    (thread-safe): ``("rewritten", conversation, extras)``, ``("token", id)`` while a stream streams, then
-    ``("done", answer)`` or ``("error", exception)``."""
+    (thread-safe): ``("rewritten", conversation, extras)``, ``("text", new_text)`` while a stream streams (decoded
+    here, once, as the tokens come), then ``("done", answer)`` or ``("error", exception)``."""
 
     conversation: list[dict]
     max_tokens: int
@@ -187,7 +187,8 @@ class _Job:
     # Its answer is complete (end of sequence, max_tokens or a stop string): the row's tokens from here on are not
     # part of it (padding, or those generated while its end takes effect).
     ended: bool = False
-    # With stop strings (and a local target): its answer so far, decoded to find them as soon as one appears.
+    # A stream's or stop strings' answer so far (a local target): decoded once, token by token, for the stream and
+    # to find a stop string as soon as one appears.
     text: _IncrementalText | None = None
     rewritten_sent: bool = False  # a request retried alone after its batch failed announces itself once
 
@@ -315,16 +316,18 @@ class BatchingWorker:
                 if job.ended:
                     continue
                 job.generated += 1
-                if job.stream:  # the stream's handler holds back what may be a stop string
-                    job.emit(("token", token))
-                if job.text is not None:
-                    searched = len(job.text.shown)
-                    job.text.add(token)
+                if job.text is None:
+                    continue
+                searched = len(job.text.shown)
+                new_text = job.text.add(token)
+                if job.stream and new_text:  # the stream's handler holds back what may be a stop string
+                    job.emit(("text", new_text))
+                if job.stop_strings:
                     job.ended = job.stop_strings.find(job.text.shown, searched) is not None
 
         for job in jobs:
             job.generated, job.ended = 0, False
-            job.text = _IncrementalText(self.tokenizer) if job.stop_strings and self.local else None
+            job.text = _IncrementalText(self.tokenizer) if (job.stop_strings or job.stream) and self.local else None
         self.batch_sizes.append(len(jobs))
         # A row whose answer is complete stops generating at the next step, while the rest of the batch goes on.
         streaming = (dict(on_tokens=tokens, stop_requested=lambda i: jobs[i].cancelled or jobs[i].ended)
@@ -428,7 +431,7 @@ def create_app(model, tokenizer, defenses: list[Defense] = (), model_name: str =
         reply = _Reply(model_name, defense)
         if request.stream:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
-            return StreamingResponse(reply.stream(job, events, tokenizer, include_usage),
+            return StreamingResponse(reply.stream(job, events, include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         while True:
             event = await events.get()
@@ -476,8 +479,8 @@ class _Reply:
             chunk["hf_sentinel"] = extension
         return f"data: {json.dumps(chunk)}\n\n"
 
-    async def stream(self, job: _Job, events: asyncio.Queue, tokenizer, include_usage: bool):
-        text, sent = _IncrementalText(tokenizer), 0  # sent: how much of text.shown has gone out
+    async def stream(self, job: _Job, events: asyncio.Queue, include_usage: bool):
+        shown, sent = "", 0  # the answer's text so far, and how much of it has gone out
         try:
             while True:
                 event = await events.get()
@@ -485,14 +488,13 @@ class _Reply:
                 if kind == "rewritten":  # before the first token: the sentinel's suffix is already decided
                     yield self._chunk({"role": "assistant", "content": ""}, include_usage=include_usage,
                                       defense=self.defense, **event[2])
-                elif kind == "token":
-                    text.add(event[1])
+                elif kind == "text":
+                    shown += event[1]
                     # Only text that no later token can turn into a stop string goes out (the worker ends the row at
                     # one); what waited goes out with the last chunk if no stop string came.
-                    end = (job.stop_strings.safe_prefix_length(text.shown, sent) if job.stop_strings
-                           else len(text.shown))
+                    end = job.stop_strings.safe_prefix_length(shown, sent) if job.stop_strings else len(shown)
                     if end > sent:
-                        yield self._chunk({"content": text.shown[sent:end]}, include_usage=include_usage)
+                        yield self._chunk({"content": shown[sent:end]}, include_usage=include_usage)
                         sent = end
                 elif kind == "error":
                     yield f"data: {json.dumps(_generation_failed(event[1]))}\n\n"
@@ -500,7 +502,7 @@ class _Reply:
                 else:
                     answer: _Answer = event[1]
                     report = {"defense": self.defense, **answer.extras}
-                    shown = text.shown[:sent]
+                    shown = shown[:sent]
                     if answer.finish_reason == "content_filter" and shown.strip() and answer.content != shown.strip():
                         # A defense replaced what was streamed: say so, and send the replacement.
                         yield self._chunk({"content": f"\n\n{answer.content}"}, answer.finish_reason, include_usage,
