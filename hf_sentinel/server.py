@@ -181,7 +181,7 @@ class _Job:
     seed: int | None
     emit: Callable[[tuple], None]
     stop_strings: StopSequences | None = None
-    stream: bool = False  # only a stream is sent its tokens one by one
+    stream: bool = False  # only a stream is sent its text as it grows
     cancelled: bool = False  # the client went away: its row stops at the next step
     generated: int = 0  # the tokens of its answer so far
     # Its answer is complete (end of sequence, max_tokens or a stop string): the row's tokens from here on are not

@@ -35,9 +35,10 @@ def write_mart_card(folder, role: str, rounds: list[dict], args, base_model: str
               f"K={args.samples_per_prompt}, context distillation {args.context_distillation or 'off'} "
               f"({distilled}).\n")
     if role == "target":
+        original = " (benign prompts: the original target answered too)" if args.benign_answers_from_original else ""
         summary = (f"The target adapter after round {last['round']} of multi-round automatic red-teaming ({PAPER}): "
                    f"`{base}` fine-tuned (LoRA, TRL SFT) on its own safe and helpful answers to prompts written by "
-                   f"a red-team model, selected by a safety and a helpfulness judge.")
+                   f"a red-team model, selected by a safety and a helpfulness judge{original}.")
         results = [EvalResult(task_type="text-generation", dataset_type="hf-sentinel", dataset_name=eval_names[label],
                               metric_type=metric, metric_value=round(last[metric], 4))
                    for label, metric in (("harmful", "violation_rate"), ("benign", "benign_answer_rate"))]

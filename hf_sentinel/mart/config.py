@@ -338,7 +338,7 @@ RUN_FIELDS = ("red_team_template", "prompts_per_round", "red_team_temperature", 
               "last_round_samples", "temperature", "top_p", "max_new_tokens", "context_distillation",
               "attack_threshold", "safe_threshold", "helpfulness_threshold", "replay", "safety_judge",
               "helpfulness_judge", "request_judge", "request_threshold", "seed_prompts_per_round",
-              "context_distillation_rounds", "answer_judge",
+              "context_distillation_rounds", "answer_judge", "benign_answers_from_original",
               "max_length", "learning_rate", "num_train_epochs", "max_steps",
               "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type", "weight_decay",
               "lora_rank", "lora_alpha", "lora_layers", "seed")

@@ -3,8 +3,10 @@ judges' selection of fine-tuning data (Ge et al., 2023, section 3).
 
 A *candidate* is one answer of the target, a dict with at least::
 
-    {"prompt_id": int, "harmful": bool, "source": "target" | "context:<spec>", "safety": float | None,
+    {"prompt_id": int, "harmful": bool, "source": "target" | "context:<spec>" | "original", "safety": float | None,
      "helpfulness": float}
+
+(``"original"``: the original target's answer to a benign prompt, ``MARTConfig.benign_answers_from_original``.)
 
 ``harmful`` marks prompts the red team wrote (from harmful seeds); benign training prompts are safe by their
 prompt set's label, so the safety judge does not score them (``safety`` is ``None``).

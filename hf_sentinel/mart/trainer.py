@@ -3,7 +3,8 @@
 One round (``i = 1..T``)::
 
     parents (round i-1's successful attacks) ──► red team writes one new prompt per parent (one-shot instruction)
-    new prompts + benign training prompts ──► target answers (K samples; round 1 also under safety pre-prompts)
+    new prompts + benign training prompts ──► target answers (K samples; round 1 also under safety pre-prompts;
+                                              optionally the original target answers the benign ones too)
     safety judge + helpfulness judge ──► unsafe answer: attack (parent, prompt) ──► red-team SFT
                                        ──► safe and helpful: (prompt, best answer) ──► target SFT
                                        ──► the rest is discarded
