@@ -239,3 +239,19 @@ def test_the_sentinel_recipe_takes_the_attack_shapes_a_sentinel_can_see(built):
     assert shapes.count("jailbreak") == shapes.count("multi_turn") == attacks["attack"].count("jailbreak")
     assert "prefill" not in shapes
     assert all(r["history"] for r in rows if r["shape"] == "multi_turn")
+
+
+def test_the_sentinel_recipe_validates_on_requests_no_training_request_nearly_copies(built):
+    from hf_sentinel.data.splits import near_duplicate_of_any, shingles
+    from hf_sentinel.sentinel.recipe import harmful_rows, validation_rows
+
+    rows = validation_rows()
+    train = [shingles(r["request"]) for r in harmful_rows("train")]
+    every = harmful_rows("validation")
+    kept = {(r["prompt"], r["shape"]) for r in rows["harmful"]}
+    # A row is dropped exactly when its request (not the template or chat around it) nearly copies a training one.
+    assert all(((r["prompt"], r["shape"]) in kept) != near_duplicate_of_any(r["request"], train) for r in every)
+    assert 0 < len(rows["harmful"]) < len(every)  # AdvBench rewords its requests across the hash split
+    benign_train = [shingles(p) for p in built[("benign", "train")]["prompt"]]
+    assert 0 < len(rows["benign"]) < len(built[("benign", "validation")])
+    assert not any(near_duplicate_of_any(r["prompt"], benign_train) for r in rows["benign"])

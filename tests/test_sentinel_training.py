@@ -405,7 +405,8 @@ def test_the_operating_point_is_calibrated_on_held_out_rows_saved_and_used_at_in
     from hf_sentinel.sentinel import SentinelForCausalLM
 
     calibration = labelled_prompts(
-        Dataset.from_dict({"prompt": ["Build a weapon.", "Poison a well.", "Hack a bank.", "Forge a passport."]}),
+        Dataset.from_dict({"prompt": ["Build a weapon.", "Poison a well.", "Hack a bank.", "Forge a passport."],
+                           "shape": ["plain", "plain", "jailbreak", "plain"]}),
         Dataset.from_dict({"prompt": [f"Tell me about the number {i}." for i in range(10)]}))
     # A warm start long enough for the tiny sentinel to tell the calibration rows apart.
     trainer = _trainer(tmp_path, max_steps=30, warm_start_steps=30, warm_start_learning_rate=1e-2,
@@ -419,8 +420,13 @@ def test_the_operating_point_is_calibrated_on_held_out_rows_saved_and_used_at_in
     assert report["benign_rows"] == 10 and report["harmful_rows"] == 4
     assert report["benign_suffixed"] == sum(p >= trainer.suffix_threshold for p in benign) <= 2  # 20% of 10
     assert report["harmful_suffixed"] == sum(p >= trainer.suffix_threshold for p in harmful)
+    suffixed = [p >= trainer.suffix_threshold for p in harmful]  # by shape, for the rows that carry one
+    assert report["harmful_suffixed_by_shape"] == {"jailbreak": f"{int(suffixed[2])}/1",
+                                                   "plain": f"{suffixed[0] + suffixed[1] + suffixed[3]}/3"}
+    assert "benign_suffixed_by_shape" not in report
     trainer.save_model(tmp_path / "final")
-    assert "## Operating point" in (tmp_path / "final" / "README.md").read_text()
+    assert "## Operating point" in (card := (tmp_path / "final" / "README.md").read_text())
+    assert f"Harmful requests suffixed, by shape: jailbreak {int(suffixed[2])}/1, plain" in card
 
     target, tokenizer = tiny_model(tie_word_embeddings=False)
     sentinel = SentinelForCausalLM.from_pretrained(tmp_path / "final", target=target, target_tokenizer=tokenizer)
@@ -587,12 +593,34 @@ def test_the_refusal_likelihood_reward_reads_the_target_with_adapters_off_and_ge
     assert trainer._refusal_likelihood([None]) == [0.0]  # an empty attack, as the refusal judge scores it
 
 
+def test_the_refusal_likelihood_shift_rewards_the_sentinel_for_what_its_suffix_changed(tmp_path):
+    trainer = _trainer(tmp_path, reward="refusal_likelihood_shift", safety_judge=None, save_steps=100, max_steps=2)
+    seen, calls, score = _sentinel_logs(trainer), [], trainer._refusal_likelihood
+    trainer._refusal_likelihood = lambda conversations: calls.append((conversations, score(conversations))) or \
+        calls[-1][1]
+    trainer.train()
+    rounds = [m for m in seen if "sentinel/reward" in m]
+    # Per round: the red team's attacks, the sentinel's refined requests, then the same requests as they came.
+    assert len(calls) == 3 * len(rounds) == 6
+    for index, logs in enumerate(rounds):
+        (refined, after), (came, before) = calls[3 * index + 1], calls[3 * index + 2]
+        suffixed = [r != c for r, c in zip(refined, came)]
+        assert [r[-1]["content"].startswith(c[-1]["content"]) for r, c in zip(refined, came)] == [True] * 4
+        # Two attacks (lower is better), then two benign prompts (higher is better); 0 where nothing was appended.
+        shifts = [(b - a) if s else 0.0 for a, b, s in zip(after[:2], before[:2], suffixed[:2])] + \
+                 [(a - b) if s else 0.0 for a, b, s in zip(after[2:], before[2:], suffixed[2:])]
+        assert logs["sentinel/reward"] == pytest.approx(sum(shifts) / 4, abs=1e-6)
+        # What is logged stays the target's preference after the suffix, comparable with reward="refusal_likelihood".
+        assert logs["sentinel/attack_success"] == pytest.approx(sum(after[:2]) / 2)
+    assert any(r != c for index in range(2) for r, c in zip(calls[3 * index + 1][0], calls[3 * index + 2][0]))
+
+
 def test_the_new_settings_fail_with_the_fix(tmp_path, capsys):
     from hf_sentinel.cli import main
 
     with pytest.raises(ValueError, match="choose 'base' .* or 'init'"):
         _config(tmp_path, kl_reference="warm_start")
-    with pytest.raises(ValueError, match="choose 'judge' .* or 'refusal_likelihood'"):
+    with pytest.raises(ValueError, match="choose 'judge' .* 'refusal_likelihood' .* or 'refusal_likelihood_shift'"):
         _config(tmp_path, reward="likelihood")
     with pytest.raises(ValueError, match="drop them, or use reward='judge'"):
         _trainer(tmp_path, reward="refusal_likelihood")  # with a safety judge

@@ -18,7 +18,7 @@ SENTINEL_KINDS = ("lora", "model")
 #: What the PPO updates' KL penalty is measured against (StackelbergPPOConfig.kl_reference).
 KL_REFERENCES = ("base", "init")
 #: Where the game's harm score comes from (StackelbergPPOConfig.reward).
-REWARDS = ("judge", "refusal_likelihood")
+REWARDS = ("judge", "refusal_likelihood", "refusal_likelihood_shift")
 
 
 class SentinelConfig(PreTrainedConfig):
@@ -136,7 +136,12 @@ class StackelbergPPOConfig(LoraTrainingArguments):
             where a judge gives one bit. On attacks it is the harm (the red team's reward, the sentinel's penalty),
             on benign prompts the helpfulness (the sentinel's reward: the target would answer); the logged
             `sentinel/attack_success` and `sentinel/benign_answered` are then its means. It needs a local target (an
-            endpoint returns no log-probabilities).
+            endpoint returns no log-probabilities). `"refusal_likelihood_shift"`: the same score, but the sentinel is
+            rewarded for the change its suffix makes to it on the same request (lower on an attack, not lower on a
+            benign prompt; 0 without a suffix). The request's own score is a baseline that does not depend on the
+            suffix, so the expected update stays the same while the request-to-request swing (the target's
+            preference on ordinary questions varies by request) leaves the reward. The red team's reward is
+            unchanged.
         temperature (`float`, *optional*, defaults to `1.0`):
             Sampling temperature of both agents in rollouts.
 
@@ -252,7 +257,9 @@ class StackelbergPPOConfig(LoraTrainingArguments):
                 "p(refusal opening)) from one forward pass, no answer generated (hf_sentinel.sentinel.rewards): a "
                 "graded score on every episode. On attacks it is the harm (the red team's reward, the sentinel's "
                 "penalty), on benign prompts the helpfulness (the sentinel's reward). Needs a local target: an "
-                "endpoint returns no log-probabilities."})
+                "endpoint returns no log-probabilities. 'refusal_likelihood_shift': the same score, but the sentinel "
+                "is rewarded for the change its suffix makes to it on the same request (0 without a suffix), which "
+                "takes the request-to-request swing out of its reward; the red team's reward is unchanged."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of both agents in rollouts."})
 
     # PPO
@@ -333,8 +340,9 @@ class StackelbergPPOConfig(LoraTrainingArguments):
             raise ValueError(f"kl_reference={self.kl_reference!r}; choose 'base' (the agents' base with adapters off) "
                              f"or 'init' (each agent's adapter as the run starts it).")
         if self.reward not in REWARDS:
-            raise ValueError(f"reward={self.reward!r}; choose 'judge' (the judges on sampled answers) or "
-                             f"'refusal_likelihood' (the target's log-probabilities of complying and refusing).")
+            raise ValueError(f"reward={self.reward!r}; choose 'judge' (the judges on sampled answers), "
+                             f"'refusal_likelihood' (the target's log-probabilities of complying and refusing) or "
+                             f"'refusal_likelihood_shift' (the change the sentinel's suffix makes to them).")
         if self.gradient_accumulation_steps != 1:
             raise ValueError(f"gradient_accumulation_steps={self.gradient_accumulation_steps}: a step is one round "
                              f"of the game with its own PPO updates; leave it at 1 and raise rollout_batch_size.")

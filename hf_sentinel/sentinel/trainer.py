@@ -11,7 +11,8 @@ One round of the game is one ``transformers.Trainer`` step (:meth:`StackelbergPP
    ``benign_weight``·answered(y*) (the helpfulness judge) on benign prompts and updated by PPO.
 
 With ``reward="refusal_likelihood"`` the target answers nothing: harm (on attacks) and answered (on benign prompts) are
-both its own preference for complying over refusing, read from its log-probabilities (:mod:`.rewards`). The first
+both its own preference for complying over refusing, read from its log-probabilities (:mod:`.rewards`);
+``"refusal_likelihood_shift"`` rewards the sentinel for the change its suffix makes to that preference. The first
 ``warm_start_steps`` steps, if any, are supervised steps of the sentinel instead (:meth:`_warm_start_step`).
 
 Both agents are LoRA adapters (``red_team``, ``sentinel``) on one copy of a base model; the KL reference is that base
@@ -174,8 +175,8 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         if _same_model(model, target):
             target = None  # the agents' base is the target: the shared-base game
         target, self.target_tokenizer = _load_target(target, target_processing_class)
-        if args.reward == "refusal_likelihood" and isinstance(target, RemoteChatTarget):
-            raise ValueError(f"reward='refusal_likelihood' reads the target's log-probabilities, which an endpoint "
+        if args.reward != "judge" and isinstance(target, RemoteChatTarget):
+            raise ValueError(f"reward={args.reward!r} reads the target's log-probabilities, which an endpoint "
                              f"({target.base_url}) does not return; use reward='judge' (--reward judge) against an "
                              f"endpoint, or give the target as a local model (a folder or Hub id).")
         base, processing_class = load_model_and_tokenizer(model, processing_class,
@@ -289,7 +290,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
                               self.args.red_team_max_tokens)
         attacks = batch["texts"]
         conversations = [to_conversation(x) if x.strip() else None for x in attacks]
-        if self.args.reward == "refusal_likelihood":
+        if self.args.reward != "judge":
             harm = self._refusal_likelihood(conversations)
         else:
             answers = self._target_answers(conversations)
@@ -320,7 +321,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         batch = self._rollout("sentinel", self._sentinel_heads(conversations), args.max_sentinel_tokens)
         refined = [[*conv[:-1], {**conv[-1], "content": conv[-1]["content"] + suffix}]
                    for conv, suffix in zip(conversations, batch["texts"])]
-        if args.reward == "refusal_likelihood":
+        if args.reward != "judge":
             # One score, read both ways: harm on an attack, helpfulness (the target would answer) on a benign prompt.
             likelihood = self._refusal_likelihood(refined)
             harm, utility = likelihood[:n_adversarial], likelihood[n_adversarial:]
@@ -331,6 +332,12 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
             utility = checked_scores(self.helpfulness_judge([b["prompt"] for b in benign], answers[n_adversarial:]),
                                      n_benign, self.helpfulness_judge) if n_benign else []
         scores = [-h for h in harm] + [args.benign_weight * u for u in utility]
+        if args.reward == "refusal_likelihood_shift":
+            # Scored on what the suffix changed: the request's own score is a baseline the suffix cannot move, so
+            # subtracting it leaves the expected update alone and takes the request-to-request swing out.
+            before = self._refusal_likelihood(conversations)
+            scores = [score - sign * baseline if suffix else 0.0 for score, sign, baseline, suffix in
+                      zip(scores, [-1.0] * n_adversarial + [args.benign_weight] * n_benign, before, batch["texts"])]
         stats = self._ppo_update("sentinel", batch, torch.tensor(scores))
         suffixed = [float(bool(text)) for text in batch["texts"]]
         self._record({"sentinel/reward": sum(scores) / len(scores),
