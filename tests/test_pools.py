@@ -255,3 +255,18 @@ def test_the_sentinel_recipe_validates_on_requests_no_training_request_nearly_co
     benign_train = [shingles(p) for p in built[("benign", "train")]["prompt"]]
     assert 0 < len(rows["benign"]) < len(built[("benign", "validation")])
     assert not any(near_duplicate_of_any(r["prompt"], benign_train) for r in rows["benign"])
+
+
+def test_the_sentinel_recipe_balances_final_punctuation_on_both_sides(tmp_path):
+    from hf_sentinel.sentinel.recipe import main
+
+    main([str(tmp_path)])
+    files = {path.stem: [json.loads(line) for line in path.read_text().splitlines()] for path in tmp_path.glob("*")}
+    assert sorted(files) == ["benign_train", "benign_validation", "harmful_train", "harmful_validation"]
+    for name, rows in files.items():
+        # AdvBench writes no final punctuation and the benign pool does: a cue no file may carry.
+        punctuated = sum(row["prompt"].rstrip()[-1] in ".?!" for row in rows) / len(rows)
+        assert 0.4 < punctuated < 0.6, (name, punctuated)
+    main([str(tmp_path / "again")])  # the same files on every run
+    assert all((tmp_path / "again" / f"{name}.jsonl").read_text() == (tmp_path / f"{name}.jsonl").read_text()
+               for name in files)
