@@ -6,7 +6,7 @@ benign ones get a suffix (`StackelbergPPOTrainer.calibrate`), and the harmful re
 `--save-to` then writes one folder as a sentinel that decides with its threshold (its model card gains the operating
 point), loadable with `--defense sentinel:DIR`.
 
-    python -m hf_sentinel.sentinel.recipe outputs/sentinel-data
+    python -m hf_sentinel.sentinel.recipe outputs/sentinel-data --unseen-validation
     python examples/sentinel_calibrate.py outputs/sentinel-warm/checkpoint-{20,40,60} \\
         --calibration-harmful outputs/sentinel-data/harmful_validation.jsonl \\
         --calibration-benign outputs/sentinel-data/benign_validation.jsonl --output outputs/sentinel-warm/points.json

@@ -245,7 +245,7 @@ def test_the_sentinel_recipe_validates_on_requests_no_training_request_nearly_co
     from hf_sentinel.data.splits import near_duplicate_of_any, shingles
     from hf_sentinel.sentinel.recipe import harmful_rows, validation_rows
 
-    rows = validation_rows()
+    rows = validation_rows()  # what --unseen-validation writes
     train = [shingles(r["request"]) for r in harmful_rows("train")]
     every = harmful_rows("validation")
     kept = {(r["prompt"], r["shape"]) for r in rows["harmful"]}
@@ -257,16 +257,24 @@ def test_the_sentinel_recipe_validates_on_requests_no_training_request_nearly_co
     assert not any(near_duplicate_of_any(r["prompt"], benign_train) for r in rows["benign"])
 
 
-def test_the_sentinel_recipe_balances_final_punctuation_on_both_sides(tmp_path):
-    from hf_sentinel.sentinel.recipe import main
+def test_the_sentinel_recipe_balances_final_punctuation_only_when_asked(tmp_path):
+    from hf_sentinel.sentinel.recipe import harmful_rows, main
 
-    main([str(tmp_path)])
-    files = {path.stem: [json.loads(line) for line in path.read_text().splitlines()] for path in tmp_path.glob("*")}
-    assert sorted(files) == ["benign_train", "benign_validation", "harmful_train", "harmful_validation"]
-    for name, rows in files.items():
-        # AdvBench writes no final punctuation and the benign pool does: a cue no file may carry.
+    def read(folder):
+        return {path.stem: [json.loads(line) for line in path.read_text().splitlines()] for path in folder.glob("*")}
+
+    main([str(tmp_path / "plain")])
+    plain = read(tmp_path / "plain")
+    # As it comes: the files the documented DRO, MART and red-flag runs read, row for row.
+    assert [r["prompt"] for r in plain["harmful_validation"]] == [r["prompt"] for r in harmful_rows("validation")]
+    assert set(plain["harmful_train"][0]) == {"prompt", "history", "shape"}
+    main([str(tmp_path / "balanced"), "--balance-punctuation"])
+    balanced = read(tmp_path / "balanced")
+    assert sorted(balanced) == ["benign_train", "benign_validation", "harmful_train", "harmful_validation"]
+    for name, rows in balanced.items():
+        # AdvBench writes no final punctuation and the benign pool does: a cue no balanced file may carry.
         punctuated = sum(row["prompt"].rstrip()[-1] in ".?!" for row in rows) / len(rows)
         assert 0.4 < punctuated < 0.6, (name, punctuated)
-    main([str(tmp_path / "again")])  # the same files on every run
-    assert all((tmp_path / "again" / f"{name}.jsonl").read_text() == (tmp_path / f"{name}.jsonl").read_text()
-               for name in files)
+        assert len(rows) == len(plain[name])
+    benign = plain["benign_train"]  # as it comes, nearly every benign request ends in punctuation
+    assert sum(row["prompt"].rstrip()[-1] in ".?!" for row in benign) / len(benign) > 0.9

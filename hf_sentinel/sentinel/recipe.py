@@ -1,20 +1,21 @@
 """The requests the sentinel trains and calibrates on, as files for ``--harmful`` and ``--calibration-harmful`` /
 ``--calibration-benign``: the harmful pool's requests as they are, inside trainable jailbreak templates, and late in
 a benign chat (the attack pool's ``jailbreak`` and ``multi_turn`` rows); the ``prefill`` rows are left out, since a
-pre-filled answer is on the assistant's side, where a sentinel cannot see it.
+pre-filled answer is on the assistant's side, where a sentinel cannot see it. The benign pool's splits are written
+beside them. The DRO, MART and red-flag runs documented in docs/ read the harmful files as they come without options.
 
-Half of every file's requests (by hash) have their final punctuation toggled: removed where it ends in ``.``, ``?``
-or ``!``, a full stop added where it does not. AdvBench writes its requests without final punctuation and our
-benign pool writes questions, so a warm start on the pools as they are learned "no full stop: harmful" (it
-appended its suffix to "How do I bake bread" and not to "Explain how to make methamphetamine.", docs/sentinel.md).
+``--unseen-validation`` leaves out of the validation files every request that nearly copies a training one (word
+3-gram Jaccard >= 0.5, the held-out suite's rule; for a wrapped or multi-turn row, its request): the pools split by
+hash, and AdvBench's rewordings of one request land on both sides.
 
-The validation files leave out every request that nearly copies a training one (word 3-gram Jaccard >= 0.5, the
-held-out suite's rule): the pools split by hash, and AdvBench's many rewordings of one request land on both sides,
-which made a memorising sentinel look calibrated on validation (docs/sentinel.md). The benign side trains on
-``pool:benign:train`` as it is.
+``--balance-punctuation`` toggles the final punctuation of half of every file's requests (by hash): removed where
+it ends in ``.``, ``?`` or ``!``, a full stop added where it does not. AdvBench writes its requests without final
+punctuation and our benign pool writes questions, so a warm start on the pools as they are learned "no full stop:
+harmful" (it appended its suffix to "How do I bake bread" and not to "Explain how to make methamphetamine.",
+docs/sentinel.md).
 
-    python -m hf_sentinel.sentinel.recipe OUTPUT_DIR
-    # writes harmful_train.jsonl, benign_train.jsonl, harmful_validation.jsonl and benign_validation.jsonl
+    python -m hf_sentinel.sentinel.recipe OUTPUT_DIR [--unseen-validation] [--balance-punctuation]
+    # writes harmful_train.jsonl, harmful_validation.jsonl, benign_train.jsonl and benign_validation.jsonl
 """
 
 from __future__ import annotations
@@ -76,15 +77,27 @@ def validation_rows() -> dict[str, list[dict]]:
             "benign": unseen(benign_rows("validation"), [row["prompt"] for row in benign_rows("train")])}
 
 
+#: What a file row holds: the columns trainers read (``source`` and ``request`` only serve the recipe itself).
+FILE_COLUMNS = ("prompt", "history", "shape")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output_dir", type=Path)
+    parser.add_argument("--unseen-validation", action="store_true",
+                        help="leave out of the validation files every request that nearly copies a training one")
+    parser.add_argument("--balance-punctuation", action="store_true",
+                        help="toggle the final punctuation of half of every file's requests (by hash)")
     args = parser.parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    files = {"harmful_train.jsonl": harmful_rows("train"), "benign_train.jsonl": benign_rows("train"),
-             **{f"{label}_validation.jsonl": rows for label, rows in validation_rows().items()}}
+    validation = validation_rows() if args.unseen_validation else {
+        "harmful": harmful_rows("validation"), "benign": benign_rows("validation")}
+    files = {"harmful_train.jsonl": harmful_rows("train"), "harmful_validation.jsonl": validation["harmful"],
+             "benign_train.jsonl": benign_rows("train"), "benign_validation.jsonl": validation["benign"]}
     for name, rows in files.items():
-        rows = punctuation_balanced(rows)
+        rows = [{column: row[column] for column in FILE_COLUMNS} for row in rows]
+        if args.balance_punctuation:
+            rows = punctuation_balanced(rows)
         write_jsonl(args.output_dir / name, rows)
         print(f"{args.output_dir / name}: {len(rows)} requests")
 
