@@ -141,7 +141,8 @@ class StackelbergPPOConfig(LoraTrainingArguments):
             benign prompt; 0 without a suffix). The request's own score is a baseline that does not depend on the
             suffix, so the expected update stays the same while the request-to-request swing (the target's
             preference on ordinary questions varies by request) leaves the reward. The red team's reward is
-            unchanged.
+            unchanged. Measured on the pools (docs/sentinel.md): nothing then rewards ending the turn on a benign
+            request, and the benign suffix rate of the rollouts climbed from 0 to 0.5-0.6 within three rounds.
         temperature (`float`, *optional*, defaults to `1.0`):
             Sampling temperature of both agents in rollouts.
 
@@ -259,7 +260,9 @@ class StackelbergPPOConfig(LoraTrainingArguments):
                 "penalty), on benign prompts the helpfulness (the sentinel's reward). Needs a local target: an "
                 "endpoint returns no log-probabilities. 'refusal_likelihood_shift': the same score, but the sentinel "
                 "is rewarded for the change its suffix makes to it on the same request (0 without a suffix), which "
-                "takes the request-to-request swing out of its reward; the red team's reward is unchanged."})
+                "takes the request-to-request swing out of its reward; the red team's reward is unchanged. On the "
+                "pools nothing then rewarded ending the turn on a benign request: the benign suffix rate climbed to "
+                "0.5 in three rounds (docs/sentinel.md)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of both agents in rollouts."})
 
     # PPO
