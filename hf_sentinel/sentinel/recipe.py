@@ -33,11 +33,10 @@ SENTINEL_ATTACKS = ("jailbreak", "multi_turn")
 
 def harmful_rows(split: str) -> list[dict]:
     """The split's plain harmful requests, then its jailbreak-wrapped and multi-turn ones (``prompt``, ``history``,
-    ``shape``, ``source``, and ``request``: the harmful request itself, without template or chat)."""
-    rows = [{"prompt": r["prompt"], "history": None, "shape": "plain", "source": r["source"], "request": r["prompt"]}
+    ``shape``, and ``request``: the harmful request itself, without template or chat)."""
+    rows = [{"prompt": r["prompt"], "history": None, "shape": "plain", "request": r["prompt"]}
             for r in harmful_pool(split)]
-    rows += [{"prompt": r["prompt"], "history": r["history"] or None, "shape": r["attack"], "source": r["source"],
-              "request": r["request"]}
+    rows += [{"prompt": r["prompt"], "history": r["history"] or None, "shape": r["attack"], "request": r["request"]}
              for r in attack_pool(split) if r["attack"] in SENTINEL_ATTACKS]
     return rows
 
@@ -59,9 +58,8 @@ def punctuation_balanced(rows: list[dict]) -> list[dict]:
 
 
 def benign_rows(split: str) -> list[dict]:
-    """The benign pool's split (``prompt``, ``history``, ``shape``, ``source``)."""
-    return [{"prompt": r["prompt"], "history": r["history"] or None, "shape": r["shape"], "source": r["source"]}
-            for r in benign_pool(split)]
+    """The benign pool's split (``prompt``, ``history``, ``shape``)."""
+    return [{"prompt": r["prompt"], "history": r["history"] or None, "shape": r["shape"]} for r in benign_pool(split)]
 
 
 def unseen(rows: list[dict], seen: list[str], key: str = "prompt") -> list[dict]:
@@ -77,7 +75,7 @@ def validation_rows() -> dict[str, list[dict]]:
             "benign": unseen(benign_rows("validation"), [row["prompt"] for row in benign_rows("train")])}
 
 
-#: What a file row holds: the columns trainers read (``source`` and ``request`` only serve the recipe itself).
+#: What a file row holds: the columns trainers read (``request`` only serves the recipe itself).
 FILE_COLUMNS = ("prompt", "history", "shape")
 
 
