@@ -86,7 +86,9 @@ def test_the_score_is_what_the_processor_records_while_generating(taught):
 
 def test_a_batch_scores_as_its_answers_one_at_a_time(taught):
     model, tokenizer, folder = taught
-    prompts = [*ANSWERS, "Hi", "What is 12 plus 30?"]
+    # The empty answer goes with a prompt of its own: it is scored where an answer would start, and an answer to the
+    # same prompt whose highest p(<rf>) falls there would tie with it (it did, on one machine's arithmetic).
+    prompts = [*ANSWERS, "Hi", "Tell me a joke."]
     answers = [*ANSWERS.values(), "The sea and the sky are blue. Mix the flour and water.", ""]
     batched = RedFlagJudge(folder, model, tokenizer, batch_size=4)(prompts, answers)
     alone = RedFlagJudge(folder, model, tokenizer, batch_size=1)
