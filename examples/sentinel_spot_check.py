@@ -41,8 +41,8 @@ def main() -> int:
     forms = requests + [f"{request}." for request in requests]
     result = generate(model, tokenizer, [to_conversation(p) for p in forms], GenerationSettings(max_new_tokens=48),
                       [parse_defense(args.defense)])
-    answered = [score >= 0.5 for score in load_judge("default")(forms, result.responses)]
-    refused = [not a for a in answered]
+    judge = load_judge("default")
+    refused = [not judge.is_harmful(score) for score in judge(forms, result.responses)]
     bare, stop = refused[:len(requests)], refused[len(requests):]
     for index, request in enumerate(requests):
         kind = "harmful" if request in HARMFUL else "benign"

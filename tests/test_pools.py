@@ -243,11 +243,13 @@ def test_the_sentinel_recipe_takes_the_attack_shapes_a_sentinel_can_see(built):
 
 def test_the_sentinel_recipe_validates_on_requests_no_training_request_nearly_copies(built):
     from hf_sentinel.data.splits import near_duplicate_of_any, shingles
-    from hf_sentinel.sentinel.recipe import harmful_rows, validation_rows
+    from hf_sentinel.sentinel.recipe import benign_rows, harmful_rows, unseen_validation
 
-    rows = validation_rows()  # what --unseen-validation writes
-    train = [shingles(r["request"]) for r in harmful_rows("train")]
     every = harmful_rows("validation")
+    # What --unseen-validation writes.
+    rows = unseen_validation({"harmful": every, "benign": benign_rows("validation")},
+                             {"harmful": harmful_rows("train"), "benign": benign_rows("train")})
+    train = [shingles(r["request"]) for r in harmful_rows("train")]
     kept = {(r["prompt"], r["shape"]) for r in rows["harmful"]}
     # A row is dropped exactly when its request (not the template or chat around it) nearly copies a training one.
     assert all(((r["prompt"], r["shape"]) in kept) != near_duplicate_of_any(r["request"], train) for r in every)

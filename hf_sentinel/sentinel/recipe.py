@@ -68,11 +68,11 @@ def unseen(rows: list[dict], seen: list[str], key: str = "prompt") -> list[dict]
     return [row for row in rows if not near_duplicate_of_any(row[key], seen_shingles)]
 
 
-def validation_rows() -> dict[str, list[dict]]:
-    """The validation requests no training request nearly copies: ``{"harmful": [...], "benign": [...]}``."""
-    harmful_train = [row["request"] for row in harmful_rows("train")]
-    return {"harmful": unseen(harmful_rows("validation"), harmful_train, key="request"),
-            "benign": unseen(benign_rows("validation"), [row["prompt"] for row in benign_rows("train")])}
+def unseen_validation(validation: dict[str, list[dict]], train: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The ``validation`` rows (``{"harmful": [...], "benign": [...]}``) that no ``train`` request nearly copies: a
+    harmful row by its request, a benign one by its prompt."""
+    return {"harmful": unseen(validation["harmful"], [row["request"] for row in train["harmful"]], key="request"),
+            "benign": unseen(validation["benign"], [row["prompt"] for row in train["benign"]])}
 
 
 #: What a file row holds: the columns trainers read (``request`` only serves the recipe itself).
@@ -88,10 +88,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="toggle the final punctuation of half of every file's requests (by hash)")
     args = parser.parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    validation = validation_rows() if args.unseen_validation else {
-        "harmful": harmful_rows("validation"), "benign": benign_rows("validation")}
-    files = {"harmful_train.jsonl": harmful_rows("train"), "harmful_validation.jsonl": validation["harmful"],
-             "benign_train.jsonl": benign_rows("train"), "benign_validation.jsonl": validation["benign"]}
+    train = {"harmful": harmful_rows("train"), "benign": benign_rows("train")}
+    validation = {"harmful": harmful_rows("validation"), "benign": benign_rows("validation")}
+    if args.unseen_validation:
+        validation = unseen_validation(validation, train)
+    files = {f"{label}_{split}.jsonl": rows for split, by_label in (("train", train), ("validation", validation))
+             for label, rows in by_label.items()}
     for name, rows in files.items():
         rows = [{column: row[column] for column in FILE_COLUMNS} for row in rows]
         if args.balance_punctuation:
