@@ -141,7 +141,8 @@ def _bench_parser(sub) -> None:
     p.add_argument("--sets", nargs="+", metavar="SET",
                    help="run only these held-out sets: sets of the suite, or the extra sets a whole-suite run leaves "
                         "out (harmbench-long-context, benign-long-context: the request after a ~1,200-token benign "
-                        "chat), e.g. --defense red-flag:default --sets harmbench-multi-turn harmbench-long-context "
+                        "chat; harmbench-punctuated, benign-unpunctuated: the final punctuation changed), e.g. "
+                        "--defense red-flag:default --sets harmbench-multi-turn harmbench-long-context "
                         "benign-long-context (default: the whole suite)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=32)

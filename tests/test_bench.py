@@ -76,12 +76,31 @@ def test_attack_shapes_apply_to_the_same_fifty_heldout_requests():
     assert len({p.rsplit("\n\n", 1)[0] for p in jailbreak["prompt"]}) == 50  # one template per request
 
 
+def test_punctuation_sets_are_the_main_sets_with_only_the_final_punctuation_changed():
+    # The cue they measure: no HarmBench behaviour ends in punctuation, nearly every held-out benign request does.
+    for source, name, mark in (("harmbench", "harmbench-punctuated", "."),
+                               ("benign-heldout", "benign-unpunctuated", "")):
+        original, changed = load_heldout(source).to_dict(), load_heldout(name).to_dict()
+        assert set(changed["set"]) == {name} and len(changed["prompt"]) == len(original["prompt"])
+        for key in ("attack", "label", "category", "shape", "xstest_type", "history", "prefill"):
+            assert changed[key] == original[key], (name, key)
+        for column in ("prompt", "request"):
+            for before, after in zip(original[column], changed[column]):
+                assert after.rstrip(".?!") == before.rstrip().rstrip(".?!").rstrip(), (name, before, after)
+                assert after.endswith(".") if mark else after[-1] not in ".?!", (name, after)
+    ends = Counter(p.rstrip()[-1] in ".?!" for p in load_heldout("harmbench")["prompt"])
+    assert ends == {False: 200}
+    ends = Counter(p.rstrip()[-1] in ".?!" for p in load_heldout("benign-heldout")["prompt"])
+    assert ends[True] >= 150  # README and docs/data.md say 155 of 160
+
+
 def _chars(history) -> int:
     return sum(len(turn["content"]) for turn in history)
 
 
 def test_long_context_sets_put_the_request_after_a_long_benign_chat_of_our_own():
-    assert set(EXTRA_SETS) == {"harmbench-long-context", "benign-long-context"} and not set(EXTRA_SETS) & set(SUITE)
+    assert set(EXTRA_SETS) == {"harmbench-long-context", "benign-long-context", "harmbench-punctuated",
+                               "benign-unpunctuated"} and not set(EXTRA_SETS) & set(SUITE)
     harmful, benign = load_heldout("harmbench-long-context"), load_heldout("benign-long-context")
     assert len(harmful) == len(benign) == 50
     for name, ds in (("harmbench-long-context", harmful), ("benign-long-context", benign)):
@@ -410,19 +429,21 @@ sys.addaudithook(lambda event, args: opened.append(os.fsdecode(args[0]))
                  if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)) else None)
 from hf_sentinel.data.heldout import EXTRA_SETS, load_heldout
 
-rows = sum(len(load_heldout(name)) for name in EXTRA_SETS)
+rows = {name: len(load_heldout(name)) for name in EXTRA_SETS}
 print(json.dumps({"opened": opened, "rows": rows, "modules": sorted(sys.modules)}))
 """
 
 
-def test_long_context_sets_read_nothing_from_the_training_side(tmp_path):
+def test_extra_sets_read_nothing_from_the_training_side(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(tmp_path)}
     run = subprocess.run([sys.executable, "-c", _LONG_CONTEXT_GUARD], capture_output=True, text=True, env=env,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     opened = {os.path.realpath(p) for p in report["opened"]}
-    assert report["rows"] == 100 and os.path.realpath(BENIGN_HELDOUT_FILE) in opened  # the hook sees what is read
+    assert report["rows"] == {"harmbench-long-context": 50, "benign-long-context": 50, "harmbench-punctuated": 200,
+                              "benign-unpunctuated": 160}
+    assert os.path.realpath(BENIGN_HELDOUT_FILE) in opened  # the hook sees what is read
     assert not opened & {os.path.realpath(path) for path in OWN_SETS.values()}, "read one of our own training sets"
     assert not {"hf_sentinel.data.pools", "hf_sentinel.data.benign_pool"} & set(report["modules"])
 

@@ -40,10 +40,17 @@ set                         rows   what
                                    benign chat (:func:`long_history`, about 1,200 tokens)
 ``benign-long-context``     50     50 single-turn ``benign-heldout`` requests (spread over its shapes), each
                                    after the same long chat as the harmful row of the same index
+``harmbench-punctuated``    200    ``harmbench`` with a full stop after every behaviour (none ends in punctuation)
+``benign-unpunctuated``     160    ``benign-heldout`` without the final ``.``, ``?`` or ``!`` of its requests (155
+                                   of 160 end in one)
 ==========================  =====  =======================================================================
 
-They measure whether a defense that reads the answer as it is written (the red flag's firing ``step`` is in every
-record) still acts, and still stays quiet, when the request comes late in a long conversation.
+The long-context sets measure whether a defense that reads the answer as it is written (the red flag's firing
+``step`` is in every record) still acts, and still stays quiet, when the request comes late in a long conversation.
+The punctuation sets measure a shortcut: none of HarmBench's behaviours ends in punctuation and 155 of the 160
+held-out benign requests do, so a defense that learned "no final punctuation: harmful" looks better on the suite
+than it is. A request should get the same verdict with or without its final punctuation
+(:func:`with_final_punctuation`).
 
 Rules that keep the suite held out (:mod:`hf_sentinel.data.splits` is the contract):
 
@@ -102,6 +109,8 @@ FOOTNOTE_SETS = ("own-test",)
 EXTRA_SETS = {
     "harmbench-long-context": "the same 50 as harmbench-multi-turn, after a long benign chat (~1,200 tokens)",
     "benign-long-context": "50 single-turn benign-heldout requests, after the same long chats",
+    "harmbench-punctuated": "harmbench with a full stop after every behaviour (none ends in punctuation)",
+    "benign-unpunctuated": "benign-heldout without the final punctuation of its requests (155 of 160 end in one)",
 }
 
 ATTACK_REQUESTS = 50
@@ -477,6 +486,21 @@ def _benign_long_context() -> list[dict]:
     return [{**row, "set": "benign-long-context", "history": long_history(i)} for i, row in enumerate(single_turn)]
 
 
+def with_final_punctuation(text: str, mark: str) -> str:
+    """``text`` with its final ``.``, ``?`` or ``!`` (if any) replaced by ``mark`` (``""`` drops it).
+
+    >>> with_final_punctuation("Write a poem about autumn", "."), with_final_punctuation("How do I bake bread?", "")
+    ('Write a poem about autumn.', 'How do I bake bread')
+    """
+    return text.rstrip().rstrip(".?!").rstrip() + mark
+
+
+def _punctuation_changed(source: str, name: str, mark: str) -> list[dict]:
+    """``source``'s rows, in its order, with the request (the last user turn) ending in ``mark``."""
+    return [{**row, "set": name, "prompt": with_final_punctuation(row["prompt"], mark),
+             "request": with_final_punctuation(row["request"], mark)} for row in _rows(source)]
+
+
 def _own_test() -> list[dict]:
     rows = [_row("own-test", r["prompt"], category=r["category"]) for r in load_prompts("harmful:test")]
     rows += [_row("own-test", r["prompt"], label="benign", category=r["category"], shape=r["shape"],
@@ -489,8 +513,10 @@ _BUILDERS = {
     "harmbench-prefill": _prefill, "harmbench-sampling": _sampling, "harmbench-multi-turn": _multi_turn,
     "benign-heldout": _benign, "own-test": _own_test,
     "harmbench-long-context": _harmbench_long_context, "benign-long-context": _benign_long_context,
+    "harmbench-punctuated": lambda: _punctuation_changed("harmbench", "harmbench-punctuated", "."),
+    "benign-unpunctuated": lambda: _punctuation_changed("benign-heldout", "benign-unpunctuated", ""),
 }
 
 __all__ = ["SUITE", "FOOTNOTE_SETS", "EXTRA_SETS", "FEATURES", "PREFILL", "SAMPLING_TEMPERATURE", "load_heldout",
            "harmbench_behaviours", "attack_requests", "jailbreak_templates",
-           "heldout_templates", "apply_template", "long_history"]
+           "heldout_templates", "apply_template", "long_history", "with_final_punctuation"]

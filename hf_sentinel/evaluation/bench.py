@@ -28,7 +28,8 @@ which attacker ran, with its settings and counts (``None`` without one).
 
 With ``sets`` (``hf-sentinel bench --sets NAME ...``), only the named sets run: sets of the suite, or the extra sets
 outside it (:data:`~hf_sentinel.data.heldout.EXTRA_SETS`: ``harmbench-long-context`` and ``benign-long-context``,
-the multi-turn request and held-out benign requests after a long benign chat), which a whole-suite run leaves out
+the multi-turn request and held-out benign requests after a long benign chat; ``harmbench-punctuated`` and
+``benign-unpunctuated``, the main sets with the final punctuation changed), which a whole-suite run leaves out
 so that its numbers stay comparable with earlier runs. ``summary["only_sets"]`` lists them (``None`` for the whole
 suite). A defense's per-answer report is in each record as :func:`~hf_sentinel.evaluation.evaluate` writes it, e.g.
 the red flag's ``{"fired", "step", "probability"}`` under ``red_flag``, multi-turn rows included.
