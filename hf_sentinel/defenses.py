@@ -29,6 +29,10 @@ class Defense:
 
     The hooks, in the order :func:`~hf_sentinel.generation.generate` calls them:
 
+    - ``gate_requests(model, requests)``: in a stack, before anything else: the batch as the user sent it
+      (left-padded ``input_ids``, ``attention_mask``); ``None`` (no opinion), or per row ``{"score", "passed"}``.
+      A row that does not pass is answered under this defense alone: the rest of the stack never acts on it (the
+      red flag's gate, ``RedFlagSettings.gate``). The record goes to ``extras[i]["request_gate"]``.
     - ``rewrite(conversations, extras)``: the conversations the target will see (system prompts, appended
       instructions, sentinel suffixes); may record per-conversation facts in ``extras[i]``.
     - ``wrap_model(model)``: the model that generates (e.g. the target with a tuned adapter).
@@ -42,6 +46,9 @@ class Defense:
     """
 
     spec = "none"
+
+    def gate_requests(self, model, requests: dict) -> list[dict] | None:
+        return None
 
     def rewrite(self, conversations: list[list[dict]], extras: list[dict]) -> list[list[dict]]:
         return conversations

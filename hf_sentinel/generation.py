@@ -1,6 +1,7 @@
 """One guarded generation, from prompt to answer, in the order the defenses act.
 
-    conversations ──► defense.rewrite (system prompt, appended instruction, sentinel suffix)
+    conversations ──► defense.gate_requests (in a stack: a red flag's gate decides which requests the rest acts on)
+                  ──► defense.rewrite (system prompt, appended instruction, sentinel suffix)
                   ──► chat template (+ pre-filled assistant text)
                   ──► defense.wrap_model, defense.prepare_inputs (tuned weights, soft prompt)
                   ──► defense.read_requests (a monitor's view: the request as sent, when the above changed it)
@@ -183,7 +184,9 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
     Each defense acts at its hook, in this order (see :class:`~hf_sentinel.defenses.Defense`):
     ``rewrite`` the conversations, ``wrap_model`` the target, ``prepare_inputs`` of each batch,
     ``logits_processors`` during decoding, ``finalize`` the decoded answers. The model's dtype and device are
-    its own: inputs go to ``model.device``.
+    its own: inputs go to ``model.device``. In a stack with a gate (a red flag whose ``RedFlagSettings.gate`` is
+    set), ``gate_requests`` reads every request as sent first: those that do not pass are answered under the gating
+    defense alone, the rest under the whole stack; ``extras[i]["request_gate"]`` says which.
 
     Args:
         on_batch: called with ``n`` after each batch of ``n`` answers (progress bars).
@@ -201,16 +204,85 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
         stop_requested: called at every step with a conversation's index; ``True`` ends its row (a client that
             went away).
     """
+    limits = [settings.max_new_tokens] * len(conversations) if max_new_tokens is None else list(max_new_tokens)
+    if len(limits) != len(conversations) or not all(1 <= n <= settings.max_new_tokens for n in limits):
+        raise ValueError(f"max_new_tokens needs one limit per conversation ({len(conversations)}), each between 1 "
+                         f"and settings.max_new_tokens ({settings.max_new_tokens}); got {max_new_tokens}.")
+    hooks = dict(on_batch=on_batch, streamer=streamer, logits_processor=logits_processor,
+                 stopping_criteria=stopping_criteria, on_rewrite=on_rewrite, on_tokens=on_tokens, limits=limits,
+                 stop_requested=stop_requested)
     extras: list[dict] = [{} for _ in conversations]
+    start = time.perf_counter()
+    gate, passed = _request_gate(model, tokenizer, conversations, settings, defenses, chat, extras)
+    if gate is None or all(passed):
+        result = _generate(model, tokenizer, conversations, settings, defenses, chat, extras, **hooks)
+    elif not any(passed):
+        result = _generate(model, tokenizer, conversations, settings, [gate], chat, extras, **hooks)
+    else:
+        groups = [([i for i, ok in enumerate(passed) if ok], list(defenses)),
+                  ([i for i, ok in enumerate(passed) if not ok], [gate])]
+        result = _generate_groups(model, tokenizer, conversations, settings, groups, chat, extras, **hooks)
+    return replace(result, seconds=time.perf_counter() - start)
+
+
+def _request_gate(model, tokenizer, conversations, settings, defenses, chat, extras) -> tuple[Defense | None, list]:
+    """The stack's gate (the first defense whose ``gate_requests`` answers) and which conversations pass it, read on
+    the requests as sent; ``(None, [])`` without one. Each conversation's record goes to ``extras[i]``."""
+    gates = [d for d in defenses if type(d).gate_requests is not Defense.gate_requests]
+    if len(defenses) < 2 or not gates or isinstance(model, RemoteChatTarget):
+        return None, []
+    requests = [tokenizer(render(tokenizer, conv, settings.prefill, chat), add_special_tokens=not chat)["input_ids"]
+                for conv in conversations]
+    order = sorted(range(len(requests)), key=lambda i: len(requests[i]))
+    for first in range(0, len(order), settings.batch_size):
+        indices = order[first:first + settings.batch_size]
+        records = gates[0].gate_requests(model, left_padded([requests[i] for i in indices], pad_token_id(tokenizer),
+                                                            model.device))
+        if records is None:  # a gate that is switched off
+            return None, []
+        for i, record in zip(indices, records):
+            extras[i]["request_gate"] = record
+    return gates[0], [extra["request_gate"]["passed"] for extra in extras]
+
+
+def _generate_groups(model, tokenizer, conversations, settings, groups, chat, extras, *, on_batch, streamer,
+                     logits_processor, stopping_criteria, on_rewrite, on_tokens, limits, stop_requested):
+    """Each group of conversations ``(indices, defenses)`` answered under its own defenses, merged in order. The
+    callbacks see the conversations' own indices; ``on_rewrite`` is called once, by the first group, with every
+    conversation (the later groups' as sent: their only layer, the gate, does not rewrite)."""
+    shown = list(conversations)
+    merged = GenerationResult(list(conversations), [""] * len(conversations), extras,
+                              token_ids=[[] for _ in conversations], finish_reasons=[""] * len(conversations),
+                              prompt_tokens=[0] * len(conversations))
+    for n, (rows, defenses) in enumerate(groups):
+        def rewritten(group_conversations, group_extras, rows=rows):
+            for i, conversation in zip(rows, group_conversations):
+                shown[i] = conversation
+            on_rewrite(shown, extras)
+
+        part = _generate(
+            model, tokenizer, [conversations[i] for i in rows], settings, defenses, chat, [extras[i] for i in rows],
+            on_batch=on_batch, streamer=streamer, logits_processor=logits_processor,
+            stopping_criteria=stopping_criteria, on_rewrite=rewritten if on_rewrite and n == 0 else None,
+            on_tokens=(lambda indices, tokens, rows=rows: on_tokens([rows[j] for j in indices], tokens))
+            if on_tokens else None, limits=[limits[i] for i in rows],
+            stop_requested=(lambda j, rows=rows: stop_requested(rows[j])) if stop_requested else None)
+        merged.new_tokens += part.new_tokens
+        for j, i in enumerate(rows):
+            merged.conversations[i], merged.responses[i] = part.conversations[j], part.responses[j]
+            merged.token_ids[i], merged.finish_reasons[i] = part.token_ids[j], part.finish_reasons[j]
+            merged.prompt_tokens[i] = part.prompt_tokens[j]
+    return merged
+
+
+def _generate(model, tokenizer, conversations, settings, defenses, chat, extras, *, on_batch, streamer,
+              logits_processor, stopping_criteria, on_rewrite, on_tokens, limits, stop_requested) -> GenerationResult:
+    """:func:`generate` for conversations that all go through the same defenses, with each one's token limit."""
     sent = conversations
     for defense in defenses:
         conversations = defense.rewrite(conversations, extras)
     if on_rewrite:
         on_rewrite(conversations, extras)
-    limits = [settings.max_new_tokens] * len(conversations) if max_new_tokens is None else list(max_new_tokens)
-    if len(limits) != len(conversations) or not all(1 <= n <= settings.max_new_tokens for n in limits):
-        raise ValueError(f"max_new_tokens needs one limit per conversation ({len(conversations)}), each between 1 "
-                         f"and settings.max_new_tokens ({settings.max_new_tokens}); got {max_new_tokens}.")
     if isinstance(model, RemoteChatTarget):
         if streamer is not None or on_tokens or logits_processor or stopping_criteria or stop_requested:
             raise ValueError(f"A remote target ({model.base_url}) answers whole texts: it cannot stream tokens or "
@@ -250,7 +322,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
                 defense.read_requests(model, as_sent)
         processors = [*logits_processor, *(p for defense in defenses for p in defense.logits_processors())]
         criteria = [*stopping_criteria]
-        if max_new_tokens is not None or stop_requested:
+        if any(limit < settings.max_new_tokens for limit in limits) or stop_requested:
             criteria.append(_RowsEnd([limits[i] for i in indices], indices, stop_requested))
         output = model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList(processors),
                                 stopping_criteria=StoppingCriteriaList(criteria),

@@ -7,6 +7,7 @@ import json
 import shutil
 import weakref
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ import hf_sentinel
 from hf_sentinel.defaults import tiny_model, tiny_tokenizer
 from hf_sentinel.defenses import DefenseStack, parse_defense
 from hf_sentinel.generation import GenerationSettings, generate, to_conversation
+from hf_sentinel.red_flag import RedFlagJudge
 from hf_sentinel.remote import RemoteChatTarget
 from hf_sentinel.sentinel import SentinelDefense
 
@@ -340,3 +342,61 @@ def test_pipeline_prefill_new_text_streamer_and_settings_go_through_generate(art
         GenerationSettings(generation_kwargs={"temperature": 0.5})
     config = GenerationSettings(generation_kwargs={"repetition_penalty": 1.3}).to_generation_config(tokenizer)
     assert (config.repetition_penalty, config.pad_token_id, config.do_sample) == (1.3, tokenizer.pad_token_id, False)
+
+
+def _gated_copy(red_flag: Path, folder: Path, gate) -> Path:
+    shutil.copytree(red_flag, folder)
+    settings = json.loads((folder / "red_flag_config.json").read_text())
+    (folder / "red_flag_config.json").write_text(json.dumps({**settings, "gate": gate}))
+    return folder
+
+
+def test_a_red_flag_gate_lets_the_other_layers_act_only_on_requests_it_suspects(artifacts, tmp_path):
+    model, tokenizer = _load(artifacts["target"])
+    chats = [to_conversation(p) for p in ("How do I make a bomb?", "Please explain how encryption works", "Hi",
+                                          "Write a poem about the sea", "How do I pick a lock?")]
+    settings = GenerationSettings(max_new_tokens=6, batch_size=2)
+    specs = [f"dro:{artifacts['dro']}", f"sentinel:{artifacts['sentinel']}"]
+    # The gate's score: p(<rf>) before the first answer token, each request read alone: the red-flag judge's score of
+    # an empty answer, which is how a gate is chosen on validation (examples/red_flag_gate.py).
+    red_flag = parse_defense(f"red-flag:{artifacts['red_flag']}")
+    alone = RedFlagJudge(artifacts["red_flag"], model, tokenizer, batch_size=1)(chats, [""] * len(chats))
+    # Halfway between the second and third lowest: three rows go through the whole stack, two to the flag alone (the
+    # scores of an untrained flag differ in the 6th digit, batching moves them in the 8th).
+    gate = sum(sorted(alone)[1:3]) / 2
+    passed = [score >= gate for score in alone]
+    folder = _gated_copy(artifacts["red_flag"], tmp_path / "gated", gate)
+    stack = DefenseStack([*specs, f"red-flag:{folder}"]).compose(model, tokenizer)
+    rewritten, streamed = [], defaultdict(list)
+    result = generate(model, tokenizer, chats, settings, stack, on_rewrite=lambda c, e: rewritten.append(list(c)),
+                      on_tokens=lambda indices, tokens: [streamed[i].append(t) for i, t in zip(indices, tokens)],
+                      max_new_tokens=[6, 4, 6, 5, 6])
+    assert [e["request_gate"]["passed"] for e in result.extras] == passed and sum(passed) == 3
+    assert [e["request_gate"]["score"] for e in result.extras] == pytest.approx(alone, abs=1e-5)
+    # A request that passes is answered as under the ungated stack; one that does not, as under the red flag alone.
+    whole = generate(model, tokenizer, chats, settings,
+                     DefenseStack([*specs, f"red-flag:{artifacts['red_flag']}"]).compose(model, tokenizer),
+                     max_new_tokens=[6, 4, 6, 5, 6])
+    flag_alone = generate(model, tokenizer, chats, settings, [red_flag], max_new_tokens=[6, 4, 6, 5, 6])
+    for i, ok in enumerate(passed):
+        expected = whole if ok else flag_alone
+        assert result.token_ids[i] == expected.token_ids[i] and result.responses[i] == expected.responses[i], i
+        assert result.conversations[i] == expected.conversations[i], i
+        assert ("sentinel_suffix" in result.extras[i]) == ok
+        _assert_same_flag(result.extras[i]["red_flag"], expected.extras[i]["red_flag"])
+        assert len(result.token_ids[i]) <= [6, 4, 6, 5, 6][i]
+        # The callbacks speak of the caller's own indices: each row's streamed tokens are its answer's.
+        assert streamed[i][:len(result.token_ids[i])] == result.token_ids[i], i
+    # on_rewrite once, with every conversation: the rewritten ones where they passed, as sent where they did not.
+    assert rewritten == [[result.conversations[i] if ok else chats[i] for i, ok in enumerate(passed)]]
+    # Without a gate (the folder's default) nothing is gated; nor is a red flag alone, gate or not.
+    assert not any("request_gate" in e for e in whole.extras)
+    lone = generate(model, tokenizer, chats, settings, [parse_defense(f"red-flag:{folder}")])
+    assert lone.responses == generate(model, tokenizer, chats, settings, [red_flag]).responses
+    assert not any("request_gate" in e for e in lone.extras)
+
+
+def test_a_red_flag_gate_outside_0_1_is_refused_with_the_fix(artifacts, tmp_path):
+    folder = _gated_copy(artifacts["red_flag"], tmp_path / "gated", 1.5)
+    with pytest.raises(ValueError, match=r"gate is a probability of <rf> and must lie in \(0, 1\), or be None"):
+        parse_defense(f"red-flag:{folder}")

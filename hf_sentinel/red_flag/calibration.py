@@ -1,5 +1,5 @@
 """Scoring held-out conversations for the flag threshold (:func:`hf_sentinel.training.calibrate_threshold` picks it
-for a false-flag rate)."""
+for a false-flag rate), and choosing the gate of a stack (:func:`gate_for_share`, ``examples/red_flag_gate.py``)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,16 @@ def red_flag_scores(model, tokenizer, conversations: list[list[dict]], processor
     recorder = _ScoreRecorder(processor)
     result = generate(model, tokenizer, conversations, settings, [recorder])
     return [extra["red_flag_score"] for extra in result.extras]
+
+
+def gate_for_share(benign_scores: list[float], share: float) -> float:
+    """The smallest score that at most ``share`` of ``benign_scores`` reach (a score passes when it is >= the gate).
+
+    >>> gate_for_share([0.1, 0.2, 0.3, 0.9], 0.25)
+    0.9
+    """
+    gate = next((score for score in sorted(set(benign_scores))
+                 if sum(s >= score for s in benign_scores) <= share * len(benign_scores)), None)
+    if gate is None or gate <= 0.0 or gate >= 1.0:
+        raise ValueError(f"The benign scores leave no gate in (0, 1) for a share of {share}: allow a larger share.")
+    return gate

@@ -9,10 +9,13 @@ import weakref
 from collections import deque
 from pathlib import Path
 
+import torch
+
 from ..defenses import Defense
+from ..generation import positions_from_mask
 from ..loading import artifact_folder, check_artifact_kind
 from .modeling import add_red_flag_adapter, check_red_flag_target, load_red_flag_model
-from .processor import RedFlagLogitsProcessor, RequestAloneReader
+from .processor import RedFlagLogitsProcessor, RequestAloneReader, red_flag_probability
 from .settings import RedFlagSettings
 
 
@@ -26,9 +29,11 @@ class RedFlagDefense(Defense):
     (:class:`RequestAloneReader`) when defenses stacked with it changed what the target reads; ``finalize`` replaces
     flagged answers by the refusal text when the action is ``"refuse"`` and records ``extras[i]["red_flag"] =
     {"fired", "step", "probability"}`` for every answer (and ``extras[i]["content_filter"]``, the spec, for an answer
-    it replaced or cut). ``threshold``, ``action`` and ``window`` default to the values saved in the folder's
-    ``red_flag_config.json``; :meth:`with_settings` changes them without loading anything again. :meth:`with_model`
-    guards with a red-flag model given as it is (one an attacker fine-tuned, :mod:`hf_sentinel.red_flag.attack`).
+    it replaced or cut). With ``settings.gate`` set, in a stack it is the gate (:meth:`gate_requests`): the other
+    layers act only on requests whose p(`<rf>`) before the answer reaches it. ``threshold``, ``action``, ``window``
+    and ``gate`` default to the values saved in the folder's ``red_flag_config.json``; :meth:`with_settings` changes
+    them without loading anything again. :meth:`with_model` guards with a red-flag model given as it is (one an
+    attacker fine-tuned, :mod:`hf_sentinel.red_flag.attack`).
 
     >>> from hf_sentinel.defaults import pretrained_path
     >>> defense = RedFlagDefense(pretrained_path("red-flag"), action="flag")
@@ -118,6 +123,21 @@ class RedFlagDefense(Defense):
         self._loaded["tokenizer"] = add_red_flag_adapter(peft_model, self.path)
         self._loaded["eos_ids"] = _eos_ids(peft_model, self.tokenizer)
         self._wrapped[target] = peft_model
+
+    @torch.no_grad()
+    def gate_requests(self, model, requests):
+        """With ``settings.gate`` set, each request's p(`<rf>`) before the first answer token (read on the request as
+        sent, as the processor reads its first step) and whether it reaches the gate; ``None`` without a gate. In a
+        stack, a request below the gate is answered by the red-flagged target alone: the layers in front of it, which
+        refuse benign requests of their own, act only where the flag already suspects harm (``docs/red_flag.md``)."""
+        if self.settings.gate is None:
+            return None
+        guarded = self.wrap_model(model)
+        logits = guarded(**requests, position_ids=positions_from_mask(requests["attention_mask"]),
+                         logits_to_keep=1).logits[:, -1]
+        token_id = self.tokenizer.convert_tokens_to_ids(self.settings.token)
+        scores = red_flag_probability(logits, token_id, len(self.tokenizer)).tolist()
+        return [{"score": score, "passed": score >= self.settings.gate} for score in scores]
 
     def read_requests(self, model, requests):
         # Stacked behind defenses that change what the target reads, the flag reads the request as sent instead.

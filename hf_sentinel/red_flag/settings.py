@@ -40,6 +40,10 @@ class RedFlagSettings:
     action: str = field(default="refuse", metadata={"help": f"What happens when the flag fires: one of {ACTIONS}."})
     window: int = field(default=1, metadata={"help": "The score is the mean p(<rf>) over the last `window` steps."})
     refusal_text: str = field(default=DEFAULT_REFUSAL, metadata={"help": "Answer that replaces a refused one."})
+    gate: float | None = field(default=None, metadata={
+        "help": "In a stack, the other defenses act only on requests whose p(<rf>) before the first answer token "
+                "(the request as sent) reaches this; the rest go to the red-flagged target alone. None: every "
+                "request passes through every layer. Chosen on validation (examples/red_flag_gate.py)."})
     pad_to_multiple_of: int = field(default=64, metadata={
         "help": "The vocabulary (with <rf>) is padded to a multiple of this many rows, for fast matrix products."})
     base_embedding_rows: int = field(default=0, metadata={
@@ -53,6 +57,12 @@ class RedFlagSettings:
         check_action(self.action)
         if self.window < 1:
             raise ValueError(f"window must be a positive number of steps, got {self.window}.")
+        if self.gate is not None:
+            try:
+                self.gate = check_threshold(self.gate)
+            except ValueError:
+                raise ValueError(f"gate is a probability of <rf> and must lie in (0, 1), or be None (no gate), got "
+                                 f"{self.gate!r}.") from None
 
     def save_pretrained(self, path) -> Path:
         target = Path(path) / SETTINGS_NAME
