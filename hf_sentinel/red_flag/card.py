@@ -20,7 +20,11 @@ they were. Method: "A generative approach to LLM harmfulness detection with spec
 implementation: the `hf-sentinel` package (`hf_sentinel/red_flag/`).
 
 Saved settings (`red_flag_config.json`): threshold **{threshold}**, action `{action}`, smoothing window {window}
-step(s); the vocabulary is padded to a multiple of {pad} rows and the padding rows are suppressed."""
+step(s); the vocabulary is padded to a multiple of {pad} rows and the padding rows are suppressed.{gate}"""
+
+_GATE = """ In a stack, the other
+defenses act only on requests whose p(`{token}`) before the first answer token reaches the gate **{gate}**; the rest
+are answered by the red-flagged target alone."""
 
 _LIMITATIONS = """The flag is a classifier learned from a few hundred conversations: it can miss harmful answers
 unlike its training data and can fire on benign requests that look risky. It offers no protection against anyone
@@ -45,7 +49,9 @@ def write_model_card(path, settings: RedFlagSettings, training: dict | None = No
         path, kind="red-flag", title=f"Red-flag token adapter for {base_model}",
         summary=_SUMMARY.format(lora_layers=_lora_layers(training), token=settings.token,
                                 threshold=f"{settings.threshold:.4g}", action=settings.action, window=settings.window,
-                                pad=settings.pad_to_multiple_of),
+                                pad=settings.pad_to_multiple_of,
+                                gate="" if settings.gate is None else _GATE.format(token=settings.token,
+                                                                                   gate=f"{settings.gate:.4g}")),
         base_model=settings.base_model or None,
         tags=["red-flag-token", "peft", "lora"], datasets=["hf-sentinel/harmful", "hf-sentinel/benign"],
         eval_results=_eval_results(results) if results else None, extra=extra)
