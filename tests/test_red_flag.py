@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -355,6 +356,12 @@ def test_the_shipped_training_summary_still_renders_a_card(tmp_path):
     for training in (summary, earlier):
         card = write_model_card(tmp_path, settings, training=training).read_text()
         assert "A LoRA adapter (on the top 4 layers)" in card and "LoRA rank 8 on the top 4 layers" in card
+    # The shipped settings carry a gate, and the card says so; a folder without one says nothing of it.
+    saved = (folder / "README.md").read_text()
+    gate_text = "reaches the gate **0.02**; the rest\nare answered by the red-flagged target alone."
+    assert settings.gate == 0.02 and gate_text in card and gate_text in saved
+    ungated = dataclasses.replace(settings, gate=None)
+    assert "gate" not in write_model_card(tmp_path, ungated, training=summary).read_text().split("## Usage")[0]
 
 
 def test_trainer_bad_input(tmp_path, tiny_gpt2):
