@@ -150,7 +150,9 @@ class DefenseStack:
       front of this one (text level).
 
     Every other defense is what :func:`parse_defense` builds alone. A DRO soft prompt is a prefix of input
-    embeddings: it shares everything. A remote target (or none) gets every defense as it loads alone.
+    embeddings: it shares everything. A remote target (or none) gets every defense as it loads alone. A red flag whose
+    folder sets a gate (``RedFlagSettings.gate``; the shipped one does) gates the stack:
+    :func:`~hf_sentinel.generation.generate` answers the requests below it with the red flag alone.
 
     ``in_place=True`` hands the target over to the stack (the pipeline; the CLI's eval and serve, which load it for
     this stack alone): the adapters go into it, and with a red flag it no longer computes what it did alone.
