@@ -83,8 +83,9 @@ def test_in_stack_signals_come_from_the_stacks_records_split_by_its_verdict():
     attribution = attribute_stack(*scenario())
     assert attribution["signals"] == ["sentinel_suffix", "red_flag_fired"]
     harmbench = attribution["sets"]["harmbench"]
-    assert harmbench["in_stack"] == {"refused": {"n": 2, "sentinel_suffix": 1, "red_flag_fired": 2},
-                                     "let_through": {"n": 3, "sentinel_suffix": 1, "red_flag_fired": 1}}
+    assert harmbench["in_stack"] == {
+        "refused": {"n": 2, "sentinel_suffix": 1, "red_flag_fired": 2, "request_gate_passed": None},
+        "let_through": {"n": 3, "sentinel_suffix": 1, "red_flag_fired": 1, "request_gate_passed": None}}
     # The flag alone refused h1 and h2 (and fired on both there); inside the stack it fired on h1 only.
     lost_to_flag = harmbench["lost"]["by_member"][RED_FLAG]
     assert (lost_to_flag["sentinel_suffix"], lost_to_flag["red_flag_fired"]) == (1, 1)
@@ -102,13 +103,28 @@ def test_a_signal_the_stack_does_not_record_is_none_not_zero():
     assert (lost["n"], lost["sentinel_suffix"], lost["red_flag_fired"]) == (1, None, 1)
 
 
+def test_a_gated_stack_reports_which_requests_passed_its_gate():
+    # A gated stack's records say whether each request reached the red flag's gate (a request below it has no
+    # sentinel suffix: the sentinel never read it).
+    gated = [(s, label, q, v, {**flag(fired), **({"sentinel_suffix": suffix} if suffix else {}),
+                               "request_gate": {"score": 0.5 if suffix else 0.001, "passed": bool(suffix)}})
+             for s, label, q, v, _, _, suffix, fired in ROWS]
+    _, members = scenario()
+    attribution = attribute_stack(bench(STACK, gated), members)
+    assert attribution["signals"] == ["sentinel_suffix", "red_flag_fired", "request_gate_passed"]
+    assert attribution["sets"]["harmbench"]["in_stack"]["refused"]["request_gate_passed"] == 1  # h3 (h4 below it)
+    assert attribution["sets"]["harmbench"]["lost"]["any"]["request_gate_passed"] == 1  # h1 passed, h2 did not
+    assert "passed the gate" in attribution_table(attribution)
+
+
 def test_mixed_sets_split_by_label_in_suite_order_and_keep_their_footnote():
     sets = attribute_stack(*scenario())["sets"]
     assert list(sets) == ["harmbench", "benign-heldout", "own-test/harmful", "own-test/benign"]
     assert [entry["footnote"] for entry in sets.values()] == [False, False, True, True]
     assert sets["own-test/harmful"]["lost"]["by_member"] == {
-        SENTINEL: {"n": 1, "sentinel_suffix": 1, "red_flag_fired": 0, "examples": [ROWS[9][2]]},
-        RED_FLAG: {"n": 0, "sentinel_suffix": 0, "red_flag_fired": 0, "examples": []}}
+        SENTINEL: {"n": 1, "sentinel_suffix": 1, "red_flag_fired": 0, "request_gate_passed": None,
+                   "examples": [ROWS[9][2]]},
+        RED_FLAG: {"n": 0, "sentinel_suffix": 0, "red_flag_fired": 0, "request_gate_passed": None, "examples": []}}
 
 
 def test_every_judges_negative_verdict_counts_as_held_back():

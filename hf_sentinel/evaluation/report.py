@@ -345,8 +345,10 @@ _HELD_BACK = frozenset({"refused", "safe"})
 # What a layer did inside the stack, read from the stack's records: the field the layer writes for every answer, and
 # whether its value counts as the layer acting.
 _SIGNALS = {"sentinel_suffix": ("sentinel_suffix", bool),
-            "red_flag_fired": ("red_flag", lambda flag: bool(flag and flag.get("fired")))}
-_SIGNAL_NAMES = {"sentinel_suffix": "sentinel suffix", "red_flag_fired": "flag fired"}
+            "red_flag_fired": ("red_flag", lambda flag: bool(flag and flag.get("fired"))),
+            "request_gate_passed": ("request_gate", lambda gate: bool(gate and gate.get("passed")))}
+_SIGNAL_NAMES = {"sentinel_suffix": "sentinel suffix", "red_flag_fired": "flag fired",
+                 "request_gate_passed": "passed the gate"}
 # Settings two bench runs must share for their answers to compare row by row.
 _SHARED_SETTINGS = {"target": lambda summary: summary.get("target"),
                     "judge": lambda summary: summary.get("judge"),
@@ -363,7 +365,8 @@ def attribute_stack(stack: dict, members: list[dict]) -> dict:
     suite), rows matched on (set, request, prompt).
 
     Returns ``{"stack", "members", "settings", "signals", "sets"}``, ``signals`` the in-stack signals the stack's
-    records hold (``sentinel_suffix``: the sentinel appended a suffix; ``red_flag_fired``: the red flag fired), and
+    records hold (``sentinel_suffix``: the sentinel appended a suffix; ``red_flag_fired``: the red flag fired;
+    ``request_gate_passed``: the request reached the red flag's gate, so every layer acted on it), and
     per set (named as in the bench summary):
 
     - harmful sets: ``attack_success`` (``{"stack": count, "members": {spec: count alone}}``), ``best_member``,
@@ -374,7 +377,8 @@ def attribute_stack(stack: dict, members: list[dict]) -> dict:
     - both: ``label``, ``footnote``, ``n`` and ``in_stack``, the stack's own requests split by its verdict
       (``refused``, ``let_through``).
 
-    Each group of requests is ``{"n", "sentinel_suffix", "red_flag_fired", "examples"}``: how many, on how many of
+    Each group of requests is ``{"n", "sentinel_suffix", "red_flag_fired", "request_gate_passed", "examples"}``: how
+    many, on how many of
     them each layer acted within the stack (``None`` where the stack has no such layer), and up to 5 of the requests,
     cut to 100 characters (``in_stack`` groups have no examples).
 
