@@ -19,20 +19,19 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from hf_sentinel.generation import to_conversation
 from hf_sentinel.red_flag import RedFlagJudge
 from hf_sentinel.red_flag.calibration import gate_for_share
 from hf_sentinel.training import read_jsonl
 
 
-def conversation(row: dict) -> list[dict]:
-    return [*(row.get("history") or []), {"role": "user", "content": row["prompt"]}]
-
-
-def by_shape(rows: list[dict], scores: list[float], gate: float) -> dict[str, float]:
+def passing(rows: list[dict], scores: list[float], gate: float) -> dict[str, float]:
+    """The share of ``rows`` whose score reaches ``gate``, by shape and over all of them."""
     reached = defaultdict(list)
     for row, score in zip(rows, scores):
         reached[row.get("shape") or "all"].append(score >= gate)
-    return {shape: sum(hits) / len(hits) for shape, hits in sorted(reached.items())}
+    by_shape = {shape: sum(hits) / len(hits) for shape, hits in sorted(reached.items())}
+    return by_shape | {"all": sum(score >= gate for score in scores) / len(scores)}
 
 
 def main() -> None:
@@ -49,16 +48,14 @@ def main() -> None:
         parser.error(f"--benign-share is a share of requests in (0, 1), got {args.benign_share}.")
     judge = RedFlagJudge(args.folder, batch_size=16)
     benign = read_jsonl(args.benign)
-    benign_scores = judge([conversation(r) for r in benign], [""] * len(benign))
+    benign_scores = judge([to_conversation(r["prompt"], r.get("history")) for r in benign], [""] * len(benign))
     gate = gate_for_share(benign_scores, args.benign_share)
     report = {"gate": gate, "flag_threshold": judge.threshold,
-              "benign_passing": by_shape(benign, benign_scores, gate) | {
-                  "all": sum(s >= gate for s in benign_scores) / len(benign)}}
+              "benign_passing": passing(benign, benign_scores, gate)}
     if args.harmful:
         harmful = read_jsonl(args.harmful)
-        harmful_scores = judge([conversation(r) for r in harmful], [""] * len(harmful))
-        report["harmful_passing"] = by_shape(harmful, harmful_scores, gate) | {
-            "all": sum(s >= gate for s in harmful_scores) / len(harmful)}
+        harmful_scores = judge([to_conversation(r["prompt"], r.get("history")) for r in harmful], [""] * len(harmful))
+        report["harmful_passing"] = passing(harmful, harmful_scores, gate)
     print(json.dumps(report, indent=2))
     if args.write:
         path = args.folder / "red_flag_config.json"

@@ -378,9 +378,8 @@ def attribute_stack(stack: dict, members: list[dict]) -> dict:
       (``refused``, ``let_through``).
 
     Each group of requests is ``{"n", "sentinel_suffix", "red_flag_fired", "request_gate_passed", "examples"}``: how
-    many, on how many of
-    them each layer acted within the stack (``None`` where the stack has no such layer), and up to 5 of the requests,
-    cut to 100 characters (``in_stack`` groups have no examples).
+    many, on how many of them each layer acted within the stack (``None`` where the stack has no such layer), and up
+    to 5 of the requests, cut to 100 characters (``in_stack`` groups have no examples).
 
     Raises:
         ValueError: a member that is not part of the stack, or runs that cannot be compared row by row (different
