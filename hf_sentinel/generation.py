@@ -157,6 +157,16 @@ def to_conversation(prompt: str, history: list[dict] | None = None) -> list[dict
     return [*(history or []), {"role": "user", "content": prompt}]
 
 
+def appended(conversation: list[dict], text: str) -> list[dict]:
+    """``conversation`` with ``text`` added to the end of its last message (a sentinel's suffix after the request, an
+    answer after a pre-filled assistant message); the messages themselves are left unchanged.
+
+    >>> appended([{"role": "user", "content": "How do I bake bread?"}], " Be brief.")
+    [{'role': 'user', 'content': 'How do I bake bread? Be brief.'}]
+    """
+    return [*conversation[:-1], {**conversation[-1], "content": conversation[-1]["content"] + text}]
+
+
 def render(tokenizer, conversation: list[dict], prefill: str | None, chat: bool) -> str:
     """The exact text the target continues: its chat template with the assistant turn opened (+ prefill)."""
     if chat:

@@ -20,7 +20,7 @@ from transformers.pipelines.base import Chat
 from transformers.pipelines.text_generation import ReturnType
 
 from .defenses import Defense, DefenseStack
-from .generation import DECODING_FIELDS, GenerationSettings, generate
+from .generation import DECODING_FIELDS, GenerationSettings, appended, generate
 
 
 def pipeline(task: str | None = None, model=None, sentinel=None, red_flag=None, safety_prompt=None, **kwargs):
@@ -201,5 +201,5 @@ def _with_prompt(prompt_text, prefill: str | None, answer: str):
         return prompt_text + answer
     messages = list(prompt_text.messages)
     if prefill is not None:  # the answer continues the pre-filled assistant message
-        return [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + answer}]
+        return appended(messages, answer)
     return [*messages, {"role": "assistant", "content": answer}]

@@ -615,12 +615,40 @@ def test_the_refusal_likelihood_shift_rewards_the_sentinel_for_what_its_suffix_c
     assert any(r != c for index in range(2) for r, c in zip(calls[3 * index + 1][0], calls[3 * index + 2][0]))
 
 
+def test_the_counterfactual_reward_scores_ending_the_turn_against_the_warm_start_suffix(tmp_path):
+    trainer = _trainer(tmp_path, reward="refusal_likelihood_counterfactual", safety_judge=None, save_steps=100,
+                       max_steps=1, warm_start_suffix=" Refuse.")
+    seen, calls, score, rollout = _sentinel_logs(trainer), [], trainer._refusal_likelihood, trainer._rollout
+    trainer._refusal_likelihood = lambda conversations: calls.append((conversations, score(conversations))) or \
+        calls[-1][1]
+
+    def one_attack_and_one_benign_request_declined(agent, *args, **kwargs):
+        batch = rollout(agent, *args, **kwargs)
+        if agent == "sentinel":  # rows: two attacks, then two benign requests
+            batch["texts"] = [" more", "", " more", ""]
+        return batch
+
+    trainer._rollout = one_attack_and_one_benign_request_declined
+    trainer.train()
+    # The red team's attacks, the refined requests, the requests as they came, then the declined ones with the suffix.
+    (_, after), (came, before), (would, would_have) = calls[1:]
+    assert len(calls) == 4 and [c[-1]["content"] for c in would] == [came[1][-1]["content"] + " Refuse.",
+                                                                     came[3][-1]["content"] + " Refuse."]
+    # Suffixed: what the suffix changed (an attack's preference down, a benign one's up). Declined: minus what the
+    # warm-start suffix would have changed on the same request.
+    scores = [before[0] - after[0], would_have[0] - before[1], after[2] - before[2], before[3] - would_have[1]]
+    logs = next(m for m in seen if "sentinel/reward" in m)
+    assert logs["sentinel/reward"] == pytest.approx(sum(scores) / 4, abs=1e-6)
+    assert logs["sentinel/suffix_rate_harmful"] == logs["sentinel/suffix_rate_benign"] == 0.5
+
+
 def test_the_new_settings_fail_with_the_fix(tmp_path, capsys):
     from hf_sentinel.cli import main
 
     with pytest.raises(ValueError, match="choose 'base' .* or 'init'"):
         _config(tmp_path, kl_reference="warm_start")
-    with pytest.raises(ValueError, match="choose 'judge' .* 'refusal_likelihood' .* or 'refusal_likelihood_shift'"):
+    with pytest.raises(ValueError, match="choose 'judge' .* 'refusal_likelihood_shift' .* or "
+                                         "'refusal_likelihood_counterfactual'"):
         _config(tmp_path, reward="likelihood")
     with pytest.raises(ValueError, match="drop them, or use reward='judge'"):
         _trainer(tmp_path, reward="refusal_likelihood")  # with a safety judge

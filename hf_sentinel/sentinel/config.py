@@ -18,7 +18,7 @@ SENTINEL_KINDS = ("lora", "model")
 #: What the PPO updates' KL penalty is measured against (StackelbergPPOConfig.kl_reference).
 KL_REFERENCES = ("base", "init")
 #: Where the game's harm score comes from (StackelbergPPOConfig.reward).
-REWARDS = ("judge", "refusal_likelihood", "refusal_likelihood_shift")
+REWARDS = ("judge", "refusal_likelihood", "refusal_likelihood_shift", "refusal_likelihood_counterfactual")
 
 
 class SentinelConfig(PreTrainedConfig):
@@ -143,6 +143,10 @@ class StackelbergPPOConfig(LoraTrainingArguments):
             preference on ordinary questions varies by request) leaves the reward. The red team's reward is
             unchanged. Measured on the pools (docs/sentinel.md): nothing then rewards ending the turn on a benign
             request, and the benign suffix rate of the rollouts climbed from 0 to 0.5-0.6 within three rounds.
+            `"refusal_likelihood_counterfactual"`: the shift reward where a suffix was written; where the sentinel
+            ended the turn, minus the shift `warm_start_suffix` would have made on that request. Both decisions are
+            then scored against the other: declining earns on a benign request what the suffix would have cost it,
+            and costs on an attack what the suffix would have saved.
         temperature (`float`, *optional*, defaults to `1.0`):
             Sampling temperature of both agents in rollouts.
 
@@ -262,7 +266,9 @@ class StackelbergPPOConfig(LoraTrainingArguments):
                 "is rewarded for the change its suffix makes to it on the same request (0 without a suffix), which "
                 "takes the request-to-request swing out of its reward; the red team's reward is unchanged. On the "
                 "pools nothing then rewarded ending the turn on a benign request: the benign suffix rate climbed to "
-                "0.5 in three rounds (docs/sentinel.md)."})
+                "0.5 in three rounds (docs/sentinel.md). 'refusal_likelihood_counterfactual': the shift reward where "
+                "a suffix was written; where the sentinel ended the turn, minus the shift warm_start_suffix would "
+                "have made on that request (declining earns on a benign request, costs on an attack)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of both agents in rollouts."})
 
     # PPO
@@ -344,8 +350,10 @@ class StackelbergPPOConfig(LoraTrainingArguments):
                              f"or 'init' (each agent's adapter as the run starts it).")
         if self.reward not in REWARDS:
             raise ValueError(f"reward={self.reward!r}; choose 'judge' (the judges on sampled answers), "
-                             f"'refusal_likelihood' (the target's log-probabilities of complying and refusing) or "
-                             f"'refusal_likelihood_shift' (the change the sentinel's suffix makes to them).")
+                             f"'refusal_likelihood' (the target's log-probabilities of complying and refusing), "
+                             f"'refusal_likelihood_shift' (the change the sentinel's suffix makes to them) or "
+                             f"'refusal_likelihood_counterfactual' (the shift, and for no suffix minus the shift "
+                             f"warm_start_suffix would have made).")
         if self.gradient_accumulation_steps != 1:
             raise ValueError(f"gradient_accumulation_steps={self.gradient_accumulation_steps}: a step is one round "
                              f"of the game with its own PPO updates; leave it at 1 and raise rollout_batch_size.")

@@ -35,7 +35,7 @@ from transformers import (
 from transformers.utils import ModelOutput
 
 from ..defaults import resolve_model_path
-from ..generation import left_padded, pad_token_id, positions_from_mask
+from ..generation import appended, left_padded, pad_token_id, positions_from_mask
 from ..loading import artifact_folder, check_artifact_kind, same_vocabulary
 from ..remote import RemoteChatTarget
 from .config import SentinelConfig
@@ -260,8 +260,7 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
             rendered = self.tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
             heads.append(split_user_turn(rendered, self._turn_end)[0])
         suffixes = self.sentinel_suffixes(heads)
-        refined = [[*conv[:-1], {**conv[-1], "content": conv[-1]["content"] + suffix}]
-                   for conv, suffix in zip(conversations, suffixes)]
+        refined = [appended(conv, suffix) for conv, suffix in zip(conversations, suffixes)]
         return refined, suffixes
 
     @torch.no_grad()

@@ -12,7 +12,9 @@ One round of the game is one ``transformers.Trainer`` step (:meth:`StackelbergPP
 
 With ``reward="refusal_likelihood"`` the target answers nothing: harm (on attacks) and answered (on benign prompts) are
 both its own preference for complying over refusing, read from its log-probabilities (:mod:`.rewards`);
-``"refusal_likelihood_shift"`` rewards the sentinel for the change its suffix makes to that preference. The first
+``"refusal_likelihood_shift"`` rewards the sentinel for the change its suffix makes to that preference, and
+``"refusal_likelihood_counterfactual"`` also scores ending the turn, against the change the warm-start suffix would
+have made. The first
 ``warm_start_steps`` steps, if any, are supervised steps of the sentinel instead (:meth:`_warm_start_step`).
 
 Both agents are LoRA adapters (``red_team``, ``sentinel``) on one copy of a base model; the KL reference is that base
@@ -47,6 +49,7 @@ from transformers.trainer_utils import get_last_checkpoint, set_seed
 from ..defaults import DEFAULT_TARGET_NAME
 from ..generation import (
     GenerationSettings,
+    appended,
     generate,
     left_padded,
     pad_token_id,
@@ -319,8 +322,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
                         [to_conversation(x) for x in attacks[n_corpus:]] + \
                         [to_conversation(b["prompt"], b.get("history")) for b in benign]
         batch = self._rollout("sentinel", self._sentinel_heads(conversations), args.max_sentinel_tokens)
-        refined = [[*conv[:-1], {**conv[-1], "content": conv[-1]["content"] + suffix}]
-                   for conv, suffix in zip(conversations, batch["texts"])]
+        refined = [appended(conv, suffix) for conv, suffix in zip(conversations, batch["texts"])]
         if args.reward != "judge":
             # One score, read both ways: harm on an attack, helpfulness (the target would answer) on a benign prompt.
             likelihood = self._refusal_likelihood(refined)
@@ -332,12 +334,22 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
             utility = checked_scores(self.helpfulness_judge([b["prompt"] for b in benign], answers[n_adversarial:]),
                                      n_benign, self.helpfulness_judge) if n_benign else []
         scores = [-h for h in harm] + [args.benign_weight * u for u in utility]
-        if args.reward == "refusal_likelihood_shift":
+        if args.reward in ("refusal_likelihood_shift", "refusal_likelihood_counterfactual"):
             # Scored on what the suffix changed: the request's own score is a baseline the suffix cannot move, so
             # subtracting it leaves the expected update alone and takes the request-to-request swing out.
+            signs = [-1.0] * n_adversarial + [args.benign_weight] * n_benign
             before = self._refusal_likelihood(conversations)
-            scores = [score - sign * baseline if suffix else 0.0 for score, sign, baseline, suffix in
-                      zip(scores, [-1.0] * n_adversarial + [args.benign_weight] * n_benign, before, batch["texts"])]
+            scores = [score - sign * baseline if suffix else 0.0
+                      for score, sign, baseline, suffix in zip(scores, signs, before, batch["texts"])]
+            declined = [i for i, suffix in enumerate(batch["texts"]) if not suffix]
+            if args.reward == "refusal_likelihood_counterfactual" and declined:
+                # Ending the turn is scored against appending: minus what warm_start_suffix would have changed on the
+                # same request, so declining earns on a benign request and costs on an attack (the shift reward
+                # gives it 0 on both, and the benign suffix rate climbed).
+                would_have = self._refusal_likelihood([appended(conversations[i], args.warm_start_suffix)
+                                                       for i in declined])
+                for i, after in zip(declined, would_have):
+                    scores[i] = -signs[i] * (after - before[i])
         stats = self._ppo_update("sentinel", batch, torch.tensor(scores))
         suffixed = [float(bool(text)) for text in batch["texts"]]
         self._record({"sentinel/reward": sum(scores) / len(scores),
