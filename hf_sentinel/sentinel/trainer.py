@@ -14,8 +14,8 @@ With ``reward="refusal_likelihood"`` the target answers nothing: harm (on attack
 both its own preference for complying over refusing, read from its log-probabilities (:mod:`.rewards`);
 ``"refusal_likelihood_shift"`` rewards the sentinel for the change its suffix makes to that preference, and
 ``"refusal_likelihood_counterfactual"`` also scores ending the turn, against the change the warm-start suffix would
-have made. The first
-``warm_start_steps`` steps, if any, are supervised steps of the sentinel instead (:meth:`_warm_start_step`).
+have made. The first ``warm_start_steps`` steps, if any, are supervised steps of the sentinel instead
+(:meth:`_warm_start_step`).
 
 Both agents are LoRA adapters (``red_team``, ``sentinel``) on one copy of a base model; the KL reference is that base
 with adapters off, or (``kl_reference="init"``) a frozen copy of each agent's adapter as PPO began, two more adapters
