@@ -26,10 +26,11 @@ from hf_sentinel.training import read_jsonl
 
 
 def passing(rows: list[dict], scores: list[float], gate: float) -> dict[str, float]:
-    """The share of ``rows`` whose score reaches ``gate``, by shape and over all of them."""
+    """The share of ``rows`` whose score reaches ``gate``, by shape (rows without one count as ``"unshaped"``) and
+    over all of them."""
     reached = defaultdict(list)
     for row, score in zip(rows, scores):
-        reached[row.get("shape") or "all"].append(score >= gate)
+        reached[row.get("shape") or "unshaped"].append(score >= gate)
     by_shape = {shape: sum(hits) / len(hits) for shape, hits in sorted(reached.items())}
     return by_shape | {"all": sum(score >= gate for score in scores) / len(scores)}
 
