@@ -126,8 +126,8 @@ def _bench_parser(sub) -> None:
     p.add_argument("--attacker", metavar="red-team:default|red-team:PATH",
                    help="rewrite the plain harmful requests (harmbench, donotanswer-heldout, own-test's harmful half) "
                         "with a Stackelberg red team before the defenses see them; the judge still compares each "
-                        "answer with the original request. red-team:default is the red team shipped with "
-                        "sentinel:default; PATH a red-team adapter or a `hf-sentinel train sentinel` output folder")
+                        "answer with the original request. red-team:default is the red team shipped for the embedded "
+                        "target; PATH a red-team adapter or a `hf-sentinel train sentinel` output folder")
     p.add_argument("--attacker-max-new-tokens", type=int,
                    help="longest attack in tokens (default: the trainer's red_team_max_tokens)")
     p.add_argument("--attacker-do-sample", action="store_true",

@@ -143,7 +143,8 @@ def test_cards_for_the_embedded_target_say_which_weights_the_numbers_come_from(k
 
 def test_shipped_cards_say_which_weights_the_numbers_come_from():
     folders = sorted(PRETRAINED_DIR.glob("*-smollm2"))
-    assert [f.name for f in folders] == ["dro-smollm2", "mart-smollm2", "red-flag-smollm2", "sentinel-smollm2"]
+    assert [f.name for f in folders] == ["dro-smollm2", "mart-smollm2", "red-flag-smollm2", "red-team-smollm2",
+                                       "sentinel-smollm2"]
     for folder in folders:
         card = ModelCard.load(folder / "README.md")
         assert card.data.base_model == DEFAULT_TARGET_NAME

@@ -20,6 +20,7 @@ from hf_sentinel.defaults import pretrained_path
 from hf_sentinel.defenses import Defense
 from hf_sentinel.evaluation.bench import attacked_rows, run_bench
 from hf_sentinel.generation import GenerationResult
+from hf_sentinel.loading import artifact_kind
 from hf_sentinel.sentinel import RedTeamAttacker, StackelbergPPOConfig
 from hf_sentinel.sentinel.red_team import ATTACKER_FORMS, red_team_folder
 
@@ -148,14 +149,10 @@ def test_wrong_attacker_specs_say_what_was_found_and_what_to_pass(red_team, tiny
         RedTeamAttacker.from_spec(f"red-team:{no_weights}")
 
 
-def test_red_team_default_is_the_shipped_sentinels_red_team():
-    shipped = pretrained_path("sentinel") / "red_team"
-    if (shipped / "adapter_config.json").is_file():
-        assert red_team_folder("red-team:default") == red_team_folder("red-team") == shipped
-    else:  # the shipped sentinel was saved without its red team: the message says so and what to pass
-        with pytest.raises(FileNotFoundError, match=r"the shipped sentinel .* holds no red team in red_team/.*"
-                                                    r"hf-sentinel train sentinel --output-dir DIR"):
-            red_team_folder("red-team:default")
+def test_red_team_default_is_the_shipped_red_team():
+    shipped = pretrained_path("red-team")
+    assert red_team_folder("red-team:default") == red_team_folder("red-team") == shipped
+    assert (shipped / "adapter_model.safetensors").is_file() and artifact_kind(shipped) == "red-team"
 
 
 # ------------------------------------------------------------------------------------------------ the bench

@@ -8,7 +8,8 @@ under any defense: ``hf-sentinel bench --attacker red-team:default --defense red
 
 Specs (:data:`ATTACKER_FORMS`):
 
-- ``red-team:default`` (or ``red-team``): the red team shipped with ``sentinel:default``, in its ``red_team/``;
+- ``red-team:default`` (or ``red-team``): the red team shipped for the embedded target
+  (``pretrained/red-team-smollm2``, the leader of an 8-round game on the broad pools; its card has its numbers);
 - ``red-team:PATH``: a red-team adapter folder (``adapter_config.json``), or a folder ``hf-sentinel train sentinel``
   wrote (the output folder or one of its ``checkpoint-N`` folders), which holds ``red_team/``.
 
@@ -37,8 +38,8 @@ from pathlib import Path
 
 #: The one attacker method ``--attacker`` knows today.
 ATTACKER_METHOD = "red-team"
-ATTACKER_FORMS = ("Accepted forms: red-team:default (the red team shipped with sentinel:default, in its red_team/ "
-                  "folder) or red-team:PATH, where PATH is a red-team adapter folder (adapter_config.json + "
+ATTACKER_FORMS = ("Accepted forms: red-team:default (the red team shipped for the embedded target) or "
+                  "red-team:PATH, where PATH is a red-team adapter folder (adapter_config.json + "
                   "adapter_model.safetensors) or a folder written by `hf-sentinel train sentinel` (its output folder "
                   "or a checkpoint-N folder), which holds red_team/.")
 
@@ -68,22 +69,12 @@ def parse_attacker_spec(spec: str) -> str:
 def red_team_folder(spec: str) -> Path:
     """The red team's adapter folder for an attacker spec, checked without loading a model: a wrong folder fails here
     with what was found, what was expected and what to pass."""
+    from ..defaults import pretrained_path
     from ..loading import artifact_kind, describe_kind
 
     arg = parse_attacker_spec(spec)
     subfolder = _red_team_subfolder()
-    if arg == "default":
-        from ..defaults import pretrained_path
-
-        sentinel = pretrained_path("sentinel")
-        folder = sentinel / subfolder
-        if not (folder / "adapter_config.json").is_file():
-            raise FileNotFoundError(
-                f"{spec}: the shipped sentinel ({sentinel}) holds no red team in {subfolder}/ (no adapter_config.json "
-                f"there): it was saved without the red team it was trained against. Train one with `hf-sentinel train "
-                f"sentinel --output-dir DIR` and pass red-team:DIR. {ATTACKER_FORMS}")
-        return folder
-    path = Path(arg).expanduser()
+    path = pretrained_path("red-team") if arg == "default" else Path(arg).expanduser()
     if not path.is_dir():
         state = "is a file, not a folder" if path.exists() else "does not exist"
         raise FileNotFoundError(f"{spec}: {path.absolute()} {state}. {ATTACKER_FORMS}")
