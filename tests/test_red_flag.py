@@ -355,11 +355,12 @@ def test_the_shipped_training_summary_still_renders_a_card(tmp_path):
     earlier = {("adapted_layers" if k == "lora_layers" else k): v for k, v in summary.items()}
     for training in (summary, earlier):
         card = write_model_card(tmp_path, settings, training=training).read_text()
-        assert "A LoRA adapter (on the top 4 layers)" in card and "LoRA rank 8 on the top 4 layers" in card
+        layers = f"the top {summary['lora_layers']} layers"
+        assert f"A LoRA adapter (on {layers})" in card and f"LoRA rank 8 on {layers}" in card
     # The shipped settings carry a gate, and the card says so; a folder without one says nothing of it.
     saved = (folder / "README.md").read_text()
-    gate_text = "reaches the gate **0.02**; the rest\nare answered by the red-flagged target alone."
-    assert settings.gate == 0.02 and gate_text in card and gate_text in saved
+    gate_text = f"reaches the gate **{settings.gate:.4g}**; the rest\nare answered by the red-flagged target alone."
+    assert settings.gate is not None and gate_text in card and gate_text in saved
     ungated = dataclasses.replace(settings, gate=None)
     assert "gate" not in write_model_card(tmp_path, ungated, training=summary).read_text().split("## Usage")[0]
 
