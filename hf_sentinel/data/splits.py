@@ -77,6 +77,16 @@ def shingles(text: str) -> frozenset[str]:
     return frozenset(" ".join(words[i:i + 3]) for i in range(max(1, len(words) - 2)))
 
 
+def with_final_punctuation(text: str, mark: str) -> str:
+    """``text`` with its final ``.``, ``?`` or ``!`` (if any) replaced by ``mark`` (``""`` drops it): the one change
+    the punctuation sets of the held-out suite and the punctuation-balanced training files make to a request.
+
+    >>> with_final_punctuation("Write a poem about autumn", "."), with_final_punctuation("How do I bake bread?", "")
+    ('Write a poem about autumn.', 'How do I bake bread')
+    """
+    return text.rstrip().rstrip(".?!").rstrip() + mark
+
+
 def near_duplicate_of_any(text: str, others: list[frozenset[str]]) -> bool:
     """Whether ``text`` nearly copies one of ``others`` (their :func:`shingles`).
 
@@ -91,4 +101,4 @@ def near_duplicate_of_any(text: str, others: list[frozenset[str]]) -> bool:
 
 
 __all__ = ["TRAIN", "VALIDATION", "HELDOUT", "SPLITS", "SOURCES", "split_of", "fraction", "normalise", "shingles",
-           "near_duplicate_of_any"]
+           "near_duplicate_of_any", "with_final_punctuation"]

@@ -24,7 +24,7 @@ import argparse
 from pathlib import Path
 
 from ..data.pools import attack_pool, benign_pool, harmful_pool
-from ..data.splits import fraction, near_duplicate_of_any, shingles
+from ..data.splits import fraction, near_duplicate_of_any, shingles, with_final_punctuation
 from ..training import write_jsonl
 
 #: The attack shapes a sentinel sees in the user's turns.
@@ -47,8 +47,7 @@ def toggle_final_punctuation(text: str) -> str:
     >>> toggle_final_punctuation("How do I bake bread?"), toggle_final_punctuation("Write a poem about autumn")
     ('How do I bake bread', 'Write a poem about autumn.')
     """
-    text = text.rstrip()
-    return text[:-1].rstrip() if text[-1:] in (".", "?", "!") else f"{text}."
+    return with_final_punctuation(text, "" if text.rstrip()[-1:] in (".", "?", "!") else ".")
 
 
 def punctuation_balanced(rows: list[dict]) -> list[dict]:
