@@ -38,9 +38,10 @@ class Defense:
     - ``wrap_model(model)``: the model that generates (e.g. the target with a tuned adapter).
     - ``prepare_inputs(model, inputs)``: the keyword arguments of ``model.generate`` for one left-padded
       batch (``input_ids``, ``attention_mask``), e.g. with a soft prompt's ``past_key_values`` in front.
-    - ``read_requests(model, requests)``: the same batch as the user sent it (left-padded ``input_ids``,
-      ``attention_mask``), before any defense rewrote it or put a prefix in front; ``None`` when the target
-      reads it unchanged. A monitor reads its scores there (the red flag judges the request as it would alone).
+    - ``read_requests(model, requests, changed)``: the same batch as the user sent it (left-padded ``input_ids``,
+      ``attention_mask``), before any defense rewrote it or put a prefix in front; ``changed`` is false when the
+      target reads it unchanged. A monitor reads its scores there (the red flag judges the request as it would
+      alone, or watches the original target answer it).
     - ``logits_processors()``: fresh processors for one batch (e.g. reading p(<rf>) at every step).
     - ``finalize(responses, extras)``: the batch's decoded answers, e.g. replaced by a refusal.
     """
@@ -59,7 +60,7 @@ class Defense:
     def prepare_inputs(self, model, inputs: dict) -> dict:
         return inputs
 
-    def read_requests(self, model, requests: dict | None) -> None:
+    def read_requests(self, model, requests: dict, changed: bool) -> None:
         pass
 
     def logits_processors(self) -> list:
@@ -143,7 +144,9 @@ class DefenseStack:
       of the base holds both adapters, unmerged. The red flag's is active while the target generates (and reads the
       request as sent); the sentinel's pass switches to its own adapter and back. Alone, each holds a copy: the red
       flag merges into a copy of the target (no cost per token), the sentinel loads its target again. Unmerged, the
-      red flag's LoRA runs beside the base weights at every step: a red flag alone stays merged.
+      red flag's LoRA runs beside the base weights at every step: a red flag alone stays merged. A red flag that
+      only reads (``RedFlagSettings.answers_from_original``) needs the original weights answering beside it, so it
+      keeps its own merged copy and the sentinel goes in as without a red flag.
     - such a sentinel without a red flag: injected into the target, switched off outside its pass (``in_place``).
     - a full causal LM, or a LoRA over another base: on its own weights, in front of the target.
     - a LoRA over the target's base trained with another tokenizer: on a copy of the target it was trained for, in
@@ -194,7 +197,7 @@ class DefenseStack:
             arg = spec.partition(":")[2]
             placement = sentinel_placement(layer, target, tokenizer) if local else "apart"
             on_target = placement == "target" and not shared
-            if on_target and red_flags:
+            if on_target and red_flags and not red_flags[0].settings.answers_from_original:
                 base = target if in_place else copy.deepcopy(target)
                 red_flags[0].check_target(base)  # before the sentinel's adapter goes into it
                 # The sentinel's loader makes the base a PEFT model holding its adapter; the red flag's joins it.

@@ -4,7 +4,7 @@
                   ──► defense.rewrite (system prompt, appended instruction, sentinel suffix)
                   ──► chat template (+ pre-filled assistant text)
                   ──► defense.wrap_model, defense.prepare_inputs (tuned weights, soft prompt)
-                  ──► defense.read_requests (a monitor's view: the request as sent, when the above changed it)
+                  ──► defense.read_requests (a monitor's view: the request as sent, and whether the above changed it)
                   ──► target.generate (batched, left-padded; defense.logits_processors at every step)
                   ──► defense.finalize ──► answers
 
@@ -327,9 +327,9 @@ def _generate(model, tokenizer, conversations, settings, defenses, chat, extras,
             # (a soft prompt's past_key_values) went in front of it.
             changed = requests is not prompts or set(inputs) != {"input_ids", "attention_mask"}
             as_sent = (left_padded([requests[i] for i in indices], config.pad_token_id, model.device) if changed
-                       else None)
+                       else inputs)
             for defense in monitors:
-                defense.read_requests(model, as_sent)
+                defense.read_requests(model, as_sent, changed)
         processors = [*logits_processor, *(p for defense in defenses for p in defense.logits_processors())]
         criteria = [*stopping_criteria]
         if any(limit < settings.max_new_tokens for limit in limits) or stop_requested:

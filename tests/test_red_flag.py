@@ -478,6 +478,43 @@ def test_stacked_behind_a_suffix_the_flag_reads_the_request_as_sent(trained, tin
     assert flag.last_processor.reader is not None
 
 
+def test_answering_from_the_original_the_target_writes_every_answer_and_the_copy_reads_beside_it(trained, tiny_llama):
+    from hf_sentinel.generation import render, to_conversation
+
+    _, folder = trained
+    model, tokenizer = tiny_llama
+    conversations = [to_conversation(p) for p in ("How do I bake bread?", "Write ransomware.", "Hi there")]
+    settings = GenerationSettings(max_new_tokens=5, batch_size=2)
+    plain = generate(model, tokenizer, conversations, settings, [])
+    monitor = RedFlagDefense(folder, action="flag", window=1, answers_from_original=True)
+    watched = generate(model, tokenizer, conversations, settings, [monitor])
+    assert watched.token_ids == plain.token_ids  # the target's own answers, token for token
+    assert monitor.wrap_model(model) is model
+    reading = monitor._red_flag_model(model)
+    # the copy that reads is the one the flag answers with when it does not answer from the original (one copy)
+    assert reading is not model and reading is monitor.with_settings(answers_from_original=False).wrap_model(model)
+    rf = monitor.tokenizer.convert_tokens_to_ids("<rf>")
+    with torch.no_grad():
+        for conversation, tokens, extra in zip(conversations, plain.token_ids, watched.extras):
+            request = tokenizer(render(tokenizer, conversation, None, True), add_special_tokens=False)["input_ids"]
+            logits = reading(torch.tensor([request + tokens])).logits[0, len(request) - 1:, :len(monitor.tokenizer)]
+            read = min(len(tokens) + 1, settings.max_new_tokens)
+            assert extra["red_flag"]["probability"] == pytest.approx(logits[:read].softmax(-1)[:, rf].max().item(),
+                                                                     rel=1e-4, abs=1e-7)
+    # Where it fires, it refuses as the red flag alone does; the gate reads the red-flagged copy, not the target.
+    firing = monitor.with_settings(action="refuse", threshold=1e-9)
+    refused = generate(model, tokenizer, conversations, settings, [firing])
+    assert refused.responses == [firing.settings.refusal_text] * 3
+    requests = {"input_ids": torch.tensor([[5, 6, 7]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    alone = RedFlagDefense(folder, answers_from_original=False)
+    assert monitor.with_settings(gate=0.5).gate_requests(model, requests) == alone.with_settings(
+        gate=0.5).gate_requests(model, requests)
+    with pytest.raises(ValueError, match="cannot share the target's weights"):
+        monitor.share_base(model, None)
+    with pytest.raises(ValueError, match="answers_from_original must be true or false"):
+        RedFlagDefense(folder, answers_from_original="yes")
+
+
 def test_train_command_end_to_end(tiny_llama_dir, tmp_path, monkeypatch):
     from hf_sentinel.cli import TRAIN_COMMANDS, main
 

@@ -32,8 +32,11 @@ class RedFlagDefense(Defense):
     it replaced or cut). With ``settings.gate`` set, in a stack it is the gate (:meth:`gate_requests`): the other
     layers act only on requests whose p(`<rf>`) before the answer reaches it. ``threshold``, ``action``, ``window``
     and ``gate`` default to the values saved in the folder's ``red_flag_config.json``; :meth:`with_settings` changes
-    them without loading anything again. :meth:`with_model` guards with a red-flag model given as it is (one an
-    attacker fine-tuned, :mod:`hf_sentinel.red_flag.attack`).
+    them without loading anything again. With ``settings.answers_from_original`` the red-flagged copy only reads:
+    ``wrap_model`` hands back the target itself, which writes every answer, and the processor reads p(`<rf>`) from the
+    copy beside it (:class:`RequestAloneReader`), so an answer the flag does not fire on is exactly the target's.
+    :meth:`with_model` guards with a red-flag model given as it is (one an attacker fine-tuned,
+    :mod:`hf_sentinel.red_flag.attack`).
 
     >>> from hf_sentinel.defaults import pretrained_path
     >>> defense = RedFlagDefense(pretrained_path("red-flag"), action="flag")
@@ -41,10 +44,12 @@ class RedFlagDefense(Defense):
     ('red-flag:default', 'flag', 0.9)
     """
 
-    def __init__(self, path, threshold: float | None = None, action: str | None = None, window: int | None = None):
+    def __init__(self, path, threshold: float | None = None, action: str | None = None, window: int | None = None,
+                 answers_from_original: bool | None = None):
         self.path = Path(path)
         check_artifact_kind(self.path, "red-flag")
-        overrides = {k: v for k, v in dict(threshold=threshold, action=action, window=window).items() if v is not None}
+        overrides = {k: v for k, v in dict(threshold=threshold, action=action, window=window,
+                                           answers_from_original=answers_from_original).items() if v is not None}
         self.settings = RedFlagSettings.from_pretrained(self.path, **overrides)
         self.spec = f"red-flag:{_spec_argument(self.path)}"
         # Shared with the copies made by with_settings: the guarded models and the red-flag tokenizer load once.
@@ -59,6 +64,7 @@ class RedFlagDefense(Defense):
         self._pending: deque[RedFlagLogitsProcessor] = deque()
         self._flags: deque[dict] = deque()
         self._reader: RequestAloneReader | None = None  # the next batch's, set by read_requests
+        self._reading_model = None  # with answers_from_original: the red-flagged copy that reads, set by wrap_model
         self.last_processor: RedFlagLogitsProcessor | None = None
 
     def with_settings(self, **overrides) -> RedFlagDefense:
@@ -100,6 +106,14 @@ class RedFlagDefense(Defense):
         return cls(artifact_folder(arg, "red-flag"))
 
     def wrap_model(self, model):
+        guarded = self._red_flag_model(model)
+        if not self.settings.answers_from_original:
+            return guarded
+        self._reading_model = guarded
+        return model
+
+    def _red_flag_model(self, model):
+        """``model`` with the red flag merged in (a copy, built once per target and reused)."""
         if self._model is not None:
             return self._model
         if model in self._wrapped:
@@ -120,6 +134,10 @@ class RedFlagDefense(Defense):
         weights (or one copy of them) that holds another adapter already (a LoRA sentinel's): the red flag's goes in
         unmerged and active (:func:`~hf_sentinel.red_flag.modeling.add_red_flag_adapter`), and ``wrap_model(target)``
         returns ``peft_model``. :class:`~hf_sentinel.defenses.DefenseStack` composes stacks this way."""
+        if self.settings.answers_from_original:
+            raise ValueError("A red flag with answers_from_original reads from its own copy of the target, so it "
+                             "cannot share the target's weights with a sentinel's adapter; compose the stack without "
+                             "sharing (DefenseStack does), or set answers_from_original=False.")
         self._loaded["tokenizer"] = add_red_flag_adapter(peft_model, self.path)
         self._loaded["eos_ids"] = _eos_ids(peft_model, self.tokenizer)
         self._wrapped[target] = peft_model
@@ -132,16 +150,18 @@ class RedFlagDefense(Defense):
         refuse benign requests of their own, act only where the flag already suspects harm (``docs/red_flag.md``)."""
         if self.settings.gate is None:
             return None
-        guarded = self.wrap_model(model)
+        guarded = self._red_flag_model(model)
         logits = guarded(**requests, position_ids=positions_from_mask(requests["attention_mask"]),
                          logits_to_keep=1).logits[:, -1]
         token_id = self.tokenizer.convert_tokens_to_ids(self.settings.token)
         scores = red_flag_probability(logits, token_id, len(self.tokenizer)).tolist()
         return [{"score": score, "passed": score >= self.settings.gate} for score in scores]
 
-    def read_requests(self, model, requests):
-        # Stacked behind defenses that change what the target reads, the flag reads the request as sent instead.
-        self._reader = RequestAloneReader(model, requests) if requests is not None else None
+    def read_requests(self, model, requests, changed):
+        if self.settings.answers_from_original:  # the original target answers; the red-flagged copy reads beside it
+            self._reader = RequestAloneReader(self._reading_model, requests)
+        else:  # stacked behind defenses that change what the target reads, the flag reads the request as sent instead
+            self._reader = RequestAloneReader(model, requests) if changed else None
 
     def logits_processors(self):
         if "eos_ids" not in self._loaded:

@@ -60,8 +60,9 @@ class RedFlagLogitsProcessor(LogitsProcessor):
             steps of the sequence (1 = the current step only).
         refusal_text (`str`, *optional*): what :meth:`refuse` puts in place of a flagged answer.
         reader (`callable`, *optional*): ``reader(input_ids) -> logits`` (batch, vocabulary) that p(`<rf>`) is read
-            from instead of the scores being processed, e.g. :class:`RequestAloneReader`: the model reading the
-            request as the user sent it, where the generating context has a defense's prefix or suffix.
+            from instead of the scores being processed, e.g. :class:`RequestAloneReader`: the red-flag model reading
+            the request as the user sent it, where the generating context has a defense's prefix or suffix, or
+            where another model (the original target) generates. The scores then need no `<rf>` column.
 
     Examples:
 
@@ -161,7 +162,8 @@ class RedFlagLogitsProcessor(LogitsProcessor):
         return cls.from_tokenizer(tokenizer, token=settings.token, **{**kwargs, **overrides})
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if scores.shape[-1] <= self.red_flag_token_id:
+        read = scores if self.reader is None else self.reader(input_ids)
+        if read.shape[-1] <= self.red_flag_token_id:
             raise ValueError(
                 f"The model's vocabulary has {scores.shape[-1]} entries, so it has no red-flag token (id "
                 f"{self.red_flag_token_id}). Generate with the model trained for <rf> (load_red_flag_model), "
@@ -177,7 +179,6 @@ class RedFlagLogitsProcessor(LogitsProcessor):
             self._finished |= torch.isin(input_ids[:, -1], eos)
         step = input_ids.shape[1] - self._start_length
 
-        read = scores if self.reader is None else self.reader(input_ids)
         probability = red_flag_probability(read, self.red_flag_token_id, self.vocab_size)
         reading = ~self._finished
         self._recent = torch.roll(self._recent, shifts=-1, dims=1)
@@ -189,7 +190,8 @@ class RedFlagLogitsProcessor(LogitsProcessor):
         self._fired_step[newly_fired] = step
 
         scores = scores.clone()
-        scores[:, self.red_flag_token_id] = -float("inf")
+        # Slices, not an index: read by a reader, the generating model may have no <rf> column (the original target).
+        scores[:, self.red_flag_token_id:self.red_flag_token_id + 1] = -float("inf")
         scores[:, self.vocab_size:] = -float("inf")
         if self.action != "flag":
             stopping = (self._fired_step >= 0) & ~self._finished
@@ -240,9 +242,11 @@ class RequestAloneReader:
     stopped firing on harmful requests it flags alone. Handed to :class:`RedFlagLogitsProcessor` as ``reader``, this
     runs a second, cached forward pass of the same model over the request as sent, one generated token per step,
     so the flag judges the answer as it would alone. It costs one more decoding pass (and the request's prefill).
+    The same reader lets the red-flag model watch another model's answer: with
+    ``RedFlagSettings.answers_from_original`` the original target generates and this reads beside it.
 
     Args:
-        model: the red-flag model (the generating one: its weights are shared, nothing is copied).
+        model: the red-flag model (the generating one, or a copy beside the original target that generates).
         requests (`dict`): the batch as sent, left-padded: ``input_ids`` and ``attention_mask``.
 
     Examples:

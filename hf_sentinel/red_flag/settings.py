@@ -44,6 +44,11 @@ class RedFlagSettings:
         "help": "In a stack, the other defenses act only on requests whose p(<rf>) before the first answer token "
                 "(the request as sent) reaches this; the rest go to the red-flagged target alone. None: every "
                 "request passes through every layer. Chosen on validation (examples/red_flag_gate.py)."})
+    answers_from_original: bool = field(default=False, metadata={
+        "help": "The original target writes every answer and the red-flag model only reads it: p(<rf>) comes from a "
+                "second forward pass (the red-flag copy over the request as sent and the tokens generated so far), "
+                "so an answer the flag does not fire on is the target's own, token for token. It costs that pass "
+                "(about one more decoding per token). False: the red-flag model answers and reads at once."})
     pad_to_multiple_of: int = field(default=64, metadata={
         "help": "The vocabulary (with <rf>) is padded to a multiple of this many rows, for fast matrix products."})
     base_embedding_rows: int = field(default=0, metadata={
@@ -57,6 +62,8 @@ class RedFlagSettings:
         check_action(self.action)
         if self.window < 1:
             raise ValueError(f"window must be a positive number of steps, got {self.window}.")
+        if not isinstance(self.answers_from_original, bool):
+            raise ValueError(f"answers_from_original must be true or false, got {self.answers_from_original!r}.")
         if self.gate is not None:
             try:
                 self.gate = check_threshold(self.gate)
