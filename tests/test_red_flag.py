@@ -490,7 +490,7 @@ def test_answering_from_the_original_the_target_writes_every_answer_and_the_copy
     watched = generate(model, tokenizer, conversations, settings, [monitor])
     assert watched.token_ids == plain.token_ids  # the target's own answers, token for token
     assert monitor.wrap_model(model) is model
-    reading = monitor._red_flag_model(model)
+    reading = monitor.red_flag_model(model)
     # the copy that reads is the one the flag answers with when it does not answer from the original (one copy)
     assert reading is not model and reading is monitor.with_settings(answers_from_original=False).wrap_model(model)
     rf = monitor.tokenizer.convert_tokens_to_ids("<rf>")

@@ -48,7 +48,8 @@ def sft_attack(model, tokenizer, conversations: list[list[dict]], answers: list[
     returned model has the attack merged in and is in eval mode; ``steps=0`` gives an unchanged copy.
 
     ``model`` and ``tokenizer`` are a red-flag model and its tokenizer, as :func:`load_red_flag_model` (or
-    :meth:`RedFlagDefense.wrap_model` and :attr:`RedFlagDefense.tokenizer`) return them; ``answers`` are plain text.
+    :meth:`RedFlagDefense.red_flag_model` and :attr:`RedFlagDefense.tokenizer`) return them; ``answers`` are plain
+    text.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0 (0: no attack), got {steps}.")
@@ -238,7 +239,7 @@ def run(args: argparse.Namespace) -> dict:
                   for label, name in (("harmful", args.eval_harmful), ("benign", args.eval_benign))}
     model, tokenizer = load_target(args.target)
     defense = RedFlagDefense.from_spec(args.red_flag)
-    red_flag_model = defense.wrap_model(model)
+    red_flag_model = defense.red_flag_model(model)
     conversations, answers = _attack_data(model, tokenizer, load_prompts(args.harmful, limit=args.limit),
                                           args.answer_tokens)
     print(f"attack data: {len(answers)} complied answers to {args.harmful}", flush=True)

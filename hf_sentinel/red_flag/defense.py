@@ -106,14 +106,15 @@ class RedFlagDefense(Defense):
         return cls(artifact_folder(arg, "red-flag"))
 
     def wrap_model(self, model):
-        guarded = self._red_flag_model(model)
+        guarded = self.red_flag_model(model)
         if not self.settings.answers_from_original:
             return guarded
         self._reading_model = guarded
         return model
 
-    def _red_flag_model(self, model):
-        """``model`` with the red flag merged in (a copy, built once per target and reused)."""
+    def red_flag_model(self, model):
+        """``model`` with the red flag merged in (a copy, built once per target and reused): the model that answers,
+        or with ``answers_from_original`` the one that reads beside ``model``."""
         if self._model is not None:
             return self._model
         if model in self._wrapped:
@@ -150,7 +151,7 @@ class RedFlagDefense(Defense):
         refuse benign requests of their own, act only where the flag already suspects harm (``docs/red_flag.md``)."""
         if self.settings.gate is None:
             return None
-        guarded = self._red_flag_model(model)
+        guarded = self.red_flag_model(model)
         logits = guarded(**requests, position_ids=positions_from_mask(requests["attention_mask"]),
                          logits_to_keep=1).logits[:, -1]
         token_id = self.tokenizer.convert_tokens_to_ids(self.settings.token)
