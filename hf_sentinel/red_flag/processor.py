@@ -164,9 +164,10 @@ class RedFlagLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         read = scores if self.reader is None else self.reader(input_ids)
         if read.shape[-1] <= self.red_flag_token_id:
+            reading = "The model's" if self.reader is None else "The reader's model's"
             raise ValueError(
-                f"The model's vocabulary has {scores.shape[-1]} entries, so it has no red-flag token (id "
-                f"{self.red_flag_token_id}). Generate with the model trained for <rf> (load_red_flag_model), "
+                f"{reading} vocabulary has {read.shape[-1]} entries, so it has no red-flag token (id "
+                f"{self.red_flag_token_id}). Read with the model trained for <rf> (load_red_flag_model), "
                 f"not the original one."
             )
         batch = scores.shape[0]
