@@ -56,7 +56,8 @@ def test_from_zero_journey_runs_verbatim(tmp_path):
     (tmp_path / "spaces").symlink_to(REPO / "spaces")  # the journey runs from a checkout's root
     bin_dir = Path(sys.executable).parent
     with FakeHub() as hub:
-        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+        # The commands run one after another while this process waits: both cores are theirs.
+        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "2",
                "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_fake_token",
                "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
         for command in journey_commands():
