@@ -112,7 +112,7 @@ def run_serve(args) -> int:
 
 def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="Run the held-out suite through a defense stack: attack success and benign "
-                                     "answer rate per set and shape, with 95% intervals.",
+                                     "answer rate per set and shape, with 95%% intervals.",
                        description="Run every set of the held-out suite (hf_sentinel.data.heldout), or the sets "
                                    "named with --sets (extra sets outside the suite included), through one defense "
                                    "stack, judge the answers, write one JSON and print the tables. Or compare "

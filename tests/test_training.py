@@ -71,6 +71,23 @@ def test_train_commands_share_flag_names_and_fail_before_loading_a_model(method,
     assert not re.search(r"\badversary\b|--lora-r\b|--corpus\s", help_text)
 
 
+def test_every_help_text_formats():
+    """argparse %-formats every help text when it prints one, so a stray `%` breaks `--help` of the whole parser."""
+    import argparse
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    every = list(parsers(build_parser()))
+    assert len(every) > 8  # the top level, its commands and `train METHOD`
+    for parser in every:
+        assert parser.format_help(), parser.prog
+
+
 @pytest.mark.parametrize("method", sorted(TRAINERS))
 def test_every_trainer_has_the_one_shape(method):
     module, name = TRAINERS[method]
