@@ -1,8 +1,9 @@
 import json
+from collections import Counter
 
 import pytest
 
-from hf_sentinel.data import OWN_SETS, load_prompts
+from hf_sentinel.data import OWN_SETS, SPLITS, load_prompts
 
 
 def test_own_sets_are_large_varied_and_split_without_overlap():
@@ -11,11 +12,37 @@ def test_own_sets_are_large_varied_and_split_without_overlap():
     assert len(set(harmful["category"])) >= 8
     assert {"plain", "risky_looking", "arithmetic", "flattering", "multi_turn"} <= set(benign["shape"])
     for name in OWN_SETS:
-        train, test = load_prompts(f"{name}:train"), load_prompts(f"{name}:test")
-        assert not set(train["prompt"]) & set(test["prompt"])
-        assert len(train) + len(test) == len(load_prompts(name))
+        splits = [load_prompts(f"{name}:{split}") for split in SPLITS if split in set(load_prompts(name)["split"])]
+        assert sum(map(len, splits)) == len(load_prompts(name)) == len({p for s in splits for p in s["prompt"]})
     multi_turn = load_prompts("benign").filter(lambda r: r["shape"] == "multi_turn")
     assert all(r["history"] and r["history"][0]["role"] == "user" for r in multi_turn)
+
+
+def test_benign_validation_is_written_apart_from_everything_else():
+    """The benign requests choices are made on: every shape the held-out suite has, and no request that a training
+    pool, one of our other sets or the held-out suite holds or nearly copies (word 3-gram Jaccard >= 0.5)."""
+    from hf_sentinel.data.benign_pool import XSTEST_TYPES
+    from hf_sentinel.data.heldout import load_heldout
+    from hf_sentinel.data.pools import benign_pool, harmful_pool
+    from hf_sentinel.data.splits import near_duplicate_of_any, shingles
+
+    validation = load_prompts("benign:validation")
+    shapes = Counter(validation["shape"])
+    assert len(validation) >= 450 and set(shapes) == {"plain", "coding", "arithmetic", "writing", "flattering",
+                                                      "multi_turn", "risky_looking"} and min(shapes.values()) >= 50
+    assert len(set(validation["shape"][:7])) == 7  # --limit 7 already covers every shape
+    for row in validation:
+        assert bool(row["history"]) == (row["shape"] == "multi_turn"), row["prompt"]
+        assert (row["xstest_type"] in XSTEST_TYPES) == (row["shape"] == "risky_looking"), row["prompt"]
+        assert bool(row["answer"]) == (row["shape"] == "arithmetic"), row["prompt"]
+    others = [*load_prompts("harmful")["prompt"], *load_prompts("benign:train")["prompt"],
+              *load_prompts("benign:test")["prompt"], *load_heldout("benign-heldout")["prompt"],
+              *load_heldout("harmbench")["prompt"]]
+    for split in ("train", "validation"):
+        others += [*benign_pool(split)["prompt"], *harmful_pool(split)["prompt"]]
+    others = [shingles(text) for text in others]
+    copies = [p for p in validation["prompt"] if near_duplicate_of_any(p, others)]
+    assert not copies, f"benign:validation nearly copies other sets: {copies[:3]}"
 
 
 def test_risky_looking_benign_prompts_are_included():
@@ -66,5 +93,8 @@ def test_bad_prompt_sources_give_clear_errors(tmp_path):
         load_prompts("harmfull")
     with pytest.raises(ValueError, match="Unknown split 'dev'"):
         load_prompts("harmful:dev")
+    with pytest.raises(ValueError, match="Unknown split 'validation' for 'harmful'; its splits: harmful:train, "
+                                         "harmful:test"):
+        load_prompts("harmful:validation")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_prompts(str(tmp_path / "nope.jsonl"))

@@ -1,9 +1,10 @@
 """Prompt sets: our own harmful/benign sets and loaders for public benchmarks.
 
 Every loader returns a ``datasets.Dataset`` with a ``prompt`` column (plus ``category`` where known).
-Our own sets also carry ``split`` (train/test, fixed, so evaluation never sees training prompts), and the
-benign set ``shape`` (plain, risky_looking, arithmetic, flattering, multi_turn) and, for multi-turn items,
-``history`` (earlier chat turns that come before ``prompt``).
+Our own sets also carry ``split`` (train/test, fixed, so evaluation never sees training prompts; the benign set also
+validation), and the benign set ``shape`` (plain, risky_looking, arithmetic, flattering, multi_turn; in its
+validation split also coding and writing) and, for multi-turn items, ``history`` (earlier chat turns that come before
+``prompt``).
 
 >>> ds = load_prompts("harmful:test")
 >>> set(ds["split"]), "category" in ds.column_names
@@ -22,7 +23,9 @@ from ..hub_access import hub_reachable
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 OWN_SETS = {"harmful": PROMPTS_DIR / "harmful.jsonl", "benign": PROMPTS_DIR / "benign.jsonl"}
-SPLITS = ("train", "test")
+#: ``train`` is what trainers read, ``test`` the footnote numbers of the first round, ``validation`` (the benign set
+#: only) what choices are made on: written later than the rest, read by no trainer and no calibration.
+SPLITS = ("train", "validation", "test")
 
 
 def _package_dir(package: str) -> Path | None:
@@ -156,7 +159,8 @@ def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None =
     """Load a prompt set by name or file.
 
     Args:
-        name_or_path: ``harmful`` / ``benign`` (our own sets; add ``:train`` or ``:test`` for a split),
+        name_or_path: ``harmful`` / ``benign`` (our own sets; add ``:train`` or ``:test`` for a split, and
+            ``benign:validation`` for the benign requests choices are made on),
             ``pool:harmful|benign|attack:train|validation`` (the broad training pools and their validation splits,
             :mod:`hf_sentinel.data.pools`), ``harmbench``, ``advbench``, ``realtoxicityprompts``, ``xstest``, or a
             path to a ``.jsonl``/``.json``/``.csv``/``.parquet`` file with a ``prompt`` field.
@@ -173,11 +177,9 @@ def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None =
     name, _, split = name_or_path.partition(":")
     path = Path(name_or_path).expanduser()
     if name in OWN_SETS:
-        if split and split not in SPLITS:
-            raise ValueError(f"Unknown split {split!r} for {name!r}; use {name}:train or {name}:test.")
         ds = _load_file(OWN_SETS[name])
         if split:
-            ds = ds.filter(lambda row: row["split"] == split)
+            ds = _own_split(ds, name, split)
     elif name == "pool":
         ds = _load_pool(split)
     elif name in PUBLIC_SETS:
@@ -188,9 +190,9 @@ def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None =
         raise FileNotFoundError(f"Prompt file {path} does not exist.")
     else:
         raise ValueError(
-            f"Unknown prompt set {name_or_path!r}. Use one of {available_sets()} (own sets take :train/:test), "
-            f"a training pool (pool:harmful|benign|attack:train|validation), or the path of a JSONL/CSV file with a "
-            f"`prompt` field."
+            f"Unknown prompt set {name_or_path!r}. Use one of {available_sets()} (own sets take :train/:test, benign "
+            f"also :validation), a training pool (pool:harmful|benign|attack:train|validation), or the path of a "
+            f"JSONL/CSV file with a `prompt` field."
         )
     if shape is not None:
         ds = _of_shape(ds, shape, name_or_path)
@@ -201,10 +203,19 @@ def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None =
     return ds
 
 
+def _own_split(ds: Dataset, name: str, split: str) -> Dataset:
+    present = [s for s in SPLITS if s in set(ds["split"])]
+    if split not in present:
+        raise ValueError(f"Unknown split {split!r} for {name!r}; its splits: "
+                         f"{', '.join(f'{name}:{s}' for s in present)}.")
+    return ds.filter(lambda row: row["split"] == split)
+
+
 def _of_shape(ds: Dataset, shape: str, origin: str) -> Dataset:
     if "shape" not in ds.column_names:
         raise ValueError(f"Prompt set {origin} has no `shape` column, so it cannot be narrowed to shape {shape!r}; "
-                         f"the benign sets (benign, benign:train|test, pool:benign:train|validation) have one.")
+                         f"the benign sets (benign, benign:train|validation|test, pool:benign:train|validation) "
+                         f"have one.")
     keep = [i for i, value in enumerate(ds["shape"]) if value == shape]
     if not keep:
         shapes = sorted({value for value in ds["shape"] if value})

