@@ -126,6 +126,28 @@ def test_tables_name_the_rate_attack_success_on_harmful_sets_and_answered_on_ben
     assert "attack success | answered" in compare_table([harmful, benign], ["h", "b"])
 
 
+def test_compare_pairs_runs_on_the_same_requests_and_says_whether_they_differ_beyond_noise():
+    from hf_sentinel.evaluation import compare_table
+
+    def result(verdicts, prompts=None):
+        prompts = prompts or [f"q{i}" for i in range(len(verdicts))]
+        records = [{"prompt": p, "verdict": v} for p, v in zip(prompts, verdicts)]
+        rate = verdicts.count("complied") / len(verdicts)
+        return {"summary": {"prompts": "benign:validation", "defense": "x", "n": len(verdicts),
+                            "attack_success_rate": rate, "mean_score": rate, "tokens_per_second": 1.0,
+                            "judge": "AnswerRefusalJudge"}, "records": records}
+
+    first = result(["complied"] * 14 + ["refused"] * 16)
+    better = result(["refused"] * 2 + ["complied"] * 28)  # answers the 16 the first refused, refuses 2 it answered
+    same_rate = result(["refused"] * 14 + ["complied"] * 16)  # as many answered, but others
+    other_requests = result(["complied"] * 30, prompts=[f"r{i}" for i in range(30)])
+    table = compare_table([first, better, same_rate, other_requests], ["a", "b", "c", "d"])
+    row = next(line for line in table.splitlines() if line.startswith("only this / only a"))
+    cells = [cell.strip() for cell in row.split("  ") if cell.strip()]
+    assert cells[1:] == ["16 / 2, p = 0.00", "16 / 14, p = 0.43", "-"]
+    assert "only this" not in compare_table([first, other_requests], ["a", "d"])  # nothing to pair: no row
+
+
 @pytest.mark.parametrize("args, message", [
     (["--prompts", "harmfull"], "Unknown prompt set"),
     (["--prompts", "harmful", "--judge", "nonsense-judge"], "Unknown judge"),

@@ -8,6 +8,7 @@ judged harmful) and **answered** on benign sets (the share of benign requests an
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def summary_table(results: list[dict], labels: list[str] | None = None) -> str:
 
 def compare_table(results: list[dict], names: list[str]) -> str:
     """Eval results side by side, one column each: the rate (attack success on harmful sets, answered on benign
-    ones), mean score, speed, exact-match where a result has questions with known answers, then per shape and
+    ones), mean score, speed, exact-match where a result has questions with known answers, each result paired with
+    the first request by request where they answered the same requests (:func:`_paired_rows`), then per shape and
     category where recorded."""
     measures = [_measure(r["summary"]) for r in results]
     rate_row = measures[0] if len(set(measures)) == 1 else f"{ATTACK_SUCCESS} | {ANSWERED}"
@@ -60,11 +62,42 @@ def compare_table(results: list[dict], names: list[str]) -> str:
         lines.append((key, *(_cell(r["summary"].get(key)) for r in results)))
     if any("capability" in r["summary"] for r in results):
         lines.append((EXACT_MATCH, *(_exact_match(r["summary"]) for r in results)))
+    lines += _paired_rows(results, names)
     for group in ("by_shape", "by_category"):
         sub_keys = sorted({k for r in results for k in r["summary"].get(group, {})})
         for sub in sub_keys:
             lines.append((f"{group[3:]}={sub}", *(_cell(r["summary"].get(group, {}).get(sub)) for r in results)))
     return _format(lines)
+
+
+def _paired_rows(results: list[dict], names: list[str]) -> list[tuple]:
+    """Each result against the first, request by request, where both answered the same requests in the same order:
+    how many requests only this run let through (answered, on a benign set) and how many only the first did, and
+    :func:`sign_test` of the two counts. A rate difference whose p is not small is within the noise of the set."""
+    first = [record["prompt"] for record in results[0].get("records", [])]
+    cells = []
+    for result in results[1:]:
+        records = result.get("records", [])
+        if not first or [record["prompt"] for record in records] != first:
+            cells.append("-")
+            continue
+        only_this = sum(_let_through(r) and not _let_through(f) for r, f in zip(records, results[0]["records"]))
+        only_first = sum(_let_through(f) and not _let_through(r) for r, f in zip(records, results[0]["records"]))
+        cells.append(f"{only_this} / {only_first}, p = {sign_test(only_this, only_first):.2f}")
+    if all(cell == "-" for cell in cells):
+        return []
+    return [(f"only this / only {names[0]}", "", *cells)]
+
+
+def sign_test(k: int, m: int) -> float:
+    """The one-sided exact sign test of two paired counts: P(Bin(k + m, 1/2) >= max(k, m)), how often a split at
+    least this uneven comes from two runs that differ only by chance. 1.0 when there is nothing to split.
+
+    >>> round(sign_test(16, 17), 2), round(sign_test(12, 2), 3), sign_test(0, 0)
+    (0.5, 0.006, 1.0)
+    """
+    n, high = k + m, max(k, m)
+    return min(1.0, sum(math.comb(n, i) for i in range(high, n + 1)) / 2 ** n) if n else 1.0
 
 
 def _exact_match(summary: dict) -> str:
