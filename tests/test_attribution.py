@@ -231,3 +231,24 @@ def test_cli_attribute_needs_a_stack_and_a_member_and_its_output_needs_it():
     # --limit 0 fails before any model loads, should the check ever be missing.
     with pytest.raises(SystemExit, match="--attribution-output goes with --attribute"):
         main(["bench", "--attribution-output", "a.json", "--limit", "0"])
+
+
+def test_bench_compare_pairs_each_run_with_the_first_set_by_set():
+    from hf_sentinel.evaluation.bench import headline
+    from hf_sentinel.evaluation.report import bench_compare_table
+
+    stack, (sentinel, red_flag) = scenario()
+    other_limit = scenario(limit=2)[0]
+    for result in (stack, sentinel, red_flag, other_limit):
+        result["summary"].update(headline=headline(result["summary"]["sets"]), wall_seconds=1.0)
+    table = bench_compare_table([red_flag, sentinel, other_limit], ["flag", "sentinel", "other"])
+    lines = table.splitlines()
+    paired = lines[next(i for i, line in enumerate(lines) if line.startswith("only this / only flag")) + 1:]
+    rows = {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", line.strip()) for line in paired)}
+    # harmbench: the sentinel alone let h2, h4 through, which the flag refused; the flag let nothing through that
+    # the sentinel refused (h1 both refused). Benign: the sentinel answered b2, the flag answered nothing more.
+    # A run with another --limit does not pair: "-".
+    assert rows["harmbench"] == ["2 / 0, p = 0.25", "-"]
+    assert rows["benign-heldout"] == ["1 / 0, p = 0.50", "-"]
+    assert rows["own-test/harmful"] == ["0 / 1, p = 0.50", "-"]
+    assert "only this" not in bench_compare_table([red_flag, other_limit], ["flag", "other"])

@@ -83,10 +83,14 @@ def _paired_rows(results: list[dict], names: list[str]) -> list[tuple]:
             continue
         only_this = sum(_let_through(r) and not _let_through(f) for r, f in zip(records, results[0]["records"]))
         only_first = sum(_let_through(f) and not _let_through(r) for r, f in zip(records, results[0]["records"]))
-        cells.append(f"{only_this} / {only_first}, p = {sign_test(only_this, only_first):.2f}")
+        cells.append(_pair_cell(only_this, only_first))
     if all(cell == "-" for cell in cells):
         return []
     return [(f"only this / only {names[0]}", "", *cells)]
+
+
+def _pair_cell(only_this: int, only_first: int) -> str:
+    return f"{only_this} / {only_first}, p = {sign_test(only_this, only_first):.2f}"
 
 
 def sign_test(k: int, m: int) -> float:
@@ -204,7 +208,8 @@ def stack_label(defense: str, attacker: dict | str | None) -> str:
 
 def bench_compare_table(results: list[dict], names: list[str]) -> str:
     """Bench results side by side, one column per defense stack: attack success per harmful set, the worst attack
-    shape, answered per benign set and shape, then the footnote sets; each cell ``rate% [95% CI]``."""
+    shape, answered per benign set and shape, then the footnote sets; each cell ``rate% [95% CI]``. Runs of the
+    same suite with the same settings are also paired with the first, set by set (:func:`_bench_paired_rows`)."""
     keys = list(dict.fromkeys(k for r in results for k in r["summary"]["sets"]))
 
     def entry(result: dict, key: str) -> dict:
@@ -235,10 +240,39 @@ def bench_compare_table(results: list[dict], names: list[str]) -> str:
         for key in footnotes:
             measure = next(entry(r, key)["measure"] for r in results if entry(r, key))
             lines.append(row(f"  {key}, {measure} (n={_n(results, key)})", lambda r: entry(r, key)))
+    lines += _bench_paired_rows(results, names, keys)
     lines.append(("judge", *(r["summary"]["judge"] for r in results)))
     lines.append(("  agrees with human labels", *(_agreement(r["summary"]) for r in results)))
     lines.append(("wall time", *(f"{r['summary']['wall_seconds']:.0f} s" for r in results)))
     return _format(lines)
+
+
+def _bench_paired_rows(results: list[dict], names: list[str], keys: list[str]) -> list[tuple]:
+    """Per set, each run against the first, row by row where both ran the same suite with the same settings: the
+    requests only this run let through (answered, on a benign set), those only the first did, and :func:`sign_test`
+    of the two."""
+    counts = [_paired_counts(results[0], result) for result in results[1:]]
+    if not any(counts):
+        return []
+    lines = [(f"only this / only {names[0]}, sign-test p", *[""] * len(results))]
+    for key in keys:
+        lines.append((f"  {key}", "", *(_pair_cell(*c[key]) if c and key in c else "-" for c in counts)))
+    return lines
+
+
+def _paired_counts(first: dict, result: dict) -> dict[str, tuple[int, int]] | None:
+    """``{set: (only result let through, only first let through)}``, or None where the runs do not pair up."""
+    if any(setting(first["summary"]) != setting(result["summary"]) for setting in _SHARED_SETTINGS.values()):
+        return None
+    try:
+        paired = _paired(first["records"], result["records"], result["summary"]["defense"])
+    except ValueError:
+        return None
+    counts = defaultdict(lambda: [0, 0])
+    for key, mine, theirs in zip(set_keys(first["records"]), first["records"], paired):
+        counts[key][0] += _let_through(theirs) and not _let_through(mine)
+        counts[key][1] += _let_through(mine) and not _let_through(theirs)
+    return {key: tuple(pair) for key, pair in counts.items()}
 
 
 #: A bench summary's judge (its class name) -> its ``--judge`` value.
