@@ -19,10 +19,11 @@ def test_own_sets_are_large_varied_and_split_without_overlap():
 
 
 def test_benign_validation_is_written_apart_from_everything_else():
-    """The benign requests choices are made on: every shape the held-out suite has, and no request that a training
-    pool, one of our other sets or the held-out suite holds or nearly copies (word 3-gram Jaccard >= 0.5)."""
+    """The benign requests choices are made on: every shape the held-out suite has, and no text (request or chat
+    turn) that a training pool, one of our other sets or the held-out suite holds or nearly copies (word 3-gram
+    Jaccard >= 0.5)."""
     from hf_sentinel.data.benign_pool import XSTEST_TYPES
-    from hf_sentinel.data.heldout import load_heldout
+    from hf_sentinel.data.heldout import EXTRA_SETS, SUITE, load_heldout
     from hf_sentinel.data.pools import benign_pool, harmful_pool
     from hf_sentinel.data.splits import near_duplicate_of_any, shingles
 
@@ -35,13 +36,17 @@ def test_benign_validation_is_written_apart_from_everything_else():
         assert bool(row["history"]) == (row["shape"] == "multi_turn"), row["prompt"]
         assert (row["xstest_type"] in XSTEST_TYPES) == (row["shape"] == "risky_looking"), row["prompt"]
         assert bool(row["answer"]) == (row["shape"] == "arithmetic"), row["prompt"]
-    others = [*load_prompts("harmful")["prompt"], *load_prompts("benign:train")["prompt"],
-              *load_prompts("benign:test")["prompt"], *load_heldout("benign-heldout")["prompt"],
-              *load_heldout("harmbench")["prompt"]]
+    def texts(ds) -> list[str]:
+        chats = ds["history"] if "history" in ds.column_names else []
+        return [*ds["prompt"], *(turn["content"] for chat in chats for turn in chat or [])]
+
+    others = [text for name in ("harmful", "benign:train", "benign:test") for text in texts(load_prompts(name))]
+    for name in [*SUITE, *EXTRA_SETS]:
+        others += [*texts(load_heldout(name)), *load_heldout(name)["request"]]
     for split in ("train", "validation"):
-        others += [*benign_pool(split)["prompt"], *harmful_pool(split)["prompt"]]
-    others = [shingles(text) for text in others]
-    copies = [p for p in validation["prompt"] if near_duplicate_of_any(p, others)]
+        others += [*texts(benign_pool(split)), *harmful_pool(split)["prompt"]]
+    others = [shingles(text) for text in set(others)]
+    copies = [text for text in texts(validation) if near_duplicate_of_any(text, others)]
     assert not copies, f"benign:validation nearly copies other sets: {copies[:3]}"
 
 
