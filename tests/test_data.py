@@ -1,5 +1,4 @@
 import json
-from collections import Counter
 
 import pytest
 
@@ -16,38 +15,6 @@ def test_own_sets_are_large_varied_and_split_without_overlap():
         assert sum(map(len, splits)) == len(load_prompts(name)) == len({p for s in splits for p in s["prompt"]})
     multi_turn = load_prompts("benign").filter(lambda r: r["shape"] == "multi_turn")
     assert all(r["history"] and r["history"][0]["role"] == "user" for r in multi_turn)
-
-
-def test_benign_validation_is_written_apart_from_everything_else():
-    """The benign requests choices are made on: every shape the held-out suite has, and no text (request or chat
-    turn) that a training pool, one of our other sets or the held-out suite holds or nearly copies (word 3-gram
-    Jaccard >= 0.5)."""
-    from hf_sentinel.data.benign_pool import XSTEST_TYPES
-    from hf_sentinel.data.heldout import EXTRA_SETS, SUITE, load_heldout
-    from hf_sentinel.data.pools import benign_pool, harmful_pool
-    from hf_sentinel.data.splits import near_duplicate_of_any, shingles
-
-    validation = load_prompts("benign:validation")
-    shapes = Counter(validation["shape"])
-    assert len(validation) >= 450 and set(shapes) == {"plain", "coding", "arithmetic", "writing", "flattering",
-                                                      "multi_turn", "risky_looking"} and min(shapes.values()) >= 50
-    assert len(set(validation["shape"][:7])) == 7  # --limit 7 already covers every shape
-    for row in validation:
-        assert bool(row["history"]) == (row["shape"] == "multi_turn"), row["prompt"]
-        assert (row["xstest_type"] in XSTEST_TYPES) == (row["shape"] == "risky_looking"), row["prompt"]
-        assert bool(row["answer"]) == (row["shape"] == "arithmetic"), row["prompt"]
-    def texts(ds) -> list[str]:
-        chats = ds["history"] if "history" in ds.column_names else []
-        return [*ds["prompt"], *(turn["content"] for chat in chats for turn in chat or [])]
-
-    others = [text for name in ("harmful", "benign:train", "benign:test") for text in texts(load_prompts(name))]
-    for name in [*SUITE, *EXTRA_SETS]:
-        others += [*texts(load_heldout(name)), *load_heldout(name)["request"]]
-    for split in ("train", "validation"):
-        others += [*texts(benign_pool(split)), *harmful_pool(split)["prompt"]]
-    others = [shingles(text) for text in set(others)]
-    copies = [text for text in texts(validation) if near_duplicate_of_any(text, others)]
-    assert not copies, f"benign:validation nearly copies other sets: {copies[:3]}"
 
 
 def test_risky_looking_benign_prompts_are_included():

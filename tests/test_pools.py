@@ -7,6 +7,7 @@ none of their prompts reached a pool; the pools module itself never opens them.
 
 import json
 import re
+from collections import Counter, defaultdict
 
 import pytest
 
@@ -155,6 +156,40 @@ def test_benign_pool_holds_no_test_or_harmful_prompt(built):
     assert not benign & set().union(*(_keys(built["harmful", s]["prompt"]) for s in SPLITS))
     harmful = set().union(*(_keys(built["harmful", s]["prompt"]) for s in SPLITS))
     assert not harmful & _keys(load_prompts("harmful:test")["prompt"])
+
+
+def test_benign_validation_is_written_apart_from_everything_else(built):
+    """The benign requests choices are made on: every shape the held-out suite has, and no text (request or chat
+    turn) that a training pool, one of our other sets or the held-out suite holds or nearly copies (word 3-gram
+    Jaccard >= 0.5)."""
+    from hf_sentinel.data.heldout import EXTRA_SETS, SUITE, load_heldout
+    from hf_sentinel.data.splits import near_duplicate_of_any, shingles
+
+    validation = load_prompts("benign:validation")
+    shapes = Counter(validation["shape"])
+    assert len(validation) >= 450 and set(shapes) == {"plain", "coding", "arithmetic", "writing", "flattering",
+                                                      "multi_turn", "risky_looking"} and min(shapes.values()) >= 50
+    assert len(set(validation["shape"][:7])) == 7  # --limit 7 already covers every shape
+    for row in validation:
+        assert bool(row["history"]) == (row["shape"] == "multi_turn"), row["prompt"]
+        assert (row["xstest_type"] in XSTEST_TYPES) == (row["shape"] == "risky_looking"), row["prompt"]
+        assert bool(row["answer"]) == (row["shape"] == "arithmetic"), row["prompt"]
+    def texts(ds) -> list[str]:
+        chats = ds["history"] if "history" in ds.column_names else []
+        return [*ds["prompt"], *(turn["content"] for chat in chats for turn in chat or [])]
+
+    others = [text for name in ("harmful", "benign:train", "benign:test") for text in texts(load_prompts(name))]
+    for name in [*SUITE, *EXTRA_SETS]:
+        others += [*texts(load_heldout(name)), *load_heldout(name)["request"]]
+    for split in SPLITS:
+        others += [*texts(built["benign", split]), *built["harmful", split]["prompt"]]
+    sharing = defaultdict(list)  # trigram -> the other texts that hold it: only those can be near copies
+    for other in map(shingles, set(others)):
+        for trigram in other:
+            sharing[trigram].append(other)
+    copies = [text for text in texts(validation)
+              if near_duplicate_of_any(text, [other for trigram in shingles(text) for other in sharing[trigram]])]
+    assert not copies, f"benign:validation nearly copies other sets: {copies[:3]}"
 
 
 def test_every_benign_text_is_non_empty_and_distinct(built):
