@@ -63,7 +63,7 @@ def test_shipped_prompt_refuses_harmful_and_answers_benign_requests(default_targ
               for shape in ("plain", "risky_looking", "arithmetic", "flattering", "multi_turn")]
     conversations = ([to_conversation(p) for p in harmful["prompt"]]
                      + [to_conversation(row["prompt"], row["history"]) for row in benign])
-    settings = GenerationSettings(max_new_tokens=24)
+    settings = GenerationSettings(max_new_tokens=12)  # the refusals open the answer: 24 tokens refuse the same 5
     guarded = generate(model, tokenizer, conversations, settings, [parse_defense("dro:default")]).responses
     undefended = generate(model, tokenizer, conversations[:30], settings).responses
     judge = RefusalJudge()

@@ -174,6 +174,7 @@ def test_benign_validation_is_written_apart_from_everything_else(built):
         assert bool(row["history"]) == (row["shape"] == "multi_turn"), row["prompt"]
         assert (row["xstest_type"] in XSTEST_TYPES) == (row["shape"] == "risky_looking"), row["prompt"]
         assert bool(row["answer"]) == (row["shape"] == "arithmetic"), row["prompt"]
+
     def texts(ds) -> list[str]:
         chats = ds["history"] if "history" in ds.column_names else []
         return [*ds["prompt"], *(turn["content"] for chat in chats for turn in chat or [])]
