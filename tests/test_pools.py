@@ -53,9 +53,15 @@ def _trigrams(text: str) -> frozenset[str]:
 
 
 def _near_copies(texts, others) -> list[tuple[str, str]]:
-    others = [(o, _trigrams(o)) for o in others]
-    return [(t, o) for t, mine in ((t, _trigrams(t)) for t in texts) for o, theirs in others
-            if len(mine & theirs) >= NEAR_DUPLICATE * len(mine | theirs)]
+    sharing = defaultdict(set)  # trigram -> the others that hold it: only those can be near copies of a text
+    others = list(dict.fromkeys(others))
+    trigrams = [_trigrams(o) for o in others]
+    for i, theirs in enumerate(trigrams):
+        for trigram in theirs:
+            sharing[trigram].add(i)
+    return [(t, others[i]) for t, mine in ((t, _trigrams(t)) for t in texts)
+            for i in sorted(set().union(*(sharing[g] for g in mine)))
+            if len(mine & trigrams[i]) >= NEAR_DUPLICATE * len(mine | trigrams[i])]
 
 
 def test_sizes_and_every_benign_shape(built):
@@ -163,7 +169,6 @@ def test_benign_validation_is_written_apart_from_everything_else(built):
     turn) that a training pool, one of our other sets or the held-out suite holds or nearly copies (word 3-gram
     Jaccard >= 0.5)."""
     from hf_sentinel.data.heldout import EXTRA_SETS, SUITE, load_heldout
-    from hf_sentinel.data.splits import near_duplicate_of_any, shingles
 
     validation = load_prompts("benign:validation")
     shapes = Counter(validation["shape"])
@@ -184,12 +189,7 @@ def test_benign_validation_is_written_apart_from_everything_else(built):
         others += [*texts(load_heldout(name)), *load_heldout(name)["request"]]
     for split in SPLITS:
         others += [*texts(built["benign", split]), *built["harmful", split]["prompt"]]
-    sharing = defaultdict(list)  # trigram -> the other texts that hold it: only those can be near copies
-    for other in map(shingles, set(others)):
-        for trigram in other:
-            sharing[trigram].append(other)
-    copies = [text for text in texts(validation)
-              if near_duplicate_of_any(text, [other for trigram in shingles(text) for other in sharing[trigram]])]
+    copies = _near_copies(texts(validation), others)
     assert not copies, f"benign:validation nearly copies other sets: {copies[:3]}"
 
 
