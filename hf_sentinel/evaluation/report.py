@@ -81,12 +81,20 @@ def _paired_rows(results: list[dict], names: list[str]) -> list[tuple]:
         if not first or [record["prompt"] for record in records] != first:
             cells.append("-")
             continue
-        only_this = sum(_let_through(r) and not _let_through(f) for r, f in zip(records, results[0]["records"]))
-        only_first = sum(_let_through(f) and not _let_through(r) for r, f in zip(records, results[0]["records"]))
-        cells.append(_pair_cell(only_this, only_first))
+        cells.append(_pair_cell(*_only_each(zip(records, results[0]["records"]))))
     if all(cell == "-" for cell in cells):
         return []
     return [(f"only this / only {names[0]}", "", *cells)]
+
+
+def _only_each(pairs) -> tuple[int, int]:
+    """Of ``(this run's record, the first run's record)`` pairs: how many only this run let through, and how many
+    only the first did."""
+    only_this = only_first = 0
+    for this, first in pairs:
+        only_this += _let_through(this) and not _let_through(first)
+        only_first += _let_through(first) and not _let_through(this)
+    return only_this, only_first
 
 
 def _pair_cell(only_this: int, only_first: int) -> str:
@@ -268,11 +276,10 @@ def _paired_counts(first: dict, result: dict) -> dict[str, tuple[int, int]] | No
         paired = _paired(first["records"], result["records"], result["summary"]["defense"])
     except ValueError:
         return None
-    counts = defaultdict(lambda: [0, 0])
+    by_set = defaultdict(list)
     for key, mine, theirs in zip(set_keys(first["records"]), first["records"], paired):
-        counts[key][0] += _let_through(theirs) and not _let_through(mine)
-        counts[key][1] += _let_through(mine) and not _let_through(theirs)
-    return {key: tuple(pair) for key, pair in counts.items()}
+        by_set[key].append((theirs, mine))
+    return {key: _only_each(pairs) for key, pairs in by_set.items()}
 
 
 #: A bench summary's judge (its class name) -> its ``--judge`` value.
