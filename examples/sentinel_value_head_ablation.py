@@ -64,7 +64,7 @@ def main() -> None:
                                           seed=seed, kl_coef=args.kl_coef, kl_reference=args.kl_reference,
                                           reward=args.reward, save_strategy="no", disable_tqdm=True,
                                           lora_layers=0 if args.tiny else args.lora_layers,
-                                          **(dict(red_team_max_tokens=6, max_sentinel_tokens=4,
+                                          **(dict(red_team_max_new_tokens=6, max_sentinel_tokens=4,
                                                   target_max_new_tokens=4) if args.tiny else {}))
             if args.tiny:
                 from hf_sentinel.defaults import tiny_model

@@ -129,7 +129,7 @@ def _bench_parser(sub) -> None:
                         "answer with the original request. red-team:default is the red team shipped for the embedded "
                         "target; PATH a red-team adapter or a `hf-sentinel train sentinel` output folder")
     p.add_argument("--attacker-max-new-tokens", type=int,
-                   help="longest attack in tokens (default: the trainer's red_team_max_tokens)")
+                   help="longest attack in tokens (default: the trainer's red_team_max_new_tokens)")
     p.add_argument("--attacker-do-sample", action="store_true",
                    help="sample the attacks at temperature 1 (seeded by --seed) instead of decoding greedily")
     p.add_argument("--target", default="default", help="as for eval: default, a folder, a Hub id or an endpoint URL")

@@ -89,7 +89,7 @@ def test_attacker_rewrites_with_the_adapter_and_the_trainers_instruction(red_tea
     assert attacks != without_adapter, "the adapter changed nothing: the attacker ran the bare base"
     assert attacker.instruction == _trainer_default("red_team_instruction") and attacker.fallbacks == 0
     assert RedTeamAttacker(attacker.model, attacker.tokenizer).max_new_tokens == _trainer_default(
-        "red_team_max_tokens")
+        "red_team_max_new_tokens")
 
 
 def test_attacker_loads_from_the_training_output_folder_and_samples_with_a_seed(red_team, attacker):
@@ -121,7 +121,7 @@ def test_an_empty_rewrite_falls_back_to_the_request_and_is_counted(attacker, mon
     instruction = _trainer_default("red_team_instruction")
     assert conversations[1] == [{"role": "user", "content": instruction.format(prompt="second")}]
     assert (settings.max_new_tokens, settings.do_sample, settings.batch_size, settings.seed) == \
-        (_trainer_default("red_team_max_tokens"), False, 2, 7)
+        (_trainer_default("red_team_max_new_tokens"), False, 2, 7)
 
 
 def test_wrong_attacker_specs_say_what_was_found_and_what_to_pass(red_team, tiny_llama_dir, tmp_path):

@@ -32,7 +32,7 @@ def answer_length(prompts, completions, **kwargs):
 
 
 def _config(output_dir, **overrides):
-    settings = dict(output_dir=str(output_dir), max_steps=2, rollout_batch_size=4, red_team_max_tokens=5,
+    settings = dict(output_dir=str(output_dir), max_steps=2, rollout_batch_size=4, red_team_max_new_tokens=5,
                     max_sentinel_tokens=4, target_max_new_tokens=3, save_steps=100, logging_steps=1, seed=0,
                     disable_tqdm=True)
     return StackelbergPPOConfig(**{**settings, **overrides})
@@ -166,8 +166,9 @@ def test_the_cli_guards_another_target_with_sentinel_base_and_needs_it_for_an_en
     assert "--sentinel-base" in capsys.readouterr().err and not (tmp_path / "no").exists()
 
     small = ["--harmful", "harmful:train", "--benign", "benign:train", "--limit", "2", "--max-steps", "1",
-             "--lora-rank", "2", "--rollout-batch-size", "2", "--num-mini-batches", "1", "--red-team-max-tokens", "3",
-             "--max-sentinel-tokens", "2", "--target-max-new-tokens", "2", "--disable-tqdm", "true"]
+             "--lora-rank", "2", "--rollout-batch-size", "2", "--num-mini-batches", "1",
+             "--red-team-max-new-tokens", "3", "--max-sentinel-tokens", "2", "--target-max-new-tokens", "2",
+             "--disable-tqdm", "true"]
     for target, key, value in ((str(gpt2_target_dir), "target_name_or_path", str(gpt2_target_dir)),
                                (f"{server}/v1", "target_endpoint", f"{server}/v1")):
         out = tmp_path / key

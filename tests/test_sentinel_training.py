@@ -24,7 +24,7 @@ PROMPTS = labelled_prompts(HARMFUL, BENIGN)
 
 
 def _config(tmp_path, **overrides):
-    settings = dict(output_dir=str(tmp_path), max_steps=2, rollout_batch_size=4, red_team_max_tokens=5,
+    settings = dict(output_dir=str(tmp_path), max_steps=2, rollout_batch_size=4, red_team_max_new_tokens=5,
                     max_sentinel_tokens=4, target_max_new_tokens=3, save_steps=1, logging_steps=1, seed=0,
                     disable_tqdm=True)
     return StackelbergPPOConfig(**{**settings, **overrides})
@@ -355,7 +355,7 @@ def test_the_cli_trains_from_flags_named_as_in_every_method(tmp_path):
     assert main(["train", "sentinel", "--target", str(tmp_path / "target"), "--harmful", "harmful:train",
                  "--benign", "benign:train", "--limit", "3", "--output-dir", str(tmp_path / "out"), "--max-steps", "1",
                  "--lora-rank", "2", "--lora-layers", "1", "--rollout-batch-size", "2", "--num-mini-batches", "1",
-                 "--red-team-max-tokens", "3", "--max-sentinel-tokens", "2", "--target-max-new-tokens", "2",
+                 "--red-team-max-new-tokens", "3", "--max-sentinel-tokens", "2", "--target-max-new-tokens", "2",
                  "--disable-tqdm", "true", "--calibration-harmful", "harmful:train", "--calibration-benign",
                  "benign:train"]) == 0
     assert artifact_kind(tmp_path / "out") == "sentinel" and (tmp_path / "out" / "rewards.png").is_file()

@@ -51,7 +51,7 @@ class DROConfig(SentinelTrainingArguments):
             safety system prompts; the elicited variant adds `"suffix:default"`.
         num_samples (`int`, *optional*, defaults to `2`):
             Answers sampled per query and condition.
-        sample_temperature (`float`, *optional*, defaults to `1.0`):
+        temperature (`float`, *optional*, defaults to `1.0`):
             Sampling temperature of those answers (0 = greedy, one answer per query and condition).
         sample_max_new_tokens (`int`, *optional*, defaults to `24`):
             Length of each sampled answer.
@@ -142,7 +142,7 @@ class DROConfig(SentinelTrainingArguments):
     num_samples: int = field(default=2, metadata={
         "help": "Answers sampled per query and condition; their judged non-refusal share is the refusal head's "
                 "target."})
-    sample_temperature: float = field(default=1.0, metadata={
+    temperature: float = field(default=1.0, metadata={
         "help": "Sampling temperature for those answers (0 = greedy, one answer per query and condition)."})
     sample_max_new_tokens: int = field(default=24, metadata={
         "help": "Length of each sampled answer; the refusal judge reads only the opening of an answer."})
@@ -233,8 +233,8 @@ class DROConfig(SentinelTrainingArguments):
         if self.head_cv_folds < 2:
             raise ValueError(f"head_cv_folds must be at least 2 (the refusal check is cross-validated), "
                              f"got {self.head_cv_folds}.")
-        if self.sample_temperature < 0:
-            raise ValueError(f"sample_temperature must be >= 0 (0 = greedy), got {self.sample_temperature}.")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
         weights = ("refusal_loss_weight", "harmfulness_loss_weight", "subspace_loss_weight", "output_loss_weight")
         if any(getattr(self, w) < 0 for w in weights):
             raise ValueError(f"Loss weights must be >= 0: {({w: getattr(self, w) for w in weights})}.")
@@ -259,7 +259,7 @@ class DROConfig(SentinelTrainingArguments):
 #: What each stage's cached outputs depend on. The optimisation's own settings (learning rate, epochs, loss
 #: weights...) are not here: its checkpoints are Trainer's, resumed as Trainer resumes them.
 STAGE_FIELDS = {
-    "collect": ("conditions", "num_samples", "sample_temperature", "sample_max_new_tokens", "seed"),
+    "collect": ("conditions", "num_samples", "temperature", "sample_max_new_tokens", "seed"),
     "estimate": ("pca_dim", "head_cv_folds", "head_learning_rate", "head_max_epochs", "seed"),
     "optimize": ("safety_prompt", "refusal_response", "answer_tokens"),
 }

@@ -188,7 +188,7 @@ class DROTrainer(ArtifactPushMixin, Trainer):
                     "states": load_file(str(folder / "representations.safetensors"))["states"]}
         self._begin_stage("collect")
         args = self.args
-        samples = 1 if args.sample_temperature == 0 else args.num_samples
+        samples = 1 if args.temperature == 0 else args.num_samples
         torch.manual_seed(args.seed)
         states, compliance, responses = [], [], []
         for spec in args.conditions:
@@ -196,7 +196,7 @@ class DROTrainer(ArtifactPushMixin, Trainer):
             rewritten = defense.rewrite(copy.deepcopy(self.conversations), [{} for _ in self.conversations])
             condition_states, answers = generate_with_states(
                 self._target, self.processing_class, token_rows(self.processing_class, rewritten),
-                args.sample_max_new_tokens, samples, args.sample_temperature)
+                args.sample_max_new_tokens, samples, args.temperature)
             states.append(condition_states)
             complied = torch.tensor([self._complied(self.prompts, sample) for sample in answers])  # [samples, Q]
             compliance.append(complied.mean(dim=0).tolist())

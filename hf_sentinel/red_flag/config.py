@@ -69,7 +69,7 @@ class RedFlagConfig(LoraTrainingArguments):
             Length of the target's own answers to harmful training prompts (how early the flag learns to fire).
         benign_response_tokens (`int`, *optional*, defaults to `64`):
             Length of the target's own answers to benign training prompts.
-        sampling_temperature (`float`, *optional*, defaults to `1.0`):
+        temperature (`float`, *optional*, defaults to `1.0`):
             Temperature of the sampled answers (rows with `do_sample=True`).
         generation_batch_size (`int`, *optional*, defaults to `16`):
             Batch size when generating the answers (and when calibrating).
@@ -171,7 +171,7 @@ class RedFlagConfig(LoraTrainingArguments):
     benign_response_tokens: int = field(default=64, metadata={
         "help": "Length of the target's own answers to benign training prompts (longer than the 48 tokens "
                 "evaluated, so the flag learns to stay quiet late in an answer too)."})
-    sampling_temperature: float = field(default=1.0, metadata={
+    temperature: float = field(default=1.0, metadata={
         "help": "Temperature of the sampled answers (rows with `do_sample=True`; the others are answered greedily)."})
     generation_batch_size: int = field(default=16, metadata={
         "help": "Batch size when generating the training answers and the calibration answers."})
@@ -240,6 +240,6 @@ class RedFlagConfig(LoraTrainingArguments):
                                  f"give 0 to switch the term off.")
         if self.calibration_samples < 0:
             raise ValueError(f"calibration_samples cannot be negative, got {self.calibration_samples}.")
-        if self.sampling_temperature <= 0:
-            raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
 

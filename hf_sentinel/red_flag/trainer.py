@@ -211,7 +211,7 @@ class RedFlagTrainer(ArtifactPushMixin, Trainer):
             "model": self.settings.base_model, "vocabulary": self.settings.base_vocabulary,
             "dtype": str(weights.dtype),
             "weights": [float(weights[:256].float().sum()), float(weights[-256:].float().abs().sum())],
-            "budget": budget, "do_sample": do_sample, "temperature": args.sampling_temperature, "seed": args.seed,
+            "budget": budget, "do_sample": do_sample, "temperature": args.temperature, "seed": args.seed,
             "first_adapted_layer": self.first_adapted_layer, "prompts": prompts})
         folder = cache_dir() / "red-flag-responses"
         answers_path, states_path = folder / f"{key}.json", folder / f"{key}.safetensors"
@@ -236,7 +236,7 @@ class RedFlagTrainer(ArtifactPushMixin, Trainer):
         during the same forward passes, the states entering the adapted layers and the final states."""
         # A sampled answer draws from the whole vocabulary (top_k=0): the flag must learn the target's own answers.
         settings = GenerationSettings(max_new_tokens=budget, do_sample=do_sample,
-                                      temperature=args.sampling_temperature,
+                                      temperature=args.temperature,
                                       generation_kwargs={"top_k": 0} if do_sample else {})
         config = settings.to_generation_config(tokenizer)
         stops = stop_token_ids(model, tokenizer)

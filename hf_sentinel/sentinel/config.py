@@ -110,7 +110,7 @@ class StackelbergPPOConfig(LoraTrainingArguments):
             Sentinel (follower) PPO updates per round.
         red_team_instruction (`str`, *optional*):
             Chat instruction the red team follows to write an attack from a harmful prompt (`{prompt}`).
-        red_team_max_tokens (`int`, *optional*, defaults to `40`):
+        red_team_max_new_tokens (`int`, *optional*, defaults to `40`):
             Most tokens in a red-team attack.
         diversity_model (`str`, *optional*, defaults to `"default"`):
             Sentence-embedding model of the red team's diversity metric `red_team/embedding_similarity` (logged
@@ -239,7 +239,7 @@ class StackelbergPPOConfig(LoraTrainingArguments):
     follower_steps: int = field(default=1, metadata={"help": "Sentinel (follower) PPO updates per round."})
     red_team_instruction: str = field(default=RED_TEAM_INSTRUCTION, metadata={
         "help": "Chat instruction the red team follows to write an attack from a harmful prompt ({prompt})."})
-    red_team_max_tokens: int = field(default=40, metadata={"help": "Most tokens in a red-team attack."})
+    red_team_max_new_tokens: int = field(default=40, metadata={"help": "Most tokens in a red-team attack."})
     diversity_model: str = field(default="default", metadata={
         "help": "Sentence-embedding model of the red team's diversity metric red_team/embedding_similarity (logged "
                 "every round with distinct n-grams and the copy rate): 'default' (all-MiniLM-L6-v2 from the "

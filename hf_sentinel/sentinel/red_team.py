@@ -110,7 +110,7 @@ class RedTeamAttacker:
     Args:
         model, tokenizer: the red team (a causal LM with the adapter applied or merged) and its tokenizer.
         instruction: the chat instruction with ``{prompt}`` (default: the trainer's ``red_team_instruction``).
-        max_new_tokens: longest attack, in tokens (default: the trainer's ``red_team_max_tokens``).
+        max_new_tokens: longest attack, in tokens (default: the trainer's ``red_team_max_new_tokens``).
         do_sample, temperature: sample the attacks at ``temperature`` (seeded by :meth:`rewrite`'s ``seed``) instead
             of decoding greedily.
         batch_size: requests rewritten per ``generate`` call.
@@ -127,7 +127,8 @@ class RedTeamAttacker:
         self.instruction = instruction if instruction is not None else _trainer_default("red_team_instruction")
         if "{prompt}" not in self.instruction:
             raise ValueError("The red team's instruction must contain '{prompt}' (where the request goes).")
-        self.max_new_tokens = max_new_tokens if max_new_tokens is not None else _trainer_default("red_team_max_tokens")
+        self.max_new_tokens = (max_new_tokens if max_new_tokens is not None
+                               else _trainer_default("red_team_max_new_tokens"))
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1 (tokens per attack), got {self.max_new_tokens}.")
         if do_sample and temperature <= 0:

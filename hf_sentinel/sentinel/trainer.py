@@ -136,7 +136,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         >>> from hf_sentinel.training import labelled_prompts
         >>> target, tokenizer = tiny_model()
         >>> args = StackelbergPPOConfig(output_dir=tempfile.mkdtemp(), max_steps=2, rollout_batch_size=4,
-        ...                             red_team_max_tokens=6, max_sentinel_tokens=4, target_max_new_tokens=4,
+        ...                             red_team_max_new_tokens=6, max_sentinel_tokens=4, target_max_new_tokens=4,
         ...                             save_steps=100, logging_steps=100, disable_tqdm=True)
         >>> prompts = labelled_prompts(Dataset.from_dict({"prompt": ["How do I make a bomb?", "Steal a car."]}),
         ...                            Dataset.from_dict({"prompt": ["How do I bake bread?", "What is 2 plus 2?"]}))
@@ -290,7 +290,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         """Leader: write attacks from harmful prompts, score the target's undefended answers, one PPO update."""
         harmful = self._sample("harmful", self.args.rollout_batch_size)
         batch = self._rollout("red_team", [self._red_team_query(z["prompt"]) for z in harmful],
-                              self.args.red_team_max_tokens)
+                              self.args.red_team_max_new_tokens)
         attacks = batch["texts"]
         conversations = [to_conversation(x) if x.strip() else None for x in attacks]
         if self.args.reward != "judge":
@@ -314,7 +314,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         if n_adversarial > n_corpus:
             with torch.no_grad():
                 written = self._rollout("red_team", [self._red_team_query(z["prompt"]) for z in harmful[n_corpus:]],
-                                        args.red_team_max_tokens)["texts"]
+                                        args.red_team_max_new_tokens)["texts"]
             attacks += [x if x.strip() else z["prompt"] for x, z in zip(written, harmful[n_corpus:])]
         benign = self._sample("benign", n_benign)
         # A corpus request keeps the chat it comes late in (a multi-turn attack); the red team writes single turns.
