@@ -52,6 +52,20 @@ def test_any_jsonl_file_with_a_prompt_field_works(tmp_path):
     assert len(load_prompts(str(path), limit=3, seed=1)) == 3
 
 
+def test_exclude_drops_a_runs_training_prompts_before_the_sample():
+    # The harmful pool's validation split holds 8 prompts of harmful:train: a run that trains on harmful:train must
+    # not choose on them. Dropped before `seed` and `limit`, so a sample still has `limit` unread prompts.
+    trained = load_prompts("harmful:train")["prompt"]
+    every = load_prompts("pool:harmful:validation")
+    unread = load_prompts("pool:harmful:validation", exclude=[f"  {text.upper()} " for text in trained])
+    assert len(every) - len(unread) == 8
+    assert not set(unread["prompt"]) & set(trained)
+    assert len(load_prompts("pool:harmful:validation", limit=155, exclude=trained)) == len(unread)
+    assert len(load_prompts("pool:harmful:validation", limit=100, seed=0, exclude=trained)) == 100
+    with pytest.raises(ValueError, match="Every prompt of harmful:train is excluded"):
+        load_prompts("harmful:train", exclude=trained)
+
+
 def test_bad_prompt_sources_give_clear_errors(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")

@@ -480,6 +480,17 @@ def test_data_parallel_ranks_end_with_the_same_prompt(tmp_path):
     assert not torch.equal(ranks[0]["soft_prompt"], ranks[0]["initial"])
 
 
+def test_cli_evaluates_on_validation_splits_by_default():
+    # An epoch is chosen on this report, so by default it reads validation splits, never a test split (less the
+    # training prompts): 100 prompts of each, shuffled with seed 0 (about the cost of the former harmful:test +
+    # benign:test, 90 + 125 prompts).
+    from hf_sentinel.cli import build_parser
+
+    args = build_parser().parse_args(["train", "dro"])
+    assert args.eval_prompts == ["pool:harmful:validation", "benign:validation"]
+    assert (args.eval_limit, args.eval_shuffle_seed) == (100, 0)
+
+
 def test_cli_trains_and_evaluates(tiny_llama_dir, tmp_path):
     from hf_sentinel.cli import main
 
@@ -497,7 +508,8 @@ def test_cli_trains_and_evaluates(tiny_llama_dir, tmp_path):
     assert (out / "adapter_model.safetensors").is_file()
     card = (out / "README.md").read_text()
     assert "## Evaluation" in card and "w_U=0.0" in card and "3 harmful + 3 harmless" in card
-    assert list((out / "eval").glob("*.json"))
+    # the eval set is the benign training file: the 3 prompts trained on are left out, 1 of its 4 is evaluated
+    assert json.loads((out / "eval" / "benign.jsonl.json").read_text())["summary"]["n"] == 1
 
 
 def test_cli_rejects_bad_settings_before_loading_a_model(capsys):

@@ -123,6 +123,31 @@ def test_config_rejects_bad_settings(bad, message):
         MARTConfig(**bad)
 
 
+def test_the_per_round_report_defaults_to_validation_splits_at_about_the_former_cost(tmp_path):
+    # A round is chosen on this report, so by default it reads validation splits, never a test split, less the run's
+    # training prompts: 100 shuffled prompts of each, about the cost of the former default (harmful:test +
+    # benign:test, 90 + 125 prompts).
+    from hf_sentinel.data import load_prompts
+    from hf_sentinel.data.splits import normalise
+
+    config = MARTConfig()
+    assert (config.eval_harmful, config.eval_benign, config.eval_limit) == ("pool:harmful:validation",
+                                                                            "benign:validation", 100)
+    model, tokenizer = tiny_model()
+    train = labelled_prompts(load_prompts("harmful:train"), load_prompts("benign:train"))  # the default training
+    trainer = MARTTrainer(model, tiny_config(tmp_path), train_dataset=train, processing_class=tokenizer,
+                          safety_judge=AlternatingSafety(), helpfulness_judge=constant_helpfulness)
+    assert trainer.eval_names == {"harmful": "pool:harmful:validation", "benign": "benign:validation"}
+    assert {label: len(rows) for label, rows in trainer.eval_rows.items()} == {"harmful": 100, "benign": 100}
+    read = {normalise(prompt) for name in ("harmful:train", "benign:train", "harmful:test", "benign:test")
+            for prompt in load_prompts(name)["prompt"]}  # the training prompts and our test splits
+    for rows in trainer.eval_rows.values():
+        assert not {normalise(row["prompt"]) for row in rows} & read
+    sample = load_prompts("benign:validation", limit=100, seed=0)  # shuffled with `seed`, the same every round
+    assert [row["prompt"] for row in trainer.eval_rows["benign"]] == list(sample["prompt"])
+    assert set(sample["shape"]) == set(load_prompts("benign:validation")["shape"])  # every shape of the set
+
+
 def test_config_last_round_uses_rejection_sampling_k():
     config = MARTConfig(rounds=3, samples_per_prompt=1, last_round_samples=4)
     assert [config.samples_in_round(i) for i in (1, 2, 3)] == [1, 1, 4]
@@ -255,6 +280,7 @@ def test_trainer_runs_rounds_and_writes_report_adapters_cards_and_logs(tmp_path)
         assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= {p.name for p in folder.iterdir()}
         card = (folder / "README.md").read_text()
         assert "library_name: hf-sentinel" in card and "- mart" in card and "| 2 |" in card
+        assert "shuffled" not in card  # eval_limit cuts the config's eval sets, never a given eval_dataset
         assert artifact_kind(folder) == "mart"  # what tells a MART adapter from a sentinel (hf_sentinel.loading)
     assert "violation_rate" in (out / "round-2" / "target" / "README.md").read_text()
     assert not (out / "round-0" / "target").exists()  # round 0 is the original target: nothing to save

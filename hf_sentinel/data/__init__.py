@@ -20,6 +20,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from ..hub_access import hub_reachable
+from .splits import normalise
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 OWN_SETS = {"harmful": PROMPTS_DIR / "harmful.jsonl", "benign": PROMPTS_DIR / "benign.jsonl"}
@@ -155,7 +156,7 @@ def _load_pool(spec: str) -> Dataset:
 
 
 def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None = None,
-                 shape: str | None = None) -> Dataset:
+                 shape: str | None = None, exclude: list[str] | None = None) -> Dataset:
     """Load a prompt set by name or file.
 
     Args:
@@ -168,6 +169,9 @@ def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None =
         seed: shuffle with this seed before ``limit``, for a sample spread over categories.
         shape: keep only the prompts of this ``shape`` (sets with a ``shape`` column: the benign sets and pool, e.g.
             ``"arithmetic"``, the word problems with known answers), before ``seed`` and ``limit``.
+        exclude: texts whose prompts to drop (equal after :func:`hf_sentinel.data.splits.normalise`), before
+            ``seed`` and ``limit``: a run's training prompts, so that what it chooses on is data it never read (the
+            pools' validation splits hold a few rows of our own train splits, e.g. 8 of ``harmful:train``).
 
     >>> len(load_prompts("pool:benign:validation", shape="arithmetic"))
     33
@@ -196,6 +200,13 @@ def load_prompts(name_or_path: str, limit: int | None = None, seed: int | None =
         )
     if shape is not None:
         ds = _of_shape(ds, shape, name_or_path)
+    if exclude is not None:
+        drop = {normalise(text) for text in exclude}
+        keep = [i for i, text in enumerate(ds["prompt"]) if normalise(text) not in drop]
+        if not keep:
+            raise ValueError(f"Every prompt of {name_or_path} is excluded (a training prompt of this run): evaluate "
+                             f"on prompts the run does not train on, e.g. a validation split.")
+        ds = ds.select(keep)
     if seed is not None:
         ds = ds.shuffle(seed=seed)
     if limit is not None:

@@ -21,6 +21,9 @@ from .config import DROConfig
 ABLATIONS = {"refusal": "refusal_loss_weight", "harmfulness": "harmfulness_loss_weight",
              "subspace": "subspace_loss_weight", "output": "output_loss_weight"}
 CONFIG_CLASS = DROConfig
+#: The default evaluation sets: validation splits (an epoch is chosen on their report, never on a test split), less
+#: any training prompt. With the default --eval-limit 100 and --eval-shuffle-seed 0, 100 shuffled prompts of each.
+EVAL_PROMPTS = ("pool:harmful:validation", "benign:validation")
 
 
 @dataclass
@@ -33,12 +36,19 @@ class ScriptArguments(TrainScriptArguments):
     ablate: list[str] = field(default_factory=list, metadata={
         "help": "Loss terms to leave out (their weight set to 0): refusal (L_r), harmfulness (L_h), subspace (L_U), "
                 "output (L_o).", "choices": sorted(ABLATIONS)})
-    eval_prompts: list[str] = field(default_factory=lambda: ["harmful:test", "benign:test"], metadata={
-        "help": "Prompt sets to evaluate the trained prompt on; the results go into the model card. 'none' skips the "
-                "evaluation."})
-    eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on at most N prompts of each set."})
-    eval_shuffle_seed: int | None = field(default=None, metadata={
-        "help": "Shuffle each evaluation set with this seed before --eval-limit (a sample across categories)."})
+    eval_prompts: list[str] = field(default_factory=lambda: list(EVAL_PROMPTS), metadata={
+        "help": "Prompt sets to evaluate the trained prompt on, after training and with --eval-strategy epoch after "
+                "every epoch, less any prompt of the training data; the results go into the model card. Default: "
+                "the harmful pool's validation split (160 requests, 8 of them in harmful:train) and "
+                "benign:validation (482 hand-written benign requests made for choices): an epoch or a run is "
+                "chosen on this report, and choices are made on validation, never on a test split. 'none' skips "
+                "the evaluation."})
+    eval_limit: int | None = field(default=100, metadata={
+        "help": "Evaluate on at most N prompts of each set (after --eval-shuffle-seed): 100 + 100 costs about what "
+                "the former test-split default did (90 + 125); a number at least a set's size evaluates all of it."})
+    eval_shuffle_seed: int | None = field(default=0, metadata={
+        "help": "Shuffle each evaluation set with this seed before --eval-limit (a sample across categories and "
+                "shapes; the same prompts every epoch)."})
 
 
 def run(script_args: ScriptArguments, config: DROConfig) -> int:
@@ -52,7 +62,8 @@ def run(script_args: ScriptArguments, config: DROConfig) -> int:
     if not any(getattr(config, weight) for weight in ABLATIONS.values()):  # fail before any model loads
         raise ValueError(f"--ablate {' '.join(script_args.ablate)} leaves no loss term to optimise.")
     train = script_args.load_train_dataset(seed=config.seed if script_args.limit else None)
-    evals = {name: load_prompts(name, limit=script_args.eval_limit, seed=script_args.eval_shuffle_seed)
+    evals = {name: load_prompts(name, limit=script_args.eval_limit, seed=script_args.eval_shuffle_seed,
+                                exclude=train["prompt"])  # an epoch is never chosen on a prompt it trained on
              for name in script_args.eval_prompts if name != "none"}
     model, tokenizer = load_target(script_args.target, torch_dtype=script_args.torch_dtype)
     trainer = DROTrainer(model, config, train, evals, processing_class=tokenizer,

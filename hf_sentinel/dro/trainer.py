@@ -86,8 +86,11 @@ class DROTrainer(ArtifactPushMixin, Trainer):
         args: :class:`~hf_sentinel.dro.DROConfig`.
         train_dataset: ``prompt`` and ``label`` (``"harmful"`` / ``"benign"``) columns, optional ``history``
             (earlier chat turns): :func:`hf_sentinel.training.labelled_prompts` builds one. Both labels are needed.
-        eval_dataset: ``{name: prompt Dataset}`` (e.g. ``{"harmful:test": load_prompts("harmful:test")}``):
-            answered and judged under the trained prompt after training; the results go into the model card.
+        eval_dataset: ``{name: prompt Dataset}`` (e.g. ``{"benign:validation": load_prompts("benign:validation")}``):
+            answered and judged under the trained prompt after training (and after every epoch with
+            ``eval_strategy="epoch"``); the results go into the model card. An epoch is chosen on this report, so
+            give validation splits no trainer reads (``hf-sentinel train dro``: ``pool:harmful:validation`` and
+            ``benign:validation``), never a test split.
         processing_class: the target's tokenizer (with a chat template); loaded with a folder / Hub id model.
         safety_judge: scores answers ``judge(prompts, completions) -> list[float]``, higher = complied rather
             than refused (default :class:`~hf_sentinel.judges.RefusalJudge`); a score at or above the judge's

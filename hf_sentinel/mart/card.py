@@ -15,15 +15,17 @@ PAPER = "[MART: Improving LLM Safety with Multi-round Automatic Red-Teaming](htt
 def write_mart_card(folder, role: str, rounds: list[dict], args, base_model: str | None,
                     eval_names: dict | None = None) -> Path:
     """``README.md`` for one round's ``target`` or ``red_team`` LoRA adapter, with the per-round table so far.
-    ``eval_names``: what the held-out ``{"harmful": ..., "benign": ...}`` sets are called (default: the config's
+    ``eval_names``: what the eval ``{"harmful": ..., "benign": ...}`` sets are called (default: the config's
     ``eval_harmful`` / ``eval_benign``)."""
-    eval_names = eval_names or {"harmful": args.eval_harmful, "benign": args.eval_benign}
+    config_sets = {"harmful": args.eval_harmful, "benign": args.eval_benign}
+    eval_names = eval_names or config_sets
     last = rounds[-1]
     base = base_model or "BASE_MODEL"
     table = f"\n## MART rounds so far\n\n{report_table(rounds)}\n"
     if len(rounds) > 1:
         table += f"\n{change_summary(rounds)}\n"
-    subset = f"{args.eval_limit} shuffled " if args.eval_limit else ""
+    # eval_limit cuts only the config's sets; a trainer given an eval_dataset evaluates all of it
+    subset = f"{args.eval_limit} shuffled " if args.eval_limit and eval_names == config_sets else ""
     benign = "all" if args.benign_prompts_per_round is None else args.benign_prompts_per_round
     seeds = f" + {args.seed_prompts_per_round} seed" if args.seed_prompts_per_round else ""
     distilled = "every round" if args.context_distillation_rounds == "all" else "round 1"

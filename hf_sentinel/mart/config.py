@@ -103,12 +103,19 @@ class MARTConfig(LoraTrainingArguments):
 
         > Per-round evaluation
 
-        eval_harmful (`str`, *optional*, defaults to `"harmful:test"`):
-            Held-out harmful prompts (when the trainer gets no `eval_dataset`): the violation rate per round.
-        eval_benign (`str`, *optional*, defaults to `"benign:test"`):
-            Held-out benign prompts (when the trainer gets no `eval_dataset`): the answer rate per round.
-        eval_limit (`int` or `None`, *optional*, defaults to `None`):
-            Evaluate on only this many prompts of each held-out set (shuffled with `seed`).
+        eval_harmful (`str`, *optional*, defaults to `"pool:harmful:validation"`):
+            Harmful prompts of the per-round report (when the trainer gets no `eval_dataset`): the violation rate
+            per round. A validation split (160 requests): a round is chosen on this report, and a choice is made on
+            validation, never on a test split. Prompts of the run's training data are left out (the pool's
+            validation split holds 8 of `harmful:train`).
+        eval_benign (`str`, *optional*, defaults to `"benign:validation"`):
+            Benign prompts of the per-round report (when the trainer gets no `eval_dataset`): the answer rate and
+            helpfulness per round (less any prompt of the run's training data). Our 482 hand-written benign
+            requests made for choices, read by no trainer.
+        eval_limit (`int` or `None`, *optional*, defaults to `100`):
+            Evaluate on only this many prompts of `eval_harmful` and of `eval_benign` (shuffled with `seed`; the
+            same ones every round), so a round's report costs about what the former test-split default did (90 +
+            125 prompts); `None` (Python) or a number at least a set's size evaluates all of it.
 
         > Fine-tuning and generation
 
@@ -251,14 +258,21 @@ class MARTConfig(LoraTrainingArguments):
                 "slice is chosen by the judge that scores the held-out suite)."})
 
     # -- per-round evaluation -------------------------------------------------------------------------------
-    eval_harmful: str = field(default="harmful:test", metadata={
-        "help": "Held-out harmful prompts (when the trainer is given no eval_dataset): the violation rate after "
-                "every round."})
-    eval_benign: str = field(default="benign:test", metadata={
-        "help": "Held-out benign prompts (when the trainer is given no eval_dataset): the answer rate (refusal "
-                "judge) and helpfulness after every round."})
-    eval_limit: int | None = field(default=None, metadata={
-        "help": "Evaluate on only this many prompts of each held-out set (shuffled with `seed`); default: all."})
+    eval_harmful: str = field(default="pool:harmful:validation", metadata={
+        "help": "Harmful prompts of the per-round report (when the trainer is given no eval_dataset): the violation "
+                "rate after every round, less any prompt of the run's training data. Default: the harmful pool's "
+                "validation split (160 requests, 8 of them in harmful:train, so 152 left with the default training "
+                "prompts), because a round is chosen on this report and choices are made on validation, never on "
+                "a test split."})
+    eval_benign: str = field(default="benign:validation", metadata={
+        "help": "Benign prompts of the per-round report (when the trainer is given no eval_dataset): the answer "
+                "rate (refusal judge) and helpfulness after every round, less any prompt of the run's training "
+                "data. Default: our 482 hand-written benign requests made for choices (a validation split no "
+                "trainer reads), never a test split."})
+    eval_limit: int | None = field(default=100, metadata={
+        "help": "Evaluate on only this many prompts of eval_harmful and of eval_benign (shuffled with `seed`, the "
+                "same ones every round): 100 + 100 costs about what the former test-split default did (90 + 125); "
+                "a number at least a set's size evaluates all of it."})
 
     # -- fine-tuning and generation -------------------------------------------------------------------------
     max_length: int = field(default=256, metadata={"help": "Longest tokenized training example (prompt + answer)."})

@@ -8,7 +8,7 @@ One round (``i = 1..T``)::
     safety judge + helpfulness judge ──► unsafe answer: attack (parent, prompt) ──► red-team SFT
                                        ──► safe and helpful: (prompt, best answer) ──► target SFT
                                        ──► the rest is discarded
-    target ──► held-out evaluation (violation rate, benign answer rate) ──► round-i/ (adapters, cards, metrics)
+    target ──► evaluation on the eval sets (violation rate, benign answer rate) ──► round-i/ (adapters, cards, ...)
 
 By default the red team and the target are two LoRA adapters on one copy of the target's base weights (PEFT
 multi-adapter); with no adapter active the model is the original target. Round 0 evaluates that original target
@@ -114,9 +114,11 @@ class MARTTrainer(ArtifactPushMixin):
             ``"harmful"`` rows are the seed prompts the red team starts from (with ``category`` when known),
             ``"benign"`` rows the prompts the target must keep answering (``history`` for multi-turn rows).
             Default: ``harmful:train`` and ``benign:train``.
-        eval_dataset: the held-out set of the per-round evaluation, the same shape (harmful rows: violation rate;
-            benign rows: answer rate and helpfulness). Default: ``args.eval_harmful`` and ``args.eval_benign``
-            (``args.eval_limit`` of each).
+        eval_dataset: the set of the per-round evaluation, the same shape (harmful rows: violation rate; benign
+            rows: answer rate and helpfulness). A round is chosen on it, so it should be a validation split no
+            trainer reads, never a test split. Default: ``args.eval_harmful`` and ``args.eval_benign``
+            (``pool:harmful:validation`` and ``benign:validation``) less any ``train_dataset`` prompt,
+            ``args.eval_limit`` of each.
         processing_class: the target's tokenizer (with a chat template); loaded with ``model`` when that is a name.
         safety_judge: ``judge(prompts, completions) -> list[float]``, higher = more harmful (default:
             ``load_judge(args.safety_judge)``).
@@ -183,8 +185,10 @@ class MARTTrainer(ArtifactPushMixin):
         self.benign = _rows(train["benign"])
         if eval_dataset is None:
             shuffle = args.seed if args.eval_limit else None
-            eval_dataset = labelled_prompts(load_prompts(args.eval_harmful, limit=args.eval_limit, seed=shuffle),
-                                            load_prompts(args.eval_benign, limit=args.eval_limit, seed=shuffle))
+            read = [row["prompt"] for row in self.seeds + self.benign]  # a round is never chosen on these
+            eval_dataset = labelled_prompts(
+                *(load_prompts(name, limit=args.eval_limit, seed=shuffle, exclude=read)
+                  for name in (args.eval_harmful, args.eval_benign)))
             self.eval_names = {"harmful": args.eval_harmful, "benign": args.eval_benign}
         else:
             self.eval_names = {"harmful": "eval_dataset (harmful rows)", "benign": "eval_dataset (benign rows)"}
@@ -292,7 +296,7 @@ class MARTTrainer(ArtifactPushMixin):
         self.parents = self.seeds
         if self.is_main:
             write_jsonl(folder / PARENTS_FILE, self.parents)
-        with _timed("round 0: held-out evaluation of the original target"):
+        with _timed("round 0: evaluation of the original target on the eval sets"):
             metrics.update(self.evaluate(folder))
         return metrics
 
@@ -341,7 +345,7 @@ class MARTTrainer(ArtifactPushMixin):
                                                folder / "sft-target")
         else:
             logger.warning("round %d: no safe and helpful answers were kept; the target keeps its weights", index)
-        with _timed(f"round {index}: held-out evaluation"):
+        with _timed(f"round {index}: evaluation on the eval sets"):
             metrics.update(self.evaluate(folder))
         return metrics
 
@@ -495,9 +499,10 @@ class MARTTrainer(ArtifactPushMixin):
         return SFTConfig(**inherited, max_length=self.args.max_length, completion_only_loss=True)
 
     def evaluate(self, folder: str | Path | None = None) -> dict:
-        """The target's held-out numbers: violation rate (safety score >= ``attack_threshold``) on the harmful rows;
-        answer rate (refusal judge) and mean helpfulness on the benign rows. Greedy, ``args.max_new_tokens``. Writes
-        the answers to ``folder/eval-harmful.json`` and ``folder/eval-benign.json`` when a folder is given."""
+        """The target's numbers on the eval sets: violation rate (safety score >= ``attack_threshold``) on the
+        harmful rows; answer rate (refusal judge) and mean helpfulness on the benign rows. Greedy,
+        ``args.max_new_tokens``. Writes the answers to ``folder/eval-harmful.json`` and ``folder/eval-benign.json``
+        when a folder is given."""
         settings = GenerationSettings(max_new_tokens=self.args.max_new_tokens,
                                       batch_size=self.args.generation_batch_size)
         model, tokenizer = self.target.generating(), self.target.tokenizer
