@@ -5,22 +5,16 @@
 True
 """
 
-from transformers import AutoConfig, AutoModelForCausalLM
+import sys
+import types
 
-from .data import load_prompts
-from .defaults import load_default_target, tiny_model
-from .defenses import DefenseStack, parse_defense
-from .evaluation import evaluate, load_target
-from .generation import GenerationSettings
-from .judges import ClassifierJudge, GuardJudge, RefusalJudge, ToxicityJudge, load_judge
-from .mart import MARTConfig, MARTDefense, MARTTrainer
-from .pipeline import pipeline
-from .sentinel import RemoteChatTarget, SentinelConfig, SentinelForCausalLM
+from ._lazy import lazy_attributes
 
-# A saved sentinel folder loads through the Auto classes (and so the stock text-generation pipeline),
-# without trust_remote_code.
-AutoConfig.register(SentinelConfig.model_type, SentinelConfig, exist_ok=True)
-AutoModelForCausalLM.register(SentinelConfig, SentinelForCausalLM, exist_ok=True)
+# A saved sentinel folder loads through the Auto classes (and so the stock text-generation pipeline), without
+# trust_remote_code: importing the configuration registers SentinelConfig with AutoConfig, and building a
+# SentinelConfig (which every load through the Auto classes does first) registers SentinelForCausalLM with
+# AutoModelForCausalLM.
+from .sentinel.configuration import SentinelConfig
 
 __version__ = "0.1.0"
 
@@ -31,3 +25,30 @@ __all__ = [
     "RefusalJudge", "ToxicityJudge", "ClassifierJudge", "GuardJudge", "load_judge",
     "MARTConfig", "MARTTrainer", "MARTDefense",
 ]
+
+# The rest of the public names load when first used (PEP 562), so that `import hf_sentinel` and the commands that need
+# no model (hf-sentinel --help, eval --compare, push) do not pay for torch-heavy method code, PEFT or datasets.
+__getattr__, __dir__ = lazy_attributes(__name__, {
+    ".data": ("load_prompts",),
+    ".defaults": ("load_default_target", "tiny_model"),
+    ".defenses": ("DefenseStack", "parse_defense"),
+    ".evaluation": ("evaluate", "load_target"),
+    ".generation": ("GenerationSettings",),
+    ".judges": ("ClassifierJudge", "GuardJudge", "RefusalJudge", "ToxicityJudge", "load_judge"),
+    ".mart": ("MARTConfig", "MARTDefense", "MARTTrainer"),
+    ".pipeline": ("pipeline",),
+    ".remote": ("RemoteChatTarget",),
+    ".sentinel.modeling": ("SentinelForCausalLM",),
+}, __all__)
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value) -> None:
+        # Importing the submodule hf_sentinel.pipeline sets this attribute to it; `hf_sentinel.pipeline` stays the
+        # function of the same name (looked up by __getattr__), as when this package imported it eagerly.
+        if name == "pipeline" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

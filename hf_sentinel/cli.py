@@ -54,7 +54,10 @@ def _eval_parser(sub) -> None:
     p.add_argument("--plot", help="with --compare: also write a bar chart PNG here")
 
 
-def _serve_parser(sub) -> None:
+def _serve_parser(sub, full: bool = True) -> None:
+    p = sub.add_parser("serve", help="Serve a (guarded) target as an OpenAI-compatible chat-completions API.")
+    if not full:
+        return
     from .server import (
         API_KEY_ENV,
         DEFAULT_BATCH_WAIT_MS,
@@ -63,7 +66,6 @@ def _serve_parser(sub) -> None:
         DEFAULT_MAX_PROMPT_TOKENS,
     )
 
-    p = sub.add_parser("serve", help="Serve a (guarded) target as an OpenAI-compatible chat-completions API.")
     p.add_argument("--target", default="default",
                    help="default (embedded SmolLM2-135M-Instruct), a folder or a Hub id")
     p.add_argument("--defense", action="append", default=None, help="as for eval; repeat to stack")
@@ -187,12 +189,14 @@ TRAIN_COMMANDS: dict[str, str] = {"dro": "hf_sentinel.dro.cli", "sentinel": "hf_
                                   "mart": "hf_sentinel.mart.cli", "red-flag": "hf_sentinel.red_flag.cli"}
 
 
-def _train_parser(sub) -> None:
+def _train_parser(sub, full: bool = True) -> None:
+    p = sub.add_parser("train", help="Train a defense on the embedded target (or any target).")
+    if not full:
+        return
     import importlib
 
     from transformers import HfArgumentParser
 
-    p = sub.add_parser("train", help="Train a defense on the embedded target (or any target).")
     methods = p.add_subparsers(dest="method", required=True, parser_class=HfArgumentParser)
     for method, module in TRAIN_COMMANDS.items():
         cli = importlib.import_module(module)
@@ -203,16 +207,22 @@ def _train_parser(sub) -> None:
         method_parser.set_defaults(run=cli.run, dataclass_types=classes)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``hf-sentinel`` parser; ``command`` is the command about to run (:func:`main` passes the first argument).
+
+    Two sub-parsers import heavy modules to build their flags: ``serve`` (the server: FastAPI, generation) and
+    ``train`` (each method's TrainingArguments subclass: torch, PEFT, transformers' Trainer code; seconds). Given a
+    ``command``, each of them is built in full only for its own command, and otherwise carries only its name and help
+    line (all that ``hf-sentinel --help`` shows of it). None builds every sub-parser in full."""
     parser = argparse.ArgumentParser(prog="hf-sentinel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _eval_parser(sub)
     _bench_parser(sub)
     _demo_parser(sub)
-    _serve_parser(sub)
+    _serve_parser(sub, full=command in (None, "serve"))
     add_push_command(sub)
     if TRAIN_COMMANDS:
-        _train_parser(sub)
+        _train_parser(sub, full=command in (None, "train"))
     return parser
 
 
@@ -466,7 +476,8 @@ def _write_json(result: dict, path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command=argv[0] if argv else "").parse_args(argv)
     commands = {"eval": run_eval, "bench": run_bench, "demo": run_demo, "serve": run_serve, "train": run_train,
                 "push": run_push}
     try:

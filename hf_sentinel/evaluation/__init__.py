@@ -17,15 +17,18 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from ..defenses import Defense, describe
 from ..generation import GenerationSettings, generate, to_conversation
-from ..judges import Judge
 from ..loading import artifact_kind, describe_kind, how_to_use, looks_like_path
 from .capability import answers_match, known_answers, score_answers
 from .report import compare_table, plot_comparison, summary_table
+
+if TYPE_CHECKING:  # annotations only: `hf-sentinel eval --compare` and the reports need neither datasets nor a judge
+    from datasets import Dataset
+
+    from ..judges import Judge
 
 _GROUPS = ("category", "shape")
 _TARGET_FORMS = ("Give the folder of a saved model (config.json + safetensors weights), a Hub model id (org/name), "
@@ -114,6 +117,7 @@ def evaluate(model, tokenizer, prompts: Dataset, judge: Judge, defenses: list[De
 
     Example (tiny random model; the embedded target works the same way)::
 
+        >>> from datasets import Dataset
         >>> from hf_sentinel.defaults import tiny_model
         >>> from hf_sentinel.judges import RefusalJudge
         >>> model, tokenizer = tiny_model()

@@ -38,7 +38,7 @@ from ..defaults import resolve_model_path
 from ..generation import appended, left_padded, pad_token_id, positions_from_mask
 from ..loading import artifact_folder, check_artifact_kind, same_vocabulary
 from ..remote import RemoteChatTarget
-from .config import SentinelConfig
+from .configuration import SentinelConfig
 from .decision import SuffixDecisionProcessor
 from .drafts import SuffixDrafts
 from .sampling import draw, shared_opening
@@ -552,3 +552,8 @@ def _check_adapter_fits(adapter_dir: Path, base) -> None:
                     f"use a sentinel trained for this target, or load it with its own base "
                     f"(sentinel_base_name_or_path=...)."
                 )
+
+
+# A saved sentinel folder loads through AutoModelForCausalLM (and so the stock text-generation pipeline) without
+# trust_remote_code; SentinelConfig registers with AutoConfig in .configuration, and building one imports this module.
+AutoModelForCausalLM.register(SentinelConfig, SentinelForCausalLM, exist_ok=True)

@@ -71,7 +71,8 @@ from ..training import (
     split_by_label,
 )
 from . import ppo
-from .config import SentinelConfig, StackelbergPPOConfig
+from .config import StackelbergPPOConfig
+from .configuration import SentinelConfig
 from .diversity import attack_diversity
 from .modeling import split_user_turn, user_turn_end, write_sentinel_folder
 from .rewards import RefusalLikelihoodReward
