@@ -28,6 +28,9 @@ from .generation import render
 
 #: The values of a dataset's ``label`` column: what each request is.
 LABELS = ("harmful", "benign")
+#: Where a run's own reports read by default (MART's rounds, DRO's epochs): a round or an epoch is chosen on them, so
+#: they are validation splits no trainer reads, never a test split.
+VALIDATION_SETS = {"harmful": "pool:harmful:validation", "benign": "benign:validation"}
 
 
 # ------------------------------------------------------------------------------------------------- configuration

@@ -15,15 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..training import TrainScriptArguments, resume_argument
+from ..training import VALIDATION_SETS, TrainScriptArguments, resume_argument
 from .config import DROConfig
 
 ABLATIONS = {"refusal": "refusal_loss_weight", "harmfulness": "harmfulness_loss_weight",
              "subspace": "subspace_loss_weight", "output": "output_loss_weight"}
 CONFIG_CLASS = DROConfig
-#: The default evaluation sets: validation splits (an epoch is chosen on their report, never on a test split), less
-#: any training prompt. With the default --eval-limit 100 and --eval-shuffle-seed 0, 100 shuffled prompts of each.
-EVAL_PROMPTS = ("pool:harmful:validation", "benign:validation")
 
 
 @dataclass
@@ -36,7 +33,7 @@ class ScriptArguments(TrainScriptArguments):
     ablate: list[str] = field(default_factory=list, metadata={
         "help": "Loss terms to leave out (their weight set to 0): refusal (L_r), harmfulness (L_h), subspace (L_U), "
                 "output (L_o).", "choices": sorted(ABLATIONS)})
-    eval_prompts: list[str] = field(default_factory=lambda: list(EVAL_PROMPTS), metadata={
+    eval_prompts: list[str] = field(default_factory=lambda: list(VALIDATION_SETS.values()), metadata={
         "help": "Prompt sets to evaluate the trained prompt on, after training and with --eval-strategy epoch after "
                 "every epoch, less any prompt of the training data; the results go into the model card. Default: "
                 "the harmful pool's validation split (160 requests, 8 of them in harmful:train) and "
