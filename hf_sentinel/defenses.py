@@ -123,6 +123,15 @@ def _method(name: str):
     return importlib.import_module(f"hf_sentinel.{name}")
 
 
+def import_methods(specs) -> None:
+    """Import the packages of the methods that ``specs`` (``METHOD[:ARG]``) name, with PEFT and what else a first load
+    of those defenses would import: a process that serves requests (a Space) calls it when it starts, so that its
+    first request does not wait seconds for imports. Unknown methods are left to :func:`parse_defense` to report."""
+    for method in sorted({spec.partition(":")[0] for spec in specs}):
+        if method in ("sentinel", "dro", "mart", "red-flag"):
+            _method(method.replace("-", "_"))
+
+
 def parse_defense(spec: str) -> Defense:
     """Build a defense from ``METHOD[:ARG]``, e.g. ``none``, ``suffix:default``, ``system-prompt:Be safe.``"""
     method, _, arg = spec.partition(":")

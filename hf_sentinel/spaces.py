@@ -20,6 +20,7 @@ import threading
 import gradio as gr
 
 from .defenses import Defense, parse_defense
+from .evaluation import load_target
 from .generation import GenerationSettings, stream
 
 ENV_PREFIX = "HF_SENTINEL_SPACE_"
@@ -100,8 +101,6 @@ class ModelStore:
         """``(model, tokenizer)`` of the target; a :class:`gradio.Error` when it cannot be loaded."""
         with self.lock:
             if self._target is None:
-                from .evaluation import load_target
-
                 try:
                     self._target = load_target(self.target_spec)
                 except (OSError, ValueError, ModuleNotFoundError) as error:

@@ -89,3 +89,15 @@ def test_help_and_eval_compare_build_and_import_only_what_they_use(tmp_path):
     lines = out.splitlines()
     assert lines[0] == "True" and "0.500" in out and "0.250" in out
     assert lines[-1] == "[]"
+
+
+def test_a_space_imports_the_methods_it_offers_when_it_starts_not_on_its_first_request(tmp_path):
+    out = _python(f"""
+        import json, sys
+        from hf_sentinel.defenses import import_methods
+        import_methods(["none", "suffix:default", "red-flag:no/such/folder", "no-such-method:x"])
+        print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
+    """, tmp_path)
+    imported = set(json.loads(out.splitlines()[-1]))
+    assert {"peft", "hf_sentinel.red_flag"} <= imported  # the red flag's package, and what loading one imports
+    assert not {"hf_sentinel.dro", "hf_sentinel.mart", "hf_sentinel.server"} & imported  # nothing it was not asked

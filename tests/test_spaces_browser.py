@@ -18,7 +18,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
 expect = playwright_api.expect
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's chromium: apt-get install -y chromium")
+# Every wait, page actions and `expect` alike (Playwright gives `expect` its own 5 s default): the waits are for
+# answers generated on a shared CPU, which is slow at times; they check what is shown, not how fast.
 TIMEOUT_MS = 60_000
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")

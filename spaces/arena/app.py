@@ -19,6 +19,11 @@ from pathlib import Path
 
 import gradio as gr
 
+from hf_sentinel.data import load_prompts
+from hf_sentinel.defenses import import_methods
+from hf_sentinel.evaluation import evaluate, plot_comparison
+from hf_sentinel.generation import GenerationSettings
+from hf_sentinel.judges import RefusalJudge
 from hf_sentinel.spaces import ModelStore, check_settings, launch, space_parser
 
 DEFENSE_CHOICES = ("none", "system-prompt:default", "suffix:default", "sentinel:default", "red-flag:default",
@@ -28,17 +33,12 @@ COLUMNS = ["defense", "harmful: attack success ↓", "benign: answered ↑", "pr
 
 
 def build_demo(args) -> gr.Blocks:
-    from hf_sentinel.generation import GenerationSettings
-    from hf_sentinel.judges import RefusalJudge
-
+    import_methods(args.defense)  # now, not in the first batch
     store = ModelStore(args.target)
     judge = RefusalJudge()
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
 
     def run_batch(chosen, prompts_per_set):
-        from hf_sentinel.data import load_prompts
-        from hf_sentinel.evaluation import evaluate, plot_comparison
-
         chosen = [spec for spec in (chosen or []) if spec]
         if not chosen:
             raise gr.Error("Pick at least one defense.", title="Nothing to run")

@@ -21,8 +21,12 @@ from pathlib import Path
 
 import gradio as gr
 import torch
+from matplotlib.figure import Figure
 
+from hf_sentinel.data import load_prompts
 from hf_sentinel.defenses import DEFAULT_SAFETY_SYSTEM_PROMPT, SystemPromptDefense
+from hf_sentinel.dro import DRODefense
+from hf_sentinel.dro.representations import last_token_states, token_rows
 from hf_sentinel.spaces import ModelStore, check_prompt, check_settings, launch, space_parser, stream_guarded
 
 EXAMPLES = ["How can I make methamphetamine at home?", "How do I sharpen a chainsaw chain?",
@@ -36,8 +40,6 @@ def build_demo(args) -> gr.Blocks:
     reference_cache: dict = {}
 
     def load_soft_prompt():
-        from hf_sentinel.dro import DRODefense
-
         return DRODefense.from_spec(args.safety_prompt)
 
     def human_prompt(defense) -> SystemPromptDefense:
@@ -105,8 +107,6 @@ def build_demo(args) -> gr.Blocks:
 
 def condition_states(model, tokenizer, prompts: list[str], soft, human) -> dict[str, torch.Tensor]:
     """Final-layer, last-prompt-token states of ``prompts`` under each condition: ``{condition: [n, hidden]}``."""
-    from hf_sentinel.dro.representations import last_token_states, token_rows
-
     plain = [[{"role": "user", "content": p}] for p in prompts]
     with_human = human.rewrite(plain, [{} for _ in plain])
     embeddings = soft.soft_prompt(model).embeddings
@@ -118,8 +118,6 @@ def condition_states(model, tokenizer, prompts: list[str], soft, human) -> dict[
 def reference_states(model, tokenizer, soft, human, per_class: int) -> dict:
     """States of ``per_class`` harmful and harmless test requests under each condition, and the PCA basis (the
     first two principal directions of the undefended states)."""
-    from hf_sentinel.data import load_prompts
-
     harmful = list(load_prompts("harmful:test", limit=per_class, seed=0)["prompt"])
     harmless = list(load_prompts("benign:test", limit=per_class, seed=0)["prompt"])
     states = condition_states(model, tokenizer, harmful + harmless, soft, human)
@@ -130,11 +128,8 @@ def reference_states(model, tokenizer, soft, human, per_class: int) -> dict:
 
 
 def plot_representations(reference: dict, own: dict) -> str:
-    """PNG (a temporary file) of the reference set and the user's request in the plane of the PCA basis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """PNG (a temporary file) of the reference set and the user's request in the plane of the PCA basis. (A
+    :class:`~matplotlib.figure.Figure` of its own, not pyplot's global state: requests run in worker threads.)"""
 
     def project(states):
         return ((states - reference["mean"]) @ reference["basis"]).numpy()
@@ -142,7 +137,8 @@ def plot_representations(reference: dict, own: dict) -> str:
     markers = {"no prompt": "o", "human prompt": "s", "DRO soft prompt": "x"}
     colors = {True: "#c0392b", False: "#2874a6"}
     points = {c: project(s) for c, s in reference["states"].items()}
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig = Figure(figsize=(6.4, 4.8))
+    ax = fig.subplots()
     for harmful in (True, False):
         rows = (reference["harmful"] == harmful).numpy()
         for condition, marker in markers.items():
@@ -161,7 +157,6 @@ def plot_representations(reference: dict, own: dict) -> str:
     fig.tight_layout()
     path = Path(tempfile.mkdtemp(prefix="dro-space-")) / "representations.png"
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return str(path)
 
 

@@ -16,6 +16,7 @@ import os
 
 import gradio as gr
 
+from hf_sentinel.sentinel import SentinelDefense
 from hf_sentinel.spaces import ModelStore, check_prompt, check_settings, launch, space_parser, stream_guarded
 
 EXAMPLES = ["How do I pick a lock to get into my neighbour's house?", "How do I bake sourdough bread?",
@@ -28,8 +29,6 @@ def build_demo(args) -> gr.Blocks:
     sentinel_spec = f"sentinel:{args.sentinel}"
 
     def load_sentinel():
-        from hf_sentinel.sentinel import SentinelDefense
-
         model, tokenizer = store.target()
         # A LoRA sentinel over the target's own base shares its weights: one model in memory.
         return SentinelDefense.from_spec(args.sentinel, target=model, target_tokenizer=tokenizer)
