@@ -4,7 +4,6 @@ hand-made runs (no model; tests/test_red_flag.py checks the decisions against re
 import doctest
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -43,24 +42,26 @@ def _run(path: Path, defense: str, records: list[dict]) -> Path:
     return path
 
 
-def test_command_prints_the_curve_and_writes_the_choice_and_refuses_a_refusing_run(tmp_path):
+def test_command_prints_the_curve_and_writes_the_choice_and_refuses_a_refusing_run(tmp_path, monkeypatch, capsys):
     folder, flag_mode = tmp_path / "red-flag", tmp_path / "flag-mode"
     for path, action in ((folder, "refuse"), (flag_mode, "flag")):
         RedFlagSettings(threshold=0.5, action=action, base_embedding_rows=8, base_vocabulary="v",
                         base_model="tiny").save_pretrained(path)
     harmful = _run(tmp_path / "harmful.json", f"red-flag:{flag_mode}", _records([0.99, 0.995, 0.2]))
     benign = _run(tmp_path / "benign.json", f"red-flag:{flag_mode}", _records([0.6, 0.65, 0.7, 0.8, 0.9, 0.1]))
-    command = [sys.executable, str(EXAMPLE), str(folder), "--harmful", str(harmful), "--benign", str(benign),
+    command = [str(EXAMPLE), str(folder), "--harmful", str(harmful), "--benign", str(benign),
                "--min-more-answered", "3", "--max-more-through", "0", "--write"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "chosen threshold" in done.stdout
-    assert len([line for line in done.stdout.splitlines() if line[:2].strip().isdigit()]) == 9  # t_0 and 8 more
+    monkeypatch.setattr(sys, "argv", command)
+    red_flag_threshold.main()
+    out = capsys.readouterr().out
+    assert "chosen threshold" in out
+    assert len([line for line in out.splitlines() if line[:2].strip().isdigit()]) == 9  # t_0 and 8 more
     chosen = RedFlagSettings.from_pretrained(folder).threshold
     assert 0.9 < chosen <= 0.99  # the furthest candidate below the first harmful score: 5 more benign answered
     refusing = _run(tmp_path / "refusing.json", f"red-flag:{folder}", _records([0.99, 0.995, 0.2]))
-    done = subprocess.run([*command[:4], str(refusing), *command[5:]], capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0 and "\"action\": \"flag\"" in done.stderr
+    monkeypatch.setattr(sys, "argv", [*command[:3], str(refusing), *command[4:]])
+    with pytest.raises(ValueError, match="\"action\": \"flag\""):
+        red_flag_threshold.main()
 
 
 def test_the_examples_doctests_pass():
