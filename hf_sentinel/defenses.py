@@ -105,6 +105,9 @@ def _text_defense(cls, default_text):
     return lambda arg: cls(default_text if arg in ("", "default") else arg)
 
 
+#: The methods whose defenses load models, and their packages under ``hf_sentinel``.
+METHOD_PACKAGES = {"sentinel": "sentinel", "dro": "dro", "mart": "mart", "red-flag": "red_flag"}
+
 DEFENSES = {
     "none": lambda arg: Defense(),
     "system-prompt": _text_defense(SystemPromptDefense, DEFAULT_SAFETY_SYSTEM_PROMPT),
@@ -112,15 +115,16 @@ DEFENSES = {
     "sentinel": lambda arg: _method("sentinel").SentinelDefense.from_spec(arg),
     "dro": lambda arg: _method("dro").DRODefense.from_spec(arg),
     "mart": lambda arg: _method("mart").MARTDefense.from_spec(arg),
-    "red-flag": lambda arg: _method("red_flag").RedFlagDefense.from_spec(arg),
+    "red-flag": lambda arg: _method("red-flag").RedFlagDefense.from_spec(arg),
 }
 
 
-def _method(name: str):
-    """A method's package, imported only when one of its defenses is asked for (they load heavy models)."""
+def _method(method: str):
+    """A method's package (``METHOD_PACKAGES``), imported only when one of its defenses is asked for (they load heavy
+    models)."""
     import importlib
 
-    return importlib.import_module(f"hf_sentinel.{name}")
+    return importlib.import_module(f"hf_sentinel.{METHOD_PACKAGES[method]}")
 
 
 def import_methods(specs) -> None:
@@ -128,8 +132,8 @@ def import_methods(specs) -> None:
     of those defenses would import: a process that serves requests (a Space) calls it when it starts, so that its
     first request does not wait seconds for imports. Unknown methods are left to :func:`parse_defense` to report."""
     for method in sorted({spec.partition(":")[0] for spec in specs}):
-        if method in ("sentinel", "dro", "mart", "red-flag"):
-            _method(method.replace("-", "_"))
+        if method in METHOD_PACKAGES:
+            _method(method)
 
 
 def parse_defense(spec: str) -> Defense:
