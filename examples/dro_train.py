@@ -19,7 +19,7 @@ config = DROConfig(
     output_dir=output_dir,
     variant="elicited",                      # the target barely refuses on its own; see docs/dro.md
     conditions=["none", "suffix:default"],   # no prompt / a user-turn instruction that makes it refuse
-    temperature=0, sample_max_new_tokens=12,
+    temperature=0, target_max_new_tokens=12,
     per_device_train_batch_size=32, num_train_epochs=2, learning_rate=1e-2,
 )
 train = labelled_prompts(load_prompts("harmful:train"), load_prompts("benign:train"))

@@ -13,7 +13,7 @@ from hf_sentinel.training import labelled_prompts
 out = sys.argv[1]
 model, tokenizer = tiny_model()
 config = DROConfig(output_dir=out, max_steps=2, per_device_train_batch_size=2, variant="elicited", answer_tokens=2,
-                   head_cv_folds=2, pca_dim=2, num_samples=1, sample_max_new_tokens=2, head_max_epochs=5,
+                   head_cv_folds=2, pca_dim=2, num_samples=1, target_max_new_tokens=2, head_max_epochs=5,
                    refusal_check="off", save_steps=100, disable_tqdm=True, use_cpu=True, ddp_backend="gloo",
                    safety_prompt="Be safe and kind.")
 data = labelled_prompts(Dataset.from_dict({"prompt": [f"harmful request number {i}" for i in range(4)]}),

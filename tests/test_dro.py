@@ -37,7 +37,7 @@ def _tiny_data(n=6):
 
 def _tiny_config(tmp_path, **overrides):
     settings = dict(output_dir=str(tmp_path / "dro"), head_cv_folds=3, num_train_epochs=2, pca_dim=2,
-                    per_device_train_batch_size=4, sample_max_new_tokens=2, num_samples=1, head_max_epochs=20,
+                    per_device_train_batch_size=4, target_max_new_tokens=2, num_samples=1, head_max_epochs=20,
                     refusal_check="off", save_steps=1, disable_tqdm=True, safety_prompt="Be safe and kind.")
     settings.update(overrides)
     return DROConfig(**settings)
@@ -500,7 +500,7 @@ def test_cli_trains_and_evaluates(tiny_llama_dir, tmp_path):
     out = tmp_path / "run"
     code = main(["train", "dro", "--target", str(tiny_llama_dir), "--harmful", str(harmful), "--benign", str(benign),
                  "--output-dir", str(out), "--variant", "elicited", "--head-cv-folds", "2", "--pca-dim", "2",
-                 "--num-train-epochs", "1", "--sample-max-new-tokens", "2", "--num-samples", "1",
+                 "--num-train-epochs", "1", "--target-max-new-tokens", "2", "--num-samples", "1",
                  "--head-max-epochs", "10", "--refusal-check", "off", "--ablate", "subspace", "--limit", "3",
                  "--eval-prompts", str(benign), "--eval-limit", "2", "--eval-max-new-tokens", "2", "--disable-tqdm",
                  "true"])

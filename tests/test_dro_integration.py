@@ -98,7 +98,7 @@ def test_refusal_capability_check_on_the_embedded_target(default_target, tmp_pat
     model, tokenizer = default_target
     data = labelled_prompts(load_prompts("harmful:train").shuffle(seed=0).select(range(12)),
                             load_prompts("benign:train").shuffle(seed=0).select(range(12)))
-    common = dict(temperature=0, sample_max_new_tokens=10, head_cv_folds=3, head_max_epochs=300)
+    common = dict(temperature=0, target_max_new_tokens=10, head_cv_folds=3, head_max_epochs=300)
     faithful = DROTrainer(model, DROConfig(output_dir=str(tmp_path / "faithful"), conditions=["none"], **common),
                           data, processing_class=tokenizer)
     with pytest.raises(RefusalCapabilityError, match="check failed"):

@@ -84,7 +84,7 @@ def constant_helpfulness(prompts, completions, **kwargs):
 
 def tiny_config(tmp_path, **overrides) -> MARTConfig:
     settings = dict(output_dir=str(tmp_path / "run"), rounds=2, prompts_per_round=3, benign_prompts_per_round=2,
-                    samples_per_prompt=2, max_new_tokens=4, red_team_max_new_tokens=6, red_team_warmup_pairs=2,
+                    samples_per_prompt=2, target_max_new_tokens=4, red_team_max_new_tokens=6, red_team_warmup_pairs=2,
                     context_distillation=["suffix:default"], per_device_train_batch_size=4, generation_batch_size=8,
                     disable_tqdm=True)
     settings.update(overrides)
@@ -366,6 +366,14 @@ def test_resume_is_exact(tmp_path):
 
 def test_other_settings_in_the_same_output_dir_are_refused_or_overwritten(tmp_path):
     make_trainer(tmp_path, rounds=1).train()
+    # A run recorded before a setting was renamed (max_new_tokens -> target_max_new_tokens): the error names both.
+    run_file = tmp_path / "run" / "run.json"
+    recorded = json.loads(run_file.read_text())
+    settings = {("max_new_tokens" if k == "target_max_new_tokens" else k): v for k, v in recorded["settings"].items()}
+    run_file.write_text(json.dumps({"fingerprint": "recorded before the rename", "settings": settings}))
+    with pytest.raises(ValueError, match=r"'target_max_new_tokens': \(None, 4\).*no longer exist: max_new_tokens\)"):
+        make_trainer(tmp_path, rounds=1).train()
+    run_file.write_text(json.dumps(recorded))
     with pytest.raises(ValueError, match="other settings.*prompts_per_round"):
         make_trainer(tmp_path, rounds=1, prompts_per_round=2).train()
     trainer = make_trainer(tmp_path, rounds=1, prompts_per_round=2, overwrite_output_dir=True)
@@ -529,7 +537,7 @@ def test_separate_red_team_model(tmp_path):
     red_team, red_team_tokenizer = tiny_model("gpt2", seed=1)
     out = tmp_path / "run"
     config = tiny_config(tmp_path, rounds=1, prompts_per_round=2, benign_prompts_per_round=1, samples_per_prompt=1,
-                         max_new_tokens=3, red_team_max_new_tokens=5, context_distillation=[])
+                         target_max_new_tokens=3, red_team_max_new_tokens=5, context_distillation=[])
     trainer = MARTTrainer(model, config, train_dataset=TRAIN, eval_dataset=labelled_prompts(SEEDS.select([0]),
                                                                                             BENIGN.select([0])),
                           processing_class=tokenizer, safety_judge=AlternatingSafety(),
@@ -640,7 +648,7 @@ def test_cli_trains_evaluates_and_the_result_is_a_defense(tmp_path, tiny_llama_d
     out = tmp_path / "cli-run"
     code = main(["train", "mart", "--target", str(tiny_llama_dir), "--output-dir", str(out), "--rounds", "1",
                  "--limit", "8", "--prompts-per-round", "2", "--benign-prompts-per-round", "2",
-                 "--samples-per-prompt", "1", "--max-new-tokens", "3", "--red-team-max-new-tokens", "5",
+                 "--samples-per-prompt", "1", "--target-max-new-tokens", "3", "--red-team-max-new-tokens", "5",
                  "--red-team-warmup-pairs", "2", "--eval-limit", "2", "--context-distillation", "suffix:default",
                  "system-prompt:default", "--lora-rank", "2", "--disable-tqdm", "true",
                  "--helpfulness-judge", "embedding" if HAS_EMBEDDING_MODEL else "missing/judge"])

@@ -58,7 +58,7 @@ def write_dro_card(folder: str | Path, prompt: DROSafetyPrompt, args: DROConfig,
         f"- Queries: {training.get('harmful_queries')} harmful + {training.get('harmless_queries')} harmless",
         f"- Conditions of the collection stage: {', '.join(f'`{c}`' for c in args.conditions)}; "
         f"{args.num_samples if args.temperature else 1} answer(s) per query and condition "
-        f"(temperature {args.temperature}, {args.sample_max_new_tokens} tokens)",
+        f"(temperature {args.temperature}, {args.target_max_new_tokens} tokens)",
         f"- Loss weights: {weights}; AdamW lr {args.learning_rate} ({schedule}), batch "
         f"{args.per_device_train_batch_size} per device, {args.num_train_epochs:g} epochs{steps}, "
         f"clip {args.max_grad_norm}",

@@ -53,8 +53,8 @@ class DROConfig(SentinelTrainingArguments):
             Answers sampled per query and condition.
         temperature (`float`, *optional*, defaults to `1.0`):
             Sampling temperature of those answers (0 = greedy, one answer per query and condition).
-        sample_max_new_tokens (`int`, *optional*, defaults to `24`):
-            Length of each sampled answer.
+        target_max_new_tokens (`int`, *optional*, defaults to `24`):
+            Length of each of the target's sampled answers.
 
         > Stage 2: estimate
 
@@ -144,8 +144,9 @@ class DROConfig(SentinelTrainingArguments):
                 "target."})
     temperature: float = field(default=1.0, metadata={
         "help": "Sampling temperature for those answers (0 = greedy, one answer per query and condition)."})
-    sample_max_new_tokens: int = field(default=24, metadata={
-        "help": "Length of each sampled answer; the refusal judge reads only the opening of an answer."})
+    target_max_new_tokens: int = field(default=24, metadata={
+        "help": "Length of each of the target's sampled answers; the refusal judge reads only the opening of an "
+                "answer."})
 
     # -- stage 2: estimate --------------------------------------------------------------------------------
     pca_dim: int = field(default=4, metadata={
@@ -226,7 +227,7 @@ class DROConfig(SentinelTrainingArguments):
             raise ValueError("conditions is empty; DRO needs at least one condition (e.g. 'none').")
         if not self.safety_prompt.strip():
             raise ValueError("safety_prompt is empty; DRO starts from a human-written safety prompt.")
-        for name in ("num_samples", "sample_max_new_tokens", "pca_dim", "head_max_epochs", "answer_tokens",
+        for name in ("num_samples", "target_max_new_tokens", "pca_dim", "head_max_epochs", "answer_tokens",
                      "eval_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
@@ -259,7 +260,7 @@ class DROConfig(SentinelTrainingArguments):
 #: What each stage's cached outputs depend on. The optimisation's own settings (learning rate, epochs, loss
 #: weights...) are not here: its checkpoints are Trainer's, resumed as Trainer resumes them.
 STAGE_FIELDS = {
-    "collect": ("conditions", "num_samples", "temperature", "sample_max_new_tokens", "seed"),
+    "collect": ("conditions", "num_samples", "temperature", "target_max_new_tokens", "seed"),
     "estimate": ("pca_dim", "head_cv_folds", "head_learning_rate", "head_max_epochs", "seed"),
     "optimize": ("safety_prompt", "refusal_response", "answer_tokens"),
 }

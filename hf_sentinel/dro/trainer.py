@@ -111,7 +111,7 @@ class DROTrainer(ArtifactPushMixin, Trainer):
         >>> data = labelled_prompts(Dataset.from_dict({"prompt": ["harm one", "harm two", "harm three"]}),
         ...                         Dataset.from_dict({"prompt": ["fine one", "fine two", "fine three"]}))
         >>> args = DROConfig(output_dir=tempfile.mkdtemp(), head_cv_folds=3, num_train_epochs=1, pca_dim=2,
-        ...                  sample_max_new_tokens=2, head_max_epochs=5, refusal_check="off", disable_tqdm=True)
+        ...                  target_max_new_tokens=2, head_max_epochs=5, refusal_check="off", disable_tqdm=True)
         >>> trainer = DROTrainer(model, args, data, processing_class=tokenizer)
         >>> _ = trainer.train()  # prints the logs (stage results, then the loss terms)  # doctest: +ELLIPSIS
         {...}
@@ -199,7 +199,7 @@ class DROTrainer(ArtifactPushMixin, Trainer):
             rewritten = defense.rewrite(copy.deepcopy(self.conversations), [{} for _ in self.conversations])
             condition_states, answers = generate_with_states(
                 self._target, self.processing_class, token_rows(self.processing_class, rewritten),
-                args.sample_max_new_tokens, samples, args.temperature)
+                args.target_max_new_tokens, samples, args.temperature)
             states.append(condition_states)
             complied = torch.tensor([self._complied(self.prompts, sample) for sample in answers])  # [samples, Q]
             compliance.append(complied.mean(dim=0).tolist())
@@ -455,8 +455,9 @@ class DROTrainer(ArtifactPushMixin, Trainer):
         if not self.args.overwrite_output_dir:
             raise ValueError(
                 f"{self._stage_dir(stage)} holds '{stage}' outputs of a run with other settings, data or model "
-                f"(recorded settings: {recorded['settings']}). Use another output_dir, or set "
-                f"overwrite_output_dir=True (--overwrite-output-dir) to recompute it and the stages after it."
+                f"(recorded settings: {recorded['settings']}; now: {self.args.stage_settings(stage)}). Use another "
+                f"output_dir, or set overwrite_output_dir=True (--overwrite-output-dir) to recompute it and the "
+                f"stages after it."
             )
         for later in STAGES[STAGES.index(stage):]:
             shutil.rmtree(self._stage_dir(later), ignore_errors=True)

@@ -32,7 +32,7 @@ def write_mart_card(folder, role: str, rounds: list[dict], args, base_model: str
     table += (f"\nEvaluated after every round on the eval sets: violation rate, the share of {subset}"
               f"`{eval_names['harmful']}` prompts answered (safety judge: {args.safety_judge}); benign answer rate, "
               f"the share of {subset}`{eval_names['benign']}` prompts not refused (judge: {args.answer_judge}); "
-              f"greedy decoding, {args.max_new_tokens} new tokens. Settings: {args.rounds} rounds, "
+              f"greedy decoding, {args.target_max_new_tokens} new tokens. Settings: {args.rounds} rounds, "
               f"{args.prompts_per_round} red-team{seeds} and {benign} benign prompts per round, "
               f"K={args.samples_per_prompt}, context distillation {args.context_distillation or 'off'} "
               f"({distilled}).\n")

@@ -69,7 +69,7 @@ class MARTConfig(LoraTrainingArguments):
             Sampling temperature of the target's K answers.
         top_p (`float`, *optional*, defaults to `0.95`):
             Nucleus sampling of the target's K answers.
-        max_new_tokens (`int`, *optional*, defaults to `32`):
+        target_max_new_tokens (`int`, *optional*, defaults to `32`):
             Answer length of the target, in training and in the per-round evaluation.
         benign_answers_from_original (`bool`, *optional*, defaults to `False`):
             Also answer every benign prompt with the original target (no adapter, greedy), every round.
@@ -194,7 +194,7 @@ class MARTConfig(LoraTrainingArguments):
                 "None: samples_per_prompt."})
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature of the target's K answers."})
     top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling of the target's K answers."})
-    max_new_tokens: int = field(default=32, metadata={
+    target_max_new_tokens: int = field(default=32, metadata={
         "help": "Answer length of the target, in training and in the per-round evaluation (the refusal judge reads "
                 "only an answer's opening; `hf-sentinel eval` measures the final adapter at 48 tokens)."})
     benign_answers_from_original: bool = field(default=False, metadata={
@@ -296,8 +296,8 @@ class MARTConfig(LoraTrainingArguments):
 
     def __post_init__(self):
         self.context_distillation = list(self.context_distillation)
-        for name in ("rounds", "prompts_per_round", "samples_per_prompt", "red_team_max_new_tokens", "max_new_tokens",
-                     "max_length", "generation_batch_size"):
+        for name in ("rounds", "prompts_per_round", "samples_per_prompt", "red_team_max_new_tokens",
+                     "target_max_new_tokens", "max_length", "generation_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
         for name in ("benign_prompts_per_round", "red_team_warmup_pairs", "seed_prompts_per_round"):
@@ -349,7 +349,7 @@ class MARTConfig(LoraTrainingArguments):
 #: Settings that change what a round computes: a resumed run must agree with the recorded run on these.
 RUN_FIELDS = ("red_team_template", "prompts_per_round", "red_team_temperature", "red_team_max_new_tokens",
               "red_team_warmup_pairs", "red_team_num_train_epochs", "benign_prompts_per_round", "samples_per_prompt",
-              "last_round_samples", "temperature", "top_p", "max_new_tokens", "context_distillation",
+              "last_round_samples", "temperature", "top_p", "target_max_new_tokens", "context_distillation",
               "attack_threshold", "safe_threshold", "helpfulness_threshold", "replay", "safety_judge",
               "helpfulness_judge", "request_judge", "request_threshold", "seed_prompts_per_round",
               "context_distillation_rounds", "answer_judge", "benign_answers_from_original",

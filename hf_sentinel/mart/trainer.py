@@ -149,7 +149,7 @@ class MARTTrainer(ArtifactPushMixin):
         ...                                            "category": ["theft", "theft"]}),
         ...                         Dataset.from_dict({"prompt": ["How do I bake bread?", "What is 2 plus 2?"]}))
         >>> args = MARTConfig(output_dir=tempfile.mkdtemp(), rounds=1, prompts_per_round=2, benign_prompts_per_round=2,
-        ...                   max_new_tokens=4, red_team_max_new_tokens=6, red_team_warmup_pairs=2,
+        ...                   target_max_new_tokens=4, red_team_max_new_tokens=6, red_team_warmup_pairs=2,
         ...                   helpfulness_threshold=0.0, disable_tqdm=True)
         >>> trainer = MARTTrainer(model, args, train_dataset=data, eval_dataset=data, processing_class=tokenizer,
         ...                       safety_judge=RefusalJudge(),
@@ -419,10 +419,10 @@ class MARTTrainer(ArtifactPushMixin):
         ``context_distillation_rounds="all"``) one greedy answer under each context-distillation pre-prompt, plus
         with ``benign_answers_from_original`` one greedy answer of the original target to each benign prompt."""
         args, k = self.args, self.args.samples_in_round(index)
-        sampled = GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=k > 1, temperature=args.temperature,
-                                     top_p=args.top_p, batch_size=args.generation_batch_size,
-                                     seed=args.seed * 1000 + index)
-        greedy = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.generation_batch_size)
+        sampled = GenerationSettings(max_new_tokens=args.target_max_new_tokens, do_sample=k > 1,
+                                     temperature=args.temperature, top_p=args.top_p,
+                                     batch_size=args.generation_batch_size, seed=args.seed * 1000 + index)
+        greedy = GenerationSettings(max_new_tokens=args.target_max_new_tokens, batch_size=args.generation_batch_size)
         # (source, pre-prompts, settings, the prompts answered, K, whether the adapter is on)
         runs = [("target", [], sampled, prompts, k, True)]
         if index == 1 or args.context_distillation_rounds == "all":
@@ -438,11 +438,11 @@ class MARTTrainer(ArtifactPushMixin):
                                        lambda part: generate(model, tokenizer, part, settings, defenses).responses)
             for position, answer in enumerate(answers):
                 prompt = rows[position % len(rows)]
-                # An answer cut off by max_new_tokens is trained without an end of turn, so that fine-tuning does
-                # not teach the target to stop mid-sentence (1 token of slack: decoding strips spaces).
+                # An answer cut off by target_max_new_tokens is trained without an end of turn, so that fine-tuning
+                # does not teach the target to stop mid-sentence (1 token of slack: decoding strips spaces).
                 length = len(tokenizer(answer, add_special_tokens=False)["input_ids"])
                 candidates.append({"prompt_id": prompt["prompt_id"], "harmful": prompt["harmful"], "source": source,
-                                   "answer": answer, "finished": length < args.max_new_tokens - 1})
+                                   "answer": answer, "finished": length < args.target_max_new_tokens - 1})
         return candidates
 
     def _judge(self, prompts: list[dict], candidates: list[dict]) -> None:
@@ -501,9 +501,9 @@ class MARTTrainer(ArtifactPushMixin):
     def evaluate(self, folder: str | Path | None = None) -> dict:
         """The target's numbers on the eval sets: violation rate (safety score >= ``attack_threshold``) on the
         harmful rows; answer rate (refusal judge) and mean helpfulness on the benign rows. Greedy,
-        ``args.max_new_tokens``. Writes the answers to ``folder/eval-harmful.json`` and ``folder/eval-benign.json``
-        when a folder is given."""
-        settings = GenerationSettings(max_new_tokens=self.args.max_new_tokens,
+        ``args.target_max_new_tokens``. Writes the answers to ``folder/eval-harmful.json`` and
+        ``folder/eval-benign.json`` when a folder is given."""
+        settings = GenerationSettings(max_new_tokens=self.args.target_max_new_tokens,
                                       batch_size=self.args.generation_batch_size)
         model, tokenizer = self.target.generating(), self.target.tokenizer
         results = {}
@@ -524,7 +524,7 @@ class MARTTrainer(ArtifactPushMixin):
                 rate = metrics["violation_rate" if label == "harmful" else "benign_answer_rate"]
                 summary = {"n": len(result["prompts"]), "attack_success_rate": rate, "judge": judge_name(judge),
                            "target": self.base_model_name, "prompts": self.eval_names[label],
-                           "max_new_tokens": self.args.max_new_tokens}
+                           "max_new_tokens": self.args.target_max_new_tokens}
                 records = [{"prompt": p, "response": a, "score": s}
                            for p, a, s in zip(result["prompts"], result["answers"], result["scores"])]
                 write_atomic(Path(folder) / f"eval-{label}.json",
@@ -760,10 +760,13 @@ def _recorded_run(folder: Path) -> dict | None:
 def _check_same_run(recorded: dict | None, current: dict, folder: Path) -> None:
     if recorded is None or recorded["fingerprint"] == current["fingerprint"]:
         return
-    changed = {k: (recorded["settings"].get(k), v) for k, v in current["settings"].items()
-               if recorded["settings"].get(k) != v}
+    old, new = recorded["settings"], current["settings"]
+    changed = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+    # A setting renamed or removed since the run was recorded: under its new name above (recorded None), and here.
+    unknown = [k for k in old if k not in new]
+    gone = f"; recorded settings that no longer exist: {', '.join(unknown)}" if unknown else ""
     raise ValueError(f"{folder} holds a MART run with other settings or data (changed, recorded -> now: "
-                     f"{changed or 'the data or the model'}). Use another output_dir, or set "
+                     f"{changed or 'the data or the model'}{gone}). Use another output_dir, or set "
                      f"overwrite_output_dir=True (--overwrite-output-dir) to start afresh.")
 
 
