@@ -46,6 +46,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
+from hf_sentinel.evaluation.report import read_results
 from hf_sentinel.generation import to_conversation
 from hf_sentinel.red_flag import RedFlagJudge
 from hf_sentinel.red_flag.calibration import gate_for_share
@@ -114,18 +115,11 @@ def choose(rows: list[dict]) -> dict:
     return max(rows, key=lambda row: (round(row["mean"], 12), row["gate"]))
 
 
-def _records(path: Path) -> list[dict]:
-    try:
-        return json.loads(path.read_text())["records"]
-    except (KeyError, TypeError):
-        raise ValueError(f"{path} has no 'records': give the file `hf-sentinel eval --output` writes.") from None
-
-
 def outcomes(rows: list[dict], scores: list[float], requests: Path, flag_path: Path, stack_path: Path,
              smallest_gate: float) -> tuple[list[Outcome], str]:
     """Each request of ``requests`` (``rows``, gate ``scores``) with the verdicts of the two eval runs, and which
     requests the stack ran on. Raises ValueError if the runs do not match the file row by row."""
-    flag, stack = _records(flag_path), _records(stack_path)
+    flag, stack = read_results(flag_path)["records"], read_results(stack_path)["records"]
     if len(flag) != len(rows):
         raise ValueError(f"--flag-alone {flag_path} has {len(flag)} records, {requests} {len(rows)} requests: run the "
                          f"red flag alone on every request of {requests}.")

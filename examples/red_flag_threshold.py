@@ -34,6 +34,7 @@ import json
 import math
 from pathlib import Path
 
+from hf_sentinel.evaluation.report import read_results
 from hf_sentinel.red_flag import RedFlagSettings
 from hf_sentinel.red_flag.calibration import answered_at
 from hf_sentinel.training import read_jsonl
@@ -85,13 +86,6 @@ def choose(rows: list[dict], max_more_through: int, max_more_per_shape: int, min
     return candidate if candidate["more_answered"] >= min_more_answered else rows[0]
 
 
-def _records(path: Path) -> list[dict]:
-    try:
-        return json.loads(path.read_text())["records"]
-    except (KeyError, TypeError):
-        raise ValueError(f"{path} has no 'records': give the file `hf-sentinel eval --output` writes.") from None
-
-
 def _check_flag_mode(path: Path) -> None:
     """A run's red flag must have answered in flag mode: a refusing run hides the answers above its threshold."""
     spec = json.loads(path.read_text())["summary"].get("defense", "")
@@ -128,8 +122,8 @@ def main() -> None:
 
     for path in (args.harmful, *args.benign):
         _check_flag_mode(path)
-    harmful = _records(args.harmful)
-    benign = [record for path in args.benign for record in _records(path)]
+    harmful = read_results(args.harmful)["records"]
+    benign = [record for path in args.benign for record in read_results(path)["records"]]
     shapes = ([row.get("shape") or "unshaped" for row in read_jsonl(args.harmful_requests)] if args.harmful_requests
               else ["all"] * len(harmful))
     settings = RedFlagSettings.from_pretrained(args.folder)

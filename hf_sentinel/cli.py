@@ -236,10 +236,10 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
-    from .evaluation import compare_table, plot_comparison
+    from .evaluation.report import compare_table, plot_comparison, read_results
 
     if args.compare:
-        results = [json.loads(Path(path).read_text()) for path in args.compare]
+        results = [read_results(path) for path in args.compare]
         names = [Path(path).stem for path in args.compare]
         print(compare_table(results, names))
         if args.plot:
@@ -282,14 +282,14 @@ def run_eval(args) -> int:
 
 
 def run_bench(args) -> int:
-    from .evaluation.report import bench_card_text, bench_compare_table, bench_table, plot_tradeoff
+    from .evaluation.report import bench_card_text, bench_compare_table, bench_table, plot_tradeoff, read_results
 
     if args.attribute:
         return run_attribution(args)
     if args.attribution_output:
         raise SystemExit("hf-sentinel bench: --attribution-output goes with --attribute.")
     if args.compare:
-        results = [_read_bench(path) for path in args.compare]
+        results = [read_results(path, "bench") for path in args.compare]
         names = [r["summary"].get("name") or Path(path).stem for r, path in zip(results, args.compare)]
         print(bench_compare_table(results, names))
         if args.plot:
@@ -337,7 +337,7 @@ def run_bench(args) -> int:
 
 def run_attribution(args) -> int:
     """``hf-sentinel bench --attribute STACK_JSON MEMBER_JSON ...``: print the stack's per-layer attribution."""
-    from .evaluation.report import attribute_stack, attribution_table
+    from .evaluation.report import attribute_stack, attribution_table, read_results
 
     if args.compare or args.plot:
         raise SystemExit("hf-sentinel bench: --attribute and --compare/--plot are separate reports; give one of them.")
@@ -352,7 +352,7 @@ def run_attribution(args) -> int:
                          "run alone on the same suite.")
     if args.attribution_output:
         _check_output_file(args.attribution_output)
-    stack, *members = [_read_bench(path) for path in args.attribute]
+    stack, *members = [read_results(path, "bench") for path in args.attribute]
     attribution = attribute_stack(stack, members)
     print(attribution_table(attribution))
     if args.attribution_output:
@@ -446,14 +446,6 @@ def stack_name(specs: list[str]) -> str:
         arg = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(arg).name)[:32].strip("-.")
         parts.append(method if arg in ("", "default") else f"{method}-{arg}")
     return "+".join(parts)
-
-
-def _read_bench(path) -> dict:
-    result = json.loads(Path(path).read_text())
-    if "sets" not in result.get("summary", {}):
-        raise ValueError(f"{path} is not a bench result (its summary has no `sets`); eval results compare with "
-                         f"hf-sentinel eval --compare.")
-    return result
 
 
 def _check_output_file(path) -> None:

@@ -361,6 +361,11 @@ def test_bench_cli_bad_input(tmp_path, monkeypatch, capsys):
     eval_result.write_text(json.dumps({"summary": {"n": 1}, "records": []}))
     assert main(["bench", "--compare", str(eval_result)]) == 2
     assert "is not a bench result" in capsys.readouterr().err
+    config = tmp_path / "red_flag_config.json"  # any JSON that is not a result: `eval --compare` says what to give
+    config.write_text(json.dumps({"threshold": 0.9}))
+    assert main(["eval", "--compare", str(config)]) == 2
+    assert "is not a result file (no 'summary' and 'records'): give a file that `hf-sentinel eval` wrote (--output)" \
+        in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--plot and --card go with --compare"):
         main(["bench", "--plot", str(tmp_path / "x.png")])
     with pytest.raises(SystemExit, match="--plot and --card go with --compare"):

@@ -8,6 +8,7 @@ judged harmful) and **answered** on benign sets (the share of benign requests an
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -15,6 +16,29 @@ from pathlib import Path
 ATTACK_SUCCESS, ANSWERED = "attack success", "answered"
 #: Eval results of a set with known numeric answers (:mod:`hf_sentinel.evaluation.capability`): the share right.
 EXACT_MATCH = "exact-match"
+
+
+def read_results(path: str | Path, kind: str = "eval") -> dict:
+    """A result file as the CLI writes it: ``kind="eval"`` (``hf-sentinel eval --output``) or ``"bench"``
+    (``hf-sentinel bench``, whose summary has ``sets``). Raises ValueError naming the file to give instead.
+
+    >>> import json, tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "run.json"
+    >>> _ = path.write_text(json.dumps({"summary": {"n": 1}, "records": [{"prompt": "hi", "verdict": "complied"}]}))
+    >>> read_results(path)["records"][0]["verdict"]
+    'complied'
+    >>> read_results(path, "bench")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: .../run.json is not a bench result (its summary has no `sets`); eval results compare with ...
+    """
+    result = json.loads(Path(path).read_text())
+    if not isinstance(result, dict) or not isinstance(result.get("summary"), dict) or "records" not in result:
+        raise ValueError(f"{path} is not a result file (no 'summary' and 'records'): give a file that `hf-sentinel "
+                         f"{kind}` wrote ({'--output' if kind == 'eval' else '--output-dir'}).")
+    if kind == "bench" and "sets" not in result["summary"]:
+        raise ValueError(f"{path} is not a bench result (its summary has no `sets`); eval results compare with "
+                         f"hf-sentinel eval --compare.")
+    return result
 
 
 def _label(result: dict, fallback: str) -> str:
