@@ -86,9 +86,11 @@ def choose(rows: list[dict], max_more_through: int, max_more_per_shape: int, min
     return candidate if candidate["more_answered"] >= min_more_answered else rows[0]
 
 
-def _check_flag_mode(path: Path) -> None:
-    """A run's red flag must have answered in flag mode: a refusing run hides the answers above its threshold."""
-    spec = json.loads(path.read_text())["summary"].get("defense", "")
+def _flag_mode_records(path: Path) -> list[dict]:
+    """The records of an eval run whose red flag answered in flag mode: a refusing run hides the answers above its
+    threshold."""
+    result = read_results(path)
+    spec = result["summary"].get("defense", "")
     for layer in spec.split("+"):
         method, _, folder = layer.partition(":")
         if method == "red-flag" and Path(folder).is_dir():
@@ -96,6 +98,7 @@ def _check_flag_mode(path: Path) -> None:
             if action != "flag":
                 raise ValueError(f"{path} was answered by {folder}, whose action is {action!r}: run the eval with a "
                                  f"copy of the folder whose red_flag_config.json says \"action\": \"flag\".")
+    return result["records"]
 
 
 def main() -> None:
@@ -120,10 +123,8 @@ def main() -> None:
                         help="save the chosen threshold in FOLDER/red_flag_config.json")
     args = parser.parse_args()
 
-    for path in (args.harmful, *args.benign):
-        _check_flag_mode(path)
-    harmful = read_results(args.harmful)["records"]
-    benign = [record for path in args.benign for record in read_results(path)["records"]]
+    harmful = _flag_mode_records(args.harmful)
+    benign = [record for path in args.benign for record in _flag_mode_records(path)]
     shapes = ([row.get("shape") or "unshaped" for row in read_jsonl(args.harmful_requests)] if args.harmful_requests
               else ["all"] * len(harmful))
     settings = RedFlagSettings.from_pretrained(args.folder)

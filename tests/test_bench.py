@@ -364,8 +364,12 @@ def test_bench_cli_bad_input(tmp_path, monkeypatch, capsys):
     config = tmp_path / "red_flag_config.json"  # any JSON that is not a result: `eval --compare` says what to give
     config.write_text(json.dumps({"threshold": 0.9}))
     assert main(["eval", "--compare", str(config)]) == 2
-    assert "is not a result file (no 'summary' and 'records'): give a file that `hf-sentinel eval` wrote (--output)" \
-        in capsys.readouterr().err
+    assert "is not a result file (no 'summary' and 'records'): give a JSON file that `hf-sentinel eval --output` " \
+           "wrote" in capsys.readouterr().err
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
+    assert main(["eval", "--compare", str(prompts)]) == 2
+    assert f"{prompts} is not JSON (Extra data" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--plot and --card go with --compare"):
         main(["bench", "--plot", str(tmp_path / "x.png")])
     with pytest.raises(SystemExit, match="--plot and --card go with --compare"):

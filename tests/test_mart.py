@@ -371,7 +371,8 @@ def test_other_settings_in_the_same_output_dir_are_refused_or_overwritten(tmp_pa
     recorded = json.loads(run_file.read_text())
     settings = {("max_new_tokens" if k == "target_max_new_tokens" else k): v for k, v in recorded["settings"].items()}
     run_file.write_text(json.dumps({"fingerprint": "recorded before the rename", "settings": settings}))
-    with pytest.raises(ValueError, match=r"'target_max_new_tokens': \(None, 4\).*no longer exist: max_new_tokens\)"):
+    with pytest.raises(ValueError, match=r"'target_max_new_tokens': \(None, 4\).*no longer exist "
+                                         r"\(renamed or removed\): \{'max_new_tokens': 4\}"):
         make_trainer(tmp_path, rounds=1).train()
     run_file.write_text(json.dumps(recorded))
     with pytest.raises(ValueError, match="other settings.*prompts_per_round"):

@@ -48,7 +48,8 @@ def test_runs_that_do_not_match_the_requests_are_refused_with_the_fix(tmp_path):
     with pytest.raises(ValueError, match="Run the stack on every request"):
         red_flag_gate.outcomes(rows, [0.5, 0.5], Path("h.jsonl"), flag, short, smallest_gate=0.01)
     gated = tmp_path / "gated.json"
-    gated.write_text(json.dumps({"records": [{"prompt": p, "verdict": "refused", "request_gate": {}} for p in "ab"]}))
+    gated.write_text(json.dumps({"summary": {}, "records": [{"prompt": p, "verdict": "refused", "request_gate": {}}
+                                                            for p in "ab"]}))
     with pytest.raises(ValueError, match="without \"gate\""):
         red_flag_gate.outcomes(rows, [0.5, 0.5], Path("h.jsonl"), flag, gated, smallest_gate=0.01)
 

@@ -20,7 +20,7 @@ EXACT_MATCH = "exact-match"
 
 def read_results(path: str | Path, kind: str = "eval") -> dict:
     """A result file as the CLI writes it: ``kind="eval"`` (``hf-sentinel eval --output``) or ``"bench"``
-    (``hf-sentinel bench``, whose summary has ``sets``). Raises ValueError naming the file to give instead.
+    (``hf-sentinel bench``, whose summary has ``sets``). Raises ValueError naming the file and what to give instead.
 
     >>> import json, tempfile
     >>> path = Path(tempfile.mkdtemp()) / "run.json"
@@ -31,13 +31,21 @@ def read_results(path: str | Path, kind: str = "eval") -> dict:
     Traceback (most recent call last):
     ValueError: .../run.json is not a bench result (its summary has no `sets`); eval results compare with ...
     """
-    result = json.loads(Path(path).read_text())
+    written_by = ("a JSON file that `hf-sentinel eval --output` wrote" if kind == "eval"
+                  else "a JSON file that `hf-sentinel bench` wrote into its --output-dir")
+    try:
+        result = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not JSON ({error}): give {written_by}.") from None
     if not isinstance(result, dict) or not isinstance(result.get("summary"), dict) or "records" not in result:
-        raise ValueError(f"{path} is not a result file (no 'summary' and 'records'): give a file that `hf-sentinel "
-                         f"{kind}` wrote ({'--output' if kind == 'eval' else '--output-dir'}).")
-    if kind == "bench" and "sets" not in result["summary"]:
+        raise ValueError(f"{path} is not a result file (no 'summary' and 'records'): give {written_by}.")
+    sets = "sets" in result["summary"]
+    if kind == "bench" and not sets:
         raise ValueError(f"{path} is not a bench result (its summary has no `sets`); eval results compare with "
                          f"hf-sentinel eval --compare.")
+    if kind == "eval" and sets:
+        raise ValueError(f"{path} is a bench result (its summary has `sets`); bench results compare with "
+                         f"hf-sentinel bench --compare.")
     return result
 
 
@@ -78,7 +86,7 @@ def compare_table(results: list[dict], names: list[str]) -> str:
     category where recorded."""
     measures = [_measure(r["summary"]) for r in results]
     rate_row = measures[0] if len(set(measures)) == 1 else f"{ATTACK_SUCCESS} | {ANSWERED}"
-    lines = [("", *names), ("defense", *(r["summary"]["defense"] for r in results))]
+    lines = [("", *names), ("defense", *(r["summary"].get("defense", "-") for r in results))]
     if len(set(measures)) > 1:
         lines.append(("measure", *measures))
     lines.append((rate_row, *(_cell(r["summary"].get("attack_success_rate")) for r in results)))

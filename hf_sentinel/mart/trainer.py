@@ -763,8 +763,8 @@ def _check_same_run(recorded: dict | None, current: dict, folder: Path) -> None:
     old, new = recorded["settings"], current["settings"]
     changed = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
     # A setting renamed or removed since the run was recorded: under its new name above (recorded None), and here.
-    unknown = [k for k in old if k not in new]
-    gone = f"; recorded settings that no longer exist: {', '.join(unknown)}" if unknown else ""
+    unknown = {k: v for k, v in old.items() if k not in new}
+    gone = f"; recorded settings that no longer exist (renamed or removed): {unknown}" if unknown else ""
     raise ValueError(f"{folder} holds a MART run with other settings or data (changed, recorded -> now: "
                      f"{changed or 'the data or the model'}{gone}). Use another output_dir, or set "
                      f"overwrite_output_dir=True (--overwrite-output-dir) to start afresh.")
