@@ -146,6 +146,10 @@ def test_compare_pairs_runs_on_the_same_requests_and_says_whether_they_differ_be
     cells = [cell.strip() for cell in row.split("  ") if cell.strip()]
     assert cells[1:] == ["16 / 2, p = 0.00", "16 / 14, p = 0.43", "-"]
     assert "only this" not in compare_table([first, other_requests], ["a", "d"])  # nothing to pair: no row
+    # a MART round's own eval file (round-N/eval-benign.json) records no defense: the adapter is the target
+    summary = {k: v for k, v in first["summary"].items() if k != "defense"}
+    round_file = {"summary": summary, "records": first["records"]}
+    assert compare_table([round_file, better], ["round-1", "b"]).splitlines()[2].split()[1:] == ["-", "x"]
 
 
 @pytest.mark.parametrize("args, message", [
