@@ -157,6 +157,10 @@ def _bench_parser(sub) -> None:
     p.add_argument("--card", metavar="FOLDER",
                    help="with --compare: also write the comparison into the model card (README.md) of the artifact "
                         "folder FOLDER, as its 'On the held-out suite' section")
+    p.add_argument("--helpfulness", nargs="?", const="embedding", metavar="JUDGE",
+                   help="with --compare: also score the answers to the benign requests with a helpfulness judge "
+                        "(MART's: 'embedding', the default, offline; or a reward model's Hub id or folder), over all "
+                        "requests and over those every run answered")
     p.add_argument("--attribute", nargs="+", metavar="BENCH_JSON",
                    help="STACK_JSON MEMBER_JSON [MEMBER_JSON ...]: print which layer of an earlier stacked run "
                         "refused or let through each request, against each layer's (or part's) own run on the same "
@@ -282,7 +286,14 @@ def run_eval(args) -> int:
 
 
 def run_bench(args) -> int:
-    from .evaluation.report import bench_card_text, bench_compare_table, bench_table, plot_tradeoff, read_results
+    from .evaluation.report import (
+        bench_card_text,
+        bench_compare_table,
+        bench_helpfulness_table,
+        bench_table,
+        plot_tradeoff,
+        read_results,
+    )
 
     if args.attribute:
         return run_attribution(args)
@@ -292,6 +303,12 @@ def run_bench(args) -> int:
         results = [read_results(path, "bench") for path in args.compare]
         names = [r["summary"].get("name") or Path(path).stem for r, path in zip(results, args.compare)]
         print(bench_compare_table(results, names))
+        if args.helpfulness:
+            from .mart.judges import load_helpfulness_judge
+
+            judge = load_helpfulness_judge(args.helpfulness)
+            print(f"\nhelpfulness of the benign answers ({judge.name}), mean\n"
+                  f"{bench_helpfulness_table(results, names, judge)}")
         if args.plot:
             print(f"\ntrade-off plot: {plot_tradeoff(results, names, args.plot)}")
         if args.card:
@@ -300,9 +317,9 @@ def run_bench(args) -> int:
             card = update_card_section(args.card, "held-out", "On the held-out suite", bench_card_text(results, names))
             print(f"\nmodel card: {card}")
         return 0
-    if args.plot or args.card:
-        raise SystemExit("hf-sentinel bench: --plot and --card go with --compare (run the stacks first, then compare "
-                         "them).")
+    if args.plot or args.card or args.helpfulness:
+        raise SystemExit("hf-sentinel bench: --plot, --card and --helpfulness go with --compare (run the stacks "
+                         "first, then compare them).")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1 (rows per held-out set), got {args.limit}; drop --limit to run "
                          f"the whole suite.")

@@ -283,6 +283,13 @@ def test_bench_cli_writes_json_and_tables_then_compares_and_plots(tiny_llama_dir
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert "none" in compared and "suffix" in compared and "worst attack shape" in compared
 
+    # --helpfulness scores the benign answers with MART's offline embedding judge (the MiniLM wheel)
+    assert main(["bench", "--compare", *map(str, outputs), "--helpfulness"]) == 0
+    compared = capsys.readouterr().out.split("helpfulness of the benign answers (")[1]
+    assert "benign-heldout, all requests (n=2)" in compared and "benign-heldout, answered by every run (n=" in compared
+    assert main(["bench", "--compare", str(outputs[0]), "--helpfulness", str(tmp_path / "no-judge")]) == 2
+    assert "Unknown helpfulness judge" in capsys.readouterr().err
+
     # --card writes the comparison into an artifact's model card, replacing it on a second run
     artifact = tmp_path / "artifact"
     artifact.mkdir()
@@ -370,10 +377,9 @@ def test_bench_cli_bad_input(tmp_path, monkeypatch, capsys):
     prompts.write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
     assert main(["eval", "--compare", str(prompts)]) == 2
     assert f"{prompts} is not JSON (Extra data" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="--plot and --card go with --compare"):
-        main(["bench", "--plot", str(tmp_path / "x.png")])
-    with pytest.raises(SystemExit, match="--plot and --card go with --compare"):
-        main(["bench", "--card", str(tmp_path)])
+    for flags in (["--plot", str(tmp_path / "x.png")], ["--card", str(tmp_path)], ["--helpfulness"]):
+        with pytest.raises(SystemExit, match="--plot, --card and --helpfulness go with --compare"):
+            main(["bench", *flags])
 
 
 def test_demo_benches_each_stack_and_draws_the_tradeoff(tiny_llama_dir, tmp_path, capsys):

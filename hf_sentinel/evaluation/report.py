@@ -287,6 +287,48 @@ def bench_compare_table(results: list[dict], names: list[str]) -> str:
     return _format(lines)
 
 
+def bench_helpfulness_table(results: list[dict], names: list[str], judge) -> str:
+    """How helpful each run's answers to the benign requests are, by a helpfulness judge (MART's
+    :func:`~hf_sentinel.mart.judges.load_helpfulness_judge`: higher = more helpful; the embedding judge scores a
+    refusal 0 and an answer by how close it is to what was asked). Per benign set, the mean score over all its
+    requests, and over the requests every run answered (by the bench's own judge), paired with the first run: a
+    defense that changes the target's weights (MART) can answer as often and answer worse, which only the second row
+    shows. Runs that did not bench the same requests get only the first row.
+
+        >>> from hf_sentinel.evaluation.report import bench_helpfulness_table
+        >>> def run(responses, verdicts):
+        ...     return {"records": [{"set": "benign-heldout", "label": "benign", "request": q, "prompt": q,
+        ...                          "response": a, "verdict": v}
+        ...                         for q, a, v in zip(["Bake bread?", "A haiku?"], responses, verdicts)]}
+        >>> judge = lambda requests, answers: [0.0 if a.startswith("Sorry") else 0.5 for a in answers]
+        >>> print(bench_helpfulness_table([run(["Knead it.", "Snow falls."], ["complied"] * 2),
+        ...                                run(["Knead it.", "Sorry."], ["complied", "refused"])],
+        ...                               ["none", "mart"], judge))
+                                                     none   mart
+        -------------------------------------------  -----  -----
+        benign-heldout, all requests (n=2)           0.500  0.250
+        benign-heldout, answered by every run (n=1)  0.500  0.500
+    """
+    lines = [("", *names)]
+    benign = list(dict.fromkeys(key for r in results for key, record in zip(set_keys(r["records"]), r["records"])
+                                if record["label"] == "benign"))
+    for key in benign:
+        runs = [[record for k, record in zip(set_keys(r["records"]), r["records"]) if k == key] for r in results]
+        try:  # each run's records in the first run's order
+            runs, aligned = [_paired(runs[0], run, name) for run, name in zip(runs, names)], True
+        except ValueError:
+            aligned = False
+        scores = [judge([rec["request"] for rec in run], [rec["response"] for rec in run]) if run else []
+                  for run in runs]
+        lines.append((f"{key}, all requests (n={len(runs[0])})",
+                      *(f"{sum(s) / len(s):.3f}" if s else "-" for s in scores)))
+        if aligned:
+            every = [j for j in range(len(runs[0])) if all(_let_through(run[j]) for run in runs)]
+            lines.append((f"{key}, answered by every run (n={len(every)})",
+                          *(f"{sum(s[j] for j in every) / len(every):.3f}" if every else "-" for s in scores)))
+    return _format(lines)
+
+
 def _bench_paired_rows(results: list[dict], names: list[str], keys: list[str]) -> list[tuple]:
     """Per set, each run against the first, row by row where both ran the same suite with the same settings: the
     requests only this run let through (answered, on a benign set), those only the first did, and :func:`sign_test`
