@@ -287,7 +287,7 @@ def test_bench_cli_writes_json_and_tables_then_compares_and_plots(tiny_llama_dir
     assert main(["bench", "--compare", *map(str, outputs), "--helpfulness"]) == 0
     compared = capsys.readouterr().out.split("helpfulness of the benign answers (")[1]
     assert "benign-heldout, all requests (n=2)" in compared and "benign-heldout, answered by every run (n=" in compared
-    assert main(["bench", "--compare", str(outputs[0]), "--helpfulness", str(tmp_path / "no-judge")]) == 2
+    assert main(["bench", "--compare", str(outputs[0]), "--helpfulness", str(tmp_path)]) == 2
     assert "Unknown helpfulness judge" in capsys.readouterr().err
 
     # --card writes the comparison into an artifact's model card, replacing it on a second run

@@ -152,6 +152,10 @@ def test_load_judge_by_name_and_from_a_local_classifier(tmp_path):
     assert isinstance(judge, ClassifierJudge) and judge.label_index == 1
     with pytest.raises(ValueError, match="Unknown judge 'no-such-judge'"):
         load_judge("no-such-judge")
+    (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "not-a-model" / "config.json").write_text("{}")  # a folder that is no model: the same message
+    with pytest.raises(ValueError, match="Unknown judge .*not-a-model.* not a loadable model"):
+        load_judge(str(tmp_path / "not-a-model"))
 
 
 # --- Human refusal labels (PyRIT's refusal-scorer evaluation files) and the default judge measured on them ---------

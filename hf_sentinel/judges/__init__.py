@@ -52,7 +52,7 @@ def load_judge(name_or_path: str) -> Judge:
 
     try:
         config = AutoConfig.from_pretrained(name_or_path)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # nothing to load; a folder whose config.json names no model type
         raise ValueError(
             f"Unknown judge {name_or_path!r}: not one of {sorted(BUILTIN_JUDGES)} and not a loadable model "
             f"(Hub id or local folder). Use --judge default|refusal|toxicity|red-flag:default|red-flag:PATH|"

@@ -127,7 +127,7 @@ def load_helpfulness_judge(name_or_path: str):
 
     try:
         config = AutoConfig.from_pretrained(name_or_path)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # nothing to load; a folder whose config.json names no model type
         raise ValueError(f"Unknown helpfulness judge {name_or_path!r}: not 'embedding' and not a loadable reward "
                          f"model (Hub id or local folder). ({error})") from error
     if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
