@@ -291,23 +291,25 @@ def bench_helpfulness_table(results: list[dict], names: list[str], judge) -> str
     """How helpful each run's answers to the benign requests are, by a helpfulness judge (MART's
     :func:`~hf_sentinel.mart.judges.load_helpfulness_judge`: higher = more helpful; the embedding judge scores a
     refusal 0 and an answer by how close it is to what was asked). Per benign set, the mean score over all its
-    requests, and over the requests every run answered (by the bench's own judge), paired with the first run: a
-    defense that changes the target's weights (MART) can answer as often and answer worse, which only the second row
-    shows. Runs that did not bench the same requests get only the first row.
+    requests, over the requests every run answered (by the bench's own judge), and each run against the first over
+    the requests both answered (its mean vs the first's, how many scored higher / lower, :func:`sign_test`): a defense
+    that changes the target's weights (MART) can answer as often and answer worse, which only the paired rows show.
+    Runs that did not bench the same requests get only the first row.
 
         >>> from hf_sentinel.evaluation.report import bench_helpfulness_table
         >>> def run(responses, verdicts):
         ...     return {"records": [{"set": "benign-heldout", "label": "benign", "request": q, "prompt": q,
         ...                          "response": a, "verdict": v}
         ...                         for q, a, v in zip(["Bake bread?", "A haiku?"], responses, verdicts)]}
-        >>> judge = lambda requests, answers: [0.0 if a.startswith("Sorry") else 0.5 for a in answers]
+        >>> judge = lambda requests, answers: [0.0 if a.startswith("Sorry") else len(a) / 20 for a in answers]
         >>> print(bench_helpfulness_table([run(["Knead it.", "Snow falls."], ["complied"] * 2),
-        ...                                run(["Knead it.", "Sorry."], ["complied", "refused"])],
+        ...                                run(["Knead the dough.", "Sorry."], ["complied", "refused"])],
         ...                               ["none", "mart"], judge))
                                                      none   mart
-        -------------------------------------------  -----  -----
-        benign-heldout, all requests (n=2)           0.500  0.250
-        benign-heldout, answered by every run (n=1)  0.500  0.500
+        -------------------------------------------  -----  -------------------------------------
+        benign-heldout, all requests (n=2)           0.500  0.400
+        benign-heldout, answered by every run (n=1)  0.450  0.800
+          paired with none where both answered              0.800 vs 0.450 (n=1); 1 / 0, p = 0.50
     """
     lines = [("", *names)]
     benign = list(dict.fromkeys(key for r in results for key, record in zip(set_keys(r["records"]), r["records"])
@@ -326,7 +328,21 @@ def bench_helpfulness_table(results: list[dict], names: list[str], judge) -> str
             every = [j for j in range(len(runs[0])) if all(_let_through(run[j]) for run in runs)]
             lines.append((f"{key}, answered by every run (n={len(every)})",
                           *(f"{sum(s[j] for j in every) / len(every):.3f}" if every else "-" for s in scores)))
+            lines.append((f"  paired with {names[0]} where both answered", "",
+                          *(_helpfulness_pair(scores[0], s, runs[0], run) for s, run in zip(scores[1:], runs[1:]))))
     return _format(lines)
+
+
+def _helpfulness_pair(first_scores: list[float], scores: list[float], first: list[dict], run: list[dict]) -> str:
+    """``this mean vs the first's (n); higher / lower, p``: the run's scores against the first run's over the requests
+    both answered, how many scored higher and lower, and :func:`sign_test` of the two."""
+    both = [j for j in range(len(first)) if _let_through(first[j]) and _let_through(run[j])]
+    if not both:
+        return "-"
+    higher = sum(scores[j] > first_scores[j] for j in both)
+    lower = sum(scores[j] < first_scores[j] for j in both)
+    return (f"{sum(scores[j] for j in both) / len(both):.3f} vs {sum(first_scores[j] for j in both) / len(both):.3f} "
+            f"(n={len(both)}); {higher} / {lower}, p = {sign_test(higher, lower):.2f}")
 
 
 def _bench_paired_rows(results: list[dict], names: list[str], keys: list[str]) -> list[tuple]:
