@@ -160,7 +160,8 @@ def _bench_parser(sub) -> None:
     p.add_argument("--helpfulness", nargs="?", const="embedding", metavar="JUDGE",
                    help="with --compare: also score the answers to the benign requests with a helpfulness judge "
                         "(MART's: 'embedding', the default, offline; or a reward model's Hub id or folder), over all "
-                        "requests and over those every run answered")
+                        "requests, over those every run answered, and each run paired with the first where both "
+                        "answered")
     p.add_argument("--attribute", nargs="+", metavar="BENCH_JSON",
                    help="STACK_JSON MEMBER_JSON [MEMBER_JSON ...]: print which layer of an earlier stacked run "
                         "refused or let through each request, against each layer's (or part's) own run on the same "

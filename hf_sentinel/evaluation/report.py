@@ -294,11 +294,12 @@ def bench_helpfulness_table(results: list[dict], names: list[str], judge) -> str
     requests, over the requests every run answered (by the bench's own judge), and each run against the first over
     the requests both answered (its mean vs the first's, how many scored higher / lower, :func:`sign_test`): a defense
     that changes the target's weights (MART) can answer as often and answer worse, which only the paired rows show.
-    Runs that did not bench the same requests get only the first row.
+    Runs that did not bench the same suite with the same settings get only the first row.
 
         >>> from hf_sentinel.evaluation.report import bench_helpfulness_table
         >>> def run(responses, verdicts):
-        ...     return {"records": [{"set": "benign-heldout", "label": "benign", "request": q, "prompt": q,
+        ...     return {"summary": {"defense": "x", "settings": {}},
+        ...             "records": [{"set": "benign-heldout", "label": "benign", "request": q, "prompt": q,
         ...                          "response": a, "verdict": v}
         ...                         for q, a, v in zip(["Bake bread?", "A haiku?"], responses, verdicts)]}
         >>> judge = lambda requests, answers: [0.0 if a.startswith("Sorry") else len(a) / 20 for a in answers]
@@ -312,14 +313,15 @@ def bench_helpfulness_table(results: list[dict], names: list[str], judge) -> str
           paired with none where both answered              0.800 vs 0.450 (n=1); 1 / 0, p = 0.50
     """
     lines = [("", *names)]
-    benign = list(dict.fromkeys(key for r in results for key, record in zip(set_keys(r["records"]), r["records"])
-                                if record["label"] == "benign"))
+    keyed = [list(zip(set_keys(r["records"]), r["records"])) for r in results]
+    aligned = [_aligned_records(results[0], result) for result in results]  # in the first run's order
+    aligned = None if any(records is None for records in aligned) else aligned
+    benign = list(dict.fromkeys(key for pairs in keyed for key, record in pairs if record["label"] == "benign"))
     for key in benign:
-        runs = [[record for k, record in zip(set_keys(r["records"]), r["records"]) if k == key] for r in results]
-        try:  # each run's records in the first run's order
-            runs, aligned = [_paired(runs[0], run, name) for run, name in zip(runs, names)], True
-        except ValueError:
-            aligned = False
+        if aligned:
+            runs = [[record for (k, _), record in zip(keyed[0], records) if k == key] for records in aligned]
+        else:
+            runs = [[record for k, record in pairs if k == key] for pairs in keyed]
         scores = [judge([rec["request"] for rec in run], [rec["response"] for rec in run]) if run else []
                   for run in runs]
         lines.append((f"{key}, all requests (n={len(runs[0])})",
@@ -358,13 +360,21 @@ def _bench_paired_rows(results: list[dict], names: list[str], keys: list[str]) -
     return lines
 
 
-def _paired_counts(first: dict, result: dict) -> dict[str, tuple[int, int]] | None:
-    """``{set: (only result let through, only first let through)}``, or None where the runs do not pair up."""
+def _aligned_records(first: dict, result: dict) -> list[dict] | None:
+    """``result``'s records in the order of ``first``'s, row by row, where both benched the same suite with the same
+    settings (:data:`_SHARED_SETTINGS`); None where they do not pair up."""
     if any(setting(first["summary"]) != setting(result["summary"]) for setting in _SHARED_SETTINGS.values()):
         return None
     try:
-        paired = _paired(first["records"], result["records"], result["summary"]["defense"])
+        return _paired(first["records"], result["records"], result["summary"]["defense"])
     except ValueError:
+        return None
+
+
+def _paired_counts(first: dict, result: dict) -> dict[str, tuple[int, int]] | None:
+    """``{set: (only result let through, only first let through)}``, or None where the runs do not pair up."""
+    paired = _aligned_records(first, result)
+    if paired is None:
         return None
     by_set = defaultdict(list)
     for key, mine, theirs in zip(set_keys(first["records"]), first["records"], paired):
