@@ -12,7 +12,7 @@ held-out sets' requests a sentinel with the probe's decisions would suffix (noth
     python -m hf_sentinel.sentinel.recipe outputs/sentinel-data-punct --unseen-validation --balance-punctuation
     python examples/sentinel_decision_probe.py outputs/sentinel-data-punct --heldout --cache outputs/probe
 
-States are computed once per file and layer set and kept in --cache (about 17 minutes for the four files and the
+States are computed once per file and layer set and kept in --cache (about 14 minutes for the four files and the
 held-out sets on 2 CPU threads, most of it the jailbreak templates); a second call reads them.
 """
 
