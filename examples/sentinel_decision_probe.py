@@ -145,6 +145,10 @@ def main():
                              "point in docs/sentinel.md: 2%%).")
     parser.add_argument("--heldout", action="store_true",
                         help="Also count the held-out sets' requests above the validation threshold.")
+    parser.add_argument("--sets", nargs="+", metavar="SET",
+                        help="With --heldout: the held-out sets to read (default: the sets whose requests reach a "
+                             "sentinel as the user's turns; e.g. harmbench-punctuated benign-unpunctuated to see "
+                             "whether the probe reads the final punctuation).")
     parser.add_argument("--cache", type=Path, help="Folder to keep the states in (reused when present).")
     parser.add_argument("--compose", nargs=2, type=Path, metavar=("PLAIN.json", "SUFFIXED.json"),
                         help="Two bench result files of the same held-out sets, the target alone and with the "
@@ -158,8 +162,9 @@ def main():
                              "(in the sets' order), to compose with eval or bench result files.")
     args = parser.parse_args()
     layers = [int(layer) for layer in args.layers.split(",")]
-    if args.compose and not args.heldout:
-        parser.error("--compose reads the held-out sets' decisions: add --heldout.")
+    if (args.compose or args.sets) and not args.heldout:
+        parser.error(f"{'--compose' if args.compose else '--sets'} reads the held-out sets' decisions: add --heldout.")
+    args.sets = args.sets or list(HELDOUT)
     missing = [name for name in FILES if not (args.data / f"{name}.jsonl").is_file()]
     if missing:
         parser.error(f"{args.data} has no {', '.join(m + '.jsonl' for m in missing)}: write the files with "
@@ -168,7 +173,7 @@ def main():
     rows = {name: read_rows(args.data / f"{name}.jsonl") for name in FILES}
     if args.heldout:
         from hf_sentinel.data.heldout import load_heldout  # read only: the probe and its threshold never see it
-        rows.update({name: [dict(r) for r in load_heldout(name)] for name in HELDOUT})
+        rows.update({name: [dict(r) for r in load_heldout(name)] for name in args.sets})
     model = tokenizer = None
     states = {}
     for name, group in rows.items():
@@ -204,11 +209,11 @@ def main():
         print(f"layer {layer:2d}: AUC {auc(harmful, benign):.3f}, {int(suffixed.sum())}/{len(harmful)} harmful, "
               f"{int((benign > cut).sum())}/{n_benign} benign; "
               + ", ".join(f"{shape} {hit}/{n}" for shape, (hit, n) in by_shape.items()))
-        for name in HELDOUT if args.heldout else ():
+        for name in args.sets if args.heldout else ():
             above = decisions[layer]["suffixed"][name]
             detail = {}
             for hit, row in zip(above, rows[name]):
-                if name == "benign-heldout":
+                if name.startswith("benign"):
                     detail.setdefault(row["shape"], [0, 0])
                     detail[row["shape"]][0] += hit
                     detail[row["shape"]][1] += 1
@@ -217,7 +222,7 @@ def main():
     if args.compose:
         plain, suffixed = (records_by_set(path) for path in args.compose)
         for layer in layers:
-            for name in HELDOUT:
+            for name in args.sets:
                 if name in plain and name in suffixed:
                     print(f"layer {layer:2d}, {name}: " + composed(rows[name], decisions[layer]["suffixed"][name],
                                                                   plain[name], suffixed[name]))

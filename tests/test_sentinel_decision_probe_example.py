@@ -96,3 +96,7 @@ def test_bad_input_names_the_fix(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         probe.main()
     assert "add --heldout" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", [str(EXAMPLE), str(tmp_path), "--sets", "harmbench-punctuated"])
+    with pytest.raises(SystemExit):
+        probe.main()
+    assert "--sets reads the held-out sets' decisions: add --heldout" in capsys.readouterr().err
