@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 
 from hf_sentinel.defaults import load_default_target
-from hf_sentinel.generation import left_padded, positions_from_mask, render, to_conversation
+from hf_sentinel.generation import left_padded, pad_token_id, positions_from_mask, render, to_conversation
 from hf_sentinel.sentinel.modeling import split_user_turn, user_turn_end
+from hf_sentinel.training import read_jsonl
 
 FILES = ("harmful_train", "benign_train", "harmful_validation", "benign_validation")
 #: The held-out sets whose requests reach a sentinel as the user's turns (pre-filled and sampled answers are on the
@@ -46,7 +47,7 @@ def decision_states(model, tokenizer, rows: list[dict], layers: list[int], batch
     out = {layer: torch.empty(len(ids), model.config.hidden_size) for layer in layers}
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        batch = left_padded([ids[i] for i in chunk], tokenizer.pad_token_id or 0, model.device)
+        batch = left_padded([ids[i] for i in chunk], pad_token_id(tokenizer), model.device)
         hidden = model(**batch, position_ids=positions_from_mask(batch["attention_mask"]),
                        output_hidden_states=True).hidden_states
         for layer in layers:
@@ -86,7 +87,8 @@ def fit_probe(harmful: torch.Tensor, benign: torch.Tensor, l2: float = 1e-2, ste
 
 def threshold_at(benign_scores: torch.Tensor, false_suffix_rate: float) -> float:
     """The score a request must exceed to be suffixed, so that at most ``false_suffix_rate`` of the benign
-    validation requests are.
+    validation requests are: :func:`hf_sentinel.training.calibrate_threshold`'s rule without harmful scores, on
+    unbounded log-odds rather than probabilities.
 
     >>> threshold_at(torch.tensor([0.1, 0.5, 0.2, 0.9]), 0.25)  # one of four may exceed it
     0.5
@@ -131,8 +133,18 @@ def composed(rows: list[dict], suffix: list[bool], plain: list[dict], suffixed: 
     return f"answered {answered}/{len(rows)} ({answered / len(rows):.1%}), {sum(suffix)} suffixed"
 
 
-def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def suffixed_by_shape(suffixed: list[bool], rows: list[dict]) -> str:
+    """How many of each shape's rows are suffixed, shapes in the order they first come.
+
+    >>> suffixed_by_shape([True, False, True], [{"shape": "plain"}, {"shape": "plain"}, {"shape": "jailbreak"}])
+    'plain 1/2, jailbreak 1/1'
+    """
+    counts = {}
+    for hit, row in zip(suffixed, rows):
+        counts.setdefault(row["shape"], [0, 0])
+        counts[row["shape"]][0] += hit
+        counts[row["shape"]][1] += 1
+    return ", ".join(f"{shape} {hit}/{n}" for shape, (hit, n) in counts.items())
 
 
 def main():
@@ -170,7 +182,7 @@ def main():
         parser.error(f"{args.data} has no {', '.join(m + '.jsonl' for m in missing)}: write the files with "
                      f"python -m hf_sentinel.sentinel.recipe {args.data} --unseen-validation")
 
-    rows = {name: read_rows(args.data / f"{name}.jsonl") for name in FILES}
+    rows = {name: read_jsonl(args.data / f"{name}.jsonl") for name in FILES}
     if args.heldout:
         from hf_sentinel.data.heldout import load_heldout  # read only: the probe and its threshold never see it
         rows.update({name: [dict(r) for r in load_heldout(name)] for name in args.sets})
@@ -190,7 +202,6 @@ def main():
             cached.parent.mkdir(parents=True, exist_ok=True)
             save_file({str(k): v.contiguous() for k, v in states[name].items()}, cached)
 
-    shapes = [r["shape"] for r in rows["harmful_validation"]]
     decisions = {}
     n_benign = len(rows["benign_validation"])
     print(f"harmful validation suffixed at <= {args.false_suffix_rate:.0%} of {n_benign} benign validation requests")
@@ -201,23 +212,13 @@ def main():
         suffixed = harmful > cut
         decisions[layer] = {"threshold": cut, "suffixed": {name: (score(states[name][layer]) > cut).tolist()
                                                              for name in rows}}
-        by_shape = {}
-        for hit, shape in zip(suffixed.tolist(), shapes):
-            by_shape.setdefault(shape, [0, 0])
-            by_shape[shape][0] += hit
-            by_shape[shape][1] += 1
         print(f"layer {layer:2d}: AUC {auc(harmful, benign):.3f}, {int(suffixed.sum())}/{len(harmful)} harmful, "
               f"{int((benign > cut).sum())}/{n_benign} benign; "
-              + ", ".join(f"{shape} {hit}/{n}" for shape, (hit, n) in by_shape.items()))
+              + suffixed_by_shape(suffixed.tolist(), rows["harmful_validation"]))
         for name in args.sets if args.heldout else ():
             above = decisions[layer]["suffixed"][name]
-            detail = {}
-            for hit, row in zip(above, rows[name]):
-                if name.startswith("benign"):
-                    detail.setdefault(row["shape"], [0, 0])
-                    detail[row["shape"]][0] += hit
-                    detail[row["shape"]][1] += 1
-            extra = " (" + ", ".join(f"{k} {h}/{n}" for k, (h, n) in detail.items()) + ")" if detail else ""
+            # the benign sets by shape: which kinds of benign request a sentinel with this decision would suffix
+            extra = f" ({suffixed_by_shape(above, rows[name])})" if name.startswith("benign") else ""
             print(f"    held-out {name}: {sum(above)}/{len(above)} would be suffixed{extra}")
     if args.compose:
         plain, suffixed = (records_by_set(path) for path in args.compose)
