@@ -659,3 +659,60 @@ def test_the_new_settings_fail_with_the_fix(tmp_path, capsys):
     assert main(["train", "sentinel", "--reward", "refusal_likelihood", "--safety-judge", "toxicity",
                  "--output-dir", str(tmp_path)]) == 2
     assert "drop them, or use --reward judge" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the frozen layers, once
+
+def test_the_warm_start_runs_the_frozen_layers_once_with_the_same_result(tmp_path, monkeypatch):
+    from hf_sentinel.sentinel import frozen_layers
+
+    settings = dict(warm_start_suffix=" No.", warm_start_learning_rate=2e-2, max_sentinel_tokens=8,
+                    warm_start_steps=3, max_steps=3, save_steps=100, lora_layers=1)
+    skipping = _trainer(tmp_path / "a", **settings)
+    skipping.train()
+    assert skipping._frozen.first_adapted == 1 and len(skipping._frozen._states) > 0
+    monkeypatch.setattr(frozen_layers.FrozenLayerCache, "for_model", classmethod(lambda cls, model, adapter: None))
+    full = _trainer(tmp_path / "b", **settings)
+    full.train()
+    assert full._frozen is False
+    losses = [[h["warm_start/loss"] for h in t.state.log_history if "warm_start/loss" in h] for t in (skipping, full)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, x), (_, y) in zip(skipping.model.named_parameters(), full.model.named_parameters()):
+        torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_layers_below_an_adapter_are_skipped_only_where_they_are_frozen_and_skippable():
+    from peft import LoraConfig, get_peft_model
+
+    from hf_sentinel.sentinel.frozen_layers import FrozenLayerCache
+
+    def cache(kind, **lora):
+        return FrozenLayerCache.for_model(get_peft_model(tiny_model(kind)[0], LoraConfig(**lora)))
+
+    assert cache("llama", target_modules=["q_proj"], layers_to_transform=[1]).first_adapted == 1
+    assert cache("llama", target_modules=["q_proj"]) is None  # LoRA on every layer
+    assert cache("llama", target_modules=["q_proj"], layers_to_transform=[0, 1]) is None
+    assert cache("llama", target_modules=["q_proj"], layers_to_transform=[1], modules_to_save=["embed_tokens"]) is None
+    assert cache("llama", target_modules=["q_proj", "lm_head"], layers_to_transform=[1]).first_adapted == 1
+    assert cache("gpt2", target_modules=["c_attn"], layers_to_transform=[1]) is None  # its layers are `h`
+
+
+def test_a_decoder_that_changes_its_input_fails_the_check_and_trains_with_full_passes():
+    from peft import LoraConfig, get_peft_model
+
+    from hf_sentinel.sentinel.frozen_layers import FrozenLayerCache
+
+    model = get_peft_model(tiny_model()[0], LoraConfig(target_modules=["q_proj"], layers_to_transform=[1]))
+    assert FrozenLayerCache.for_model(model).matches_full_pass([5, 6, 7], [8, 9])
+    decoder = model.get_base_model().get_decoder()
+
+    def scaled(module, args, kwargs):  # what Gemma does: its layers get the embeddings times a constant
+        ids = kwargs.pop("input_ids", None)
+        embeds = decoder.embed_tokens(ids) if ids is not None else kwargs["inputs_embeds"]
+        return args, {**kwargs, "input_ids": None, "inputs_embeds": embeds * 3.0}
+
+    hook = decoder.register_forward_pre_hook(scaled, with_kwargs=True)
+    try:
+        assert not FrozenLayerCache(model, 1).matches_full_pass([5, 6, 7], [8, 9])
+    finally:
+        hook.remove()

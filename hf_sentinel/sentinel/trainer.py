@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import logging
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -74,10 +75,13 @@ from . import ppo
 from .config import StackelbergPPOConfig
 from .configuration import SentinelConfig
 from .diversity import attack_diversity
+from .frozen_layers import FrozenLayerCache
 from .modeling import split_user_turn, user_turn_end, write_sentinel_folder
 from .rewards import RefusalLikelihoodReward
 from .sampling import sample, shared_opening
 from .value_heads import AGENTS, ValueHeads
+
+logger = logging.getLogger(__name__)
 
 #: Where the agents' LoRA goes unless a ``peft_config`` says otherwise (Llama-style names, as the shipped sentinel).
 ATTENTION_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -217,6 +221,8 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
                 policy.add_adapter(reference, copy.deepcopy(policy.peft_config[agent]))
         self._kl_reference_taken = False
         _keep_both_trainable(policy)
+        #: The warm start's FrozenLayerCache; None until its first step, False where it cannot skip layers.
+        self._frozen: FrozenLayerCache | None | bool = None
 
         judging = args.reward == "judge"
         self.safety_judge = (safety_judge or RefusalJudge()) if judging else None
@@ -373,14 +379,20 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         heads = self._sentinel_heads(conversations)
         targets = [suffix_ids + [tokenizer.eos_token_id]] * len(harmful) + [[tokenizer.eos_token_id]] * len(benign)
         pad_id = pad_token_id(self.processing_class)
-        queries = left_padded([tokenizer(h, add_special_tokens=False)["input_ids"] for h in heads], pad_id, device)
+        query_rows = [tokenizer(h, add_special_tokens=False)["input_ids"] for h in heads]
+        queries = left_padded(query_rows, pad_id, device)
         width = max(map(len, targets))
         batch = {"query_ids": queries["input_ids"], "query_mask": queries["attention_mask"],
                  "response_ids": torch.tensor([t + [pad_id] * (width - len(t)) for t in targets], device=device),
                  "mask": torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in targets], device=device)}
         self.model.set_adapter("sentinel")
         _keep_both_trainable(self.model)
-        logprobs, _, _ = self._forward("sentinel", batch)
+        frozen = self._frozen_layer_cache(query_rows[0], targets[0])
+        if frozen is not None:
+            logits = frozen.logits(query_rows, targets).float() / args.temperature
+            logprobs = ppo.logprobs_from_logits(logits, batch["response_ids"])
+        else:
+            logprobs, _, _ = self._forward("sentinel", batch)
         # A per-token mean: the first token of every example is the decision (suffix or end of turn), weighted the
         # same for both kinds; a per-example mean would divide each harmful decision by the suffix length.
         loss = -ppo.masked_mean(logprobs, batch["mask"].float())
@@ -389,6 +401,17 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
             grad_norm = self._apply_gradients(loss)
         self._record({"warm_start/loss": loss.item(), "warm_start/grad_norm": grad_norm})
         return loss.item()
+
+    def _frozen_layer_cache(self, query: list[int], response: list[int]) -> FrozenLayerCache | None:
+        """The warm start's cache of the frozen layers' states, where the sentinel's LoRA leaves layers below it and
+        skipping them gives the same logits (checked once, on the first step's first sequence); else None."""
+        if self._frozen is None:
+            cache = FrozenLayerCache.for_model(self.model, "sentinel")
+            self._frozen = cache if cache is not None and cache.matches_full_pass(query, response) else False
+            if self._frozen:
+                logger.info(f"Warm start: the sentinel's LoRA starts at layer {cache.first_adapted}; each sequence "
+                            f"runs through the layers below once.")
+        return self._frozen or None
 
     # ------------------------------------------------------------------------------- the operating point
 
