@@ -132,7 +132,8 @@ class StackelbergPPOConfig(LoraTrainingArguments):
 
         warm_start_steps (`int`, *optional*, defaults to `0`):
             The first N training steps teach the sentinel `warm_start_suffix` after harmful prompts and an
-            immediate end of turn after benign ones (0 = PPO from scratch).
+            immediate end of turn after benign ones (0 = PPO from scratch). With `lora_layers`, each sequence runs
+            through the frozen layers below the adapters once (`FrozenLayerCache`), so long warm starts are cheap.
         warm_start_suffix (`str`, *optional*):
             Suffix the warm start teaches after harmful prompts: by default the `suffix:default` instruction,
             which the target obeys (it refuses), so the sentinel starts by learning *when* to append it.
@@ -238,7 +239,9 @@ class StackelbergPPOConfig(LoraTrainingArguments):
     # Supervised warm start of the sentinel (optional)
     warm_start_steps: int = field(default=0, metadata={
         "help": "The first N training steps teach the sentinel warm_start_suffix after harmful prompts and an "
-                "immediate end of turn after benign ones (0 = PPO from scratch); max_steps counts them."})
+                "immediate end of turn after benign ones (0 = PPO from scratch); max_steps counts them. With "
+                "lora_layers, each sequence runs through the frozen layers below the adapters once, so long warm "
+                "starts are cheap."})
     warm_start_suffix: str = field(default=f"\n\n{DEFAULT_SAFETY_SUFFIX}", metadata={
         "help": "Suffix the warm start teaches after harmful prompts: by default the `suffix:default` instruction, "
                 "which the target obeys (it refuses), so the sentinel starts by learning *when* to append it."})
