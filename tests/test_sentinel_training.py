@@ -681,6 +681,24 @@ def test_the_warm_start_runs_the_frozen_layers_once_with_the_same_result(tmp_pat
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4, msg=name)
 
 
+def test_the_decision_weight_adds_the_first_tokens_loss_to_the_warm_start(tmp_path):
+    settings = dict(warm_start_suffix=" No, never.", max_sentinel_tokens=8, warm_start_steps=1, max_steps=1,
+                    save_steps=100, lora_layers=1)
+    first_losses = []
+    for weight in (0.0, 1.0, 3.0):
+        trainer = _trainer(tmp_path / str(weight), warm_start_decision_weight=weight, **settings)
+        trainer.train()
+        first_losses.append(next(h["warm_start/loss"] for h in trainer.state.log_history if "warm_start/loss" in h))
+    plain, once, thrice = first_losses  # the same seed, so the same batch and the same adapter before the step
+    assert once > plain  # the decisions' negative log-likelihood is positive
+    assert thrice - plain == pytest.approx(3 * (once - plain), rel=1e-4)
+
+
+def test_a_negative_decision_weight_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="warm_start_decision_weight=-1.0 .* use 0"):
+        _config(tmp_path, warm_start_decision_weight=-1.0)
+
+
 def test_layers_below_an_adapter_are_skipped_only_where_they_are_frozen_and_skippable():
     from peft import LoraConfig, get_peft_model
 

@@ -139,6 +139,12 @@ class StackelbergPPOConfig(LoraTrainingArguments):
             which the target obeys (it refuses), so the sentinel starts by learning *when* to append it.
         warm_start_learning_rate (`float`, *optional*, defaults to `1e-3`):
             Learning rate of the warm-start steps (supervised steps take a larger one than PPO updates).
+        warm_start_decision_weight (`float`, *optional*, defaults to `0.0`):
+            Extra weight on the first response token, the sentinel's decision (the suffix's first token after
+            harmful prompts, end of turn after benign ones): the warm-start loss is the per-token mean over the
+            whole response plus this weight times the mean over the first tokens. In the per-token mean a batch of
+            8 harmful and 8 benign requests gives the 16 decisions about 6% of the weight next to ~240 suffix
+            tokens; 1.0 gives them as much as the suffix.
 
         > The operating point, chosen on a calibration (validation) split after training
 
@@ -247,6 +253,11 @@ class StackelbergPPOConfig(LoraTrainingArguments):
                 "which the target obeys (it refuses), so the sentinel starts by learning *when* to append it."})
     warm_start_learning_rate: float = field(default=1e-3, metadata={
         "help": "Learning rate of the warm-start steps (supervised steps take a larger one than PPO updates)."})
+    warm_start_decision_weight: float = field(default=0.0, metadata={
+        "help": "Extra weight on the first response token, the sentinel's decision (the suffix's first token after "
+                "harmful prompts, end of turn after benign ones): the warm-start loss is the per-token mean over "
+                "the response plus this weight times the mean over the first tokens (0 = the per-token mean alone, "
+                "where the decisions are a small share next to the suffix's tokens)."})
 
     # The operating point, chosen on a calibration (validation) split after training
     target_false_suffix_rate: float = field(default=0.02, metadata={
@@ -277,6 +288,9 @@ class StackelbergPPOConfig(LoraTrainingArguments):
         for name in ("corpus_fraction", "benign_fraction", "target_false_suffix_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if self.warm_start_decision_weight < 0:
+            raise ValueError(f"warm_start_decision_weight={self.warm_start_decision_weight} is a weight on the "
+                             f"decision's loss; use 0 (none beyond the per-token mean) or more.")
         if self.suffix_threshold is not None and not 0.0 <= self.suffix_threshold <= 1.0:
             raise ValueError(f"suffix_threshold is a probability and must lie in [0, 1], got {self.suffix_threshold}.")
         if "{prompt}" not in self.red_team_instruction:

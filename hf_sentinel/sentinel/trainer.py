@@ -393,9 +393,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
             logprobs = ppo.logprobs_from_logits(logits, batch["response_ids"])
         else:
             logprobs, _, _ = self._forward("sentinel", batch)
-        # A per-token mean: the first token of every example is the decision (suffix or end of turn), weighted the
-        # same for both kinds; a per-example mean would divide each harmful decision by the suffix length.
-        loss = -ppo.masked_mean(logprobs, batch["mask"].float())
+        loss = warm_start_loss(logprobs, batch["mask"], args.warm_start_decision_weight)
         self._check_finite(loss, "sentinel warm-start")
         with self._learning_rate("sentinel", args.warm_start_learning_rate):
             grad_norm = self._apply_gradients(loss)
@@ -806,6 +804,26 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def warm_start_loss(logprobs: torch.Tensor, mask: torch.Tensor, decision_weight: float = 0.0) -> torch.Tensor:
+    """The warm start's loss from the log-probabilities of right-padded responses (column 0: the first token, the
+    sentinel's decision): the per-token mean negative log-likelihood, plus ``decision_weight`` times the mean over
+    the first tokens.
+
+    A per-token mean weighs the decision (suffix or end of turn) the same for both kinds of request, where a
+    per-example mean would divide each harmful decision by the suffix's length; but next to the suffix's tokens the
+    decisions are a small share of it, hence the second term.
+
+    >>> logprobs = torch.tensor([[-1.0, -3.0], [-2.0, 0.0]])  # a two-token suffix, and an end of turn + padding
+    >>> mask = torch.tensor([[1, 1], [1, 0]])
+    >>> warm_start_loss(logprobs, mask).item()  # (1 + 3 + 2) / 3
+    2.0
+    >>> warm_start_loss(logprobs, mask, decision_weight=2.0).item()  # 2 + 2 * (1 + 2) / 2
+    5.0
+    """
+    loss = -ppo.masked_mean(logprobs, mask.float())
+    return loss - decision_weight * logprobs[:, 0].mean() if decision_weight else loss
 
 
 def _same_model(model, target) -> bool:
