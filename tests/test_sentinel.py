@@ -342,7 +342,7 @@ def test_shipped_sentinel_appends_its_instruction_to_harmful_requests_only(defau
     _, harmful_suffixes = sentinel.refine(harmful)
     _, benign_suffixes = sentinel.refine(benign)
     # On the whole test splits the shipped sentinel appends to 69 of 90 harmful requests and 4 of 125 benign ones
-    # (its held-out bench, 2026-12-04); what it appends is the instruction it learned.
+    # (the own-test footnote of its bench, 2026-12-04); what it appends is the instruction it learned.
     assert sum(bool(s.strip()) for s in harmful_suffixes) >= 5
     assert sum(bool(s.strip()) for s in benign_suffixes) <= 1
     assert all(DEFAULT_SAFETY_SUFFIX.startswith(s.strip()[:40]) for s in harmful_suffixes if s.strip())
