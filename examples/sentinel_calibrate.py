@@ -23,7 +23,9 @@ from pathlib import Path
 
 from hf_sentinel import load_prompts
 from hf_sentinel.defaults import load_default_target
+from hf_sentinel.hub import update_card_section
 from hf_sentinel.sentinel import StackelbergPPOConfig, StackelbergPPOTrainer
+from hf_sentinel.sentinel.trainer import OPERATING_POINT_SECTION
 from hf_sentinel.training import labelled_prompts
 
 #: What a checkpoint holds besides the sentinel: training state a calibrated copy leaves behind.
@@ -45,14 +47,14 @@ def calibrate(folder: Path, rows, target_false_suffix_rate: float) -> Stackelber
 
 def save_calibrated(folder: Path, trainer: StackelbergPPOTrainer, destination: Path) -> None:
     """``folder`` as a sentinel deciding with the trainer's threshold: its files without the training state, the
-    threshold in ``config.json``, the operating point appended to its model card."""
+    threshold in ``config.json``, the operating point in its model card's section for it (where the trainer's own
+    card holds it; a checkpoint calibrated before has it replaced)."""
     shutil.copytree(folder, destination, ignore=shutil.ignore_patterns(*TRAINING_STATE))
     config_path = destination / "config.json"
     config = json.loads(config_path.read_text())
     config["suffix_threshold"] = trainer.suffix_threshold
     config_path.write_text(json.dumps(config, indent=2) + "\n")
-    card = destination / "README.md"
-    card.write_text(card.read_text() + trainer._calibration_summary())
+    update_card_section(destination, *OPERATING_POINT_SECTION, trainer.operating_point_text())
 
 
 def main() -> None:

@@ -108,10 +108,27 @@ def write_sentinel_card(folder, config, eval_results: list | None = None, extra:
     )
 
 
+def card_section(name: str, title: str, text: str) -> str:
+    """A model card section ``## TITLE`` whose body :func:`update_card_section` can later replace (it sits between
+    ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``); empty when ``text`` is.
+
+    >>> print(card_section("held-out", "On the held-out suite", "Measured."), end="")
+    <BLANKLINE>
+    ## On the held-out suite
+    <BLANKLINE>
+    <!-- held-out:start -->
+    Measured.
+    <!-- held-out:end -->
+    """
+    if not text.strip():
+        return ""
+    return f"\n## {title}\n\n<!-- {name}:start -->\n{text.strip()}\n<!-- {name}:end -->\n"
+
+
 def update_card_section(folder, name: str, title: str, text: str) -> Path:
     r"""Put ``text`` in the section ``name`` of ``folder/README.md`` (between ``<!-- NAME:start -->`` and
     ``<!-- NAME:end -->``), replacing what an earlier call wrote there; a card without that section gets it as a
-    new ``## TITLE`` before its training facts. The Hub metadata is kept.
+    new ``## TITLE`` before its training facts (or its limitations, or its reference). The Hub metadata is kept.
 
     >>> import tempfile
     >>> folder = tempfile.mkdtemp()
@@ -126,15 +143,16 @@ def update_card_section(folder, name: str, title: str, text: str) -> Path:
     path = Path(folder) / "README.md"
     if not path.is_file():
         raise FileNotFoundError(f"{folder} has no model card (README.md); a trainer's save writes one.")
+    if not text.strip():
+        raise ValueError(f"No text for the card section {name!r}: give the words it should hold.")
     card = ModelCard.load(path)
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    section = f"{start}\n{text.strip()}\n{end}"
+    block = card_section(name, title, text)
     before, found, rest = card.text.partition(start)
     if found:
-        card.text = before + section + rest.partition(end)[2]
+        card.text = before + block[block.index(start):].rstrip("\n") + rest.partition(end)[2]
     else:
-        anchor = next((h for h in ("\n## Training", "\n## Limitations") if h in card.text), None)
-        block = f"\n## {title}\n\n{section}\n"
+        anchor = next((h for h in ("\n## Training", "\n## Limitations", "\n## Reference") if h in card.text), None)
         card.text = card.text.replace(anchor, block + anchor, 1) if anchor else card.text.rstrip() + "\n" + block
     card.save(path)
     return path

@@ -1,6 +1,8 @@
 import contextlib
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +23,7 @@ BENIGN = Dataset.from_dict({"prompt": ["How do I bake bread?", "What is 2 plus 2
                             "history": [None, None, [{"role": "user", "content": "Hi"},
                                                      {"role": "assistant", "content": "Hello!"}]]})
 PROMPTS = labelled_prompts(HARMFUL, BENIGN)
+EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def _config(tmp_path, **overrides):
@@ -427,6 +430,24 @@ def test_the_operating_point_is_calibrated_on_held_out_rows_saved_and_used_at_in
     trainer.save_model(tmp_path / "final")
     assert "## Operating point" in (card := (tmp_path / "final" / "README.md").read_text())
     assert f"Harmful requests suffixed, by shape: jailbreak {int(suffixed[2])}/1, plain" in card
+    assert card.index("## Operating point") < card.index("## Reference")
+
+    # examples/sentinel_calibrate.py --save-to puts the operating point where the trainer's card holds it: into a
+    # checkpoint's card, which has none, and in place of the one a card calibrated before holds.
+    spec = importlib.util.spec_from_file_location("sentinel_calibrate", EXAMPLES / "sentinel_calibrate.py")
+    sentinel_calibrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sentinel_calibrate)
+    report, trainer.calibration_report = trainer.calibration_report, {}
+    trainer.save_model(tmp_path / "checkpoint")
+    trainer.calibration_report = report
+    assert "## Operating point" not in (tmp_path / "checkpoint" / "README.md").read_text()
+    for folder in ("checkpoint", "final"):
+        sentinel_calibrate.save_calibrated(tmp_path / folder, trainer, tmp_path / f"{folder}-calibrated")
+        saved = (tmp_path / f"{folder}-calibrated" / "README.md").read_text()
+        assert saved.count("## Operating point") == 1 and saved.count(trainer.operating_point_text()) == 1
+        assert saved.index("## Operating point") < saved.index("## Reference")
+        config = json.loads((tmp_path / f"{folder}-calibrated" / "config.json").read_text())
+        assert config["suffix_threshold"] == trainer.suffix_threshold
 
     target, tokenizer = tiny_model(tie_word_embeddings=False)
     sentinel = SentinelForCausalLM.from_pretrained(tmp_path / "final", target=target, target_tokenizer=tokenizer)

@@ -93,6 +93,8 @@ RED_TEAM_SUBFOLDER = "red_team"
 KL_REFERENCE_ADAPTERS = {agent: f"{agent}_reference" for agent in AGENTS}
 #: ... and the checkpoint folder that holds them (``<agent>.safetensors``), so a resumed run measures KL as before.
 KL_REFERENCE_SUBFOLDER = "kl_reference"
+#: The model card section (name, title) holding the operating point: :meth:`StackelbergPPOTrainer.operating_point_text`.
+OPERATING_POINT_SECTION = ("operating-point", "Operating point")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -695,7 +697,7 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         the target (``target_name_or_path``, or ``target_endpoint`` and ``target_model_name``), and holds the
         target's tokenizer and generation config (for an endpoint: the base's tokenizer), so it loads back with its
         own base in front of that target, composed at text level."""
-        from ..hub import write_model_card
+        from ..hub import card_section, write_model_card
 
         if not self.args.should_save:
             return
@@ -715,8 +717,9 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
         # sentinel's card then replaces it.
         self.model.save_pretrained(out, selected_adapters=["red_team"])
         write_sentinel_folder(out, config, self.model, tokenizer, generation_config,
-                              card_extra=self._target_summary() + self._training_summary() +
-                              self._calibration_summary())
+                              card_extra=self._target_summary() + card_section(*OPERATING_POINT_SECTION,
+                                                                               self.operating_point_text())
+                              + self._training_summary())
         save_file(self._value_head_state("sentinel"), out / VALUE_HEAD_NAME)
         red_team_dir = out / RED_TEAM_SUBFOLDER
         save_file(self._value_head_state("red_team"), red_team_dir / VALUE_HEAD_NAME)
@@ -758,8 +761,10 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
                                           adapter_name=reference)
             self._kl_reference_taken = True
 
-    def _calibration_summary(self) -> str:
-        """The card's words on the operating point."""
+    def operating_point_text(self) -> str:
+        """The card's words on the operating point (empty before :meth:`calibrate`): its section
+        ``operating-point``, which the trainer's card holds and ``examples/sentinel_calibrate.py --save-to`` writes
+        into a checkpoint's card with :func:`~hf_sentinel.hub.update_card_section`."""
         report = self.calibration_report
         if not report:
             return ""
@@ -767,11 +772,11 @@ class StackelbergPPOTrainer(ArtifactPushMixin, Trainer):
             f" {label.capitalize()} requests suffixed, by shape: "
             + ", ".join(f"{shape} {share}" for shape, share in report[f"{label}_suffixed_by_shape"].items()) + "."
             for label in LABELS if f"{label}_suffixed_by_shape" in report)
-        return (f"\n## Operating point\n\nThe sentinel appends a suffix when p(suffix) at its first token is at least "
+        return (f"The sentinel appends a suffix when p(suffix) at its first token is at least "
                 f"{report['suffix_threshold']:.4f}, calibrated on {report['harmful_rows']} harmful and "
                 f"{report['benign_rows']} benign requests no trainer read: {report['harmful_suffixed']} of the "
                 f"harmful and {report['benign_suffixed']} of the benign ones reach it (target false-suffix rate "
-                f"{report['target_false_suffix_rate']:g}).{by_shape}\n")
+                f"{report['target_false_suffix_rate']:g}).{by_shape}")
 
     def _target_summary(self) -> str:
         """The card's words on the target trained against, when it is not the agents' base."""
