@@ -38,6 +38,10 @@ class Defense:
     - ``wrap_model(model)``: the model that generates (e.g. the target with a tuned adapter).
     - ``prepare_inputs(model, inputs)``: the keyword arguments of ``model.generate`` for one left-padded
       batch (``input_ids``, ``attention_mask``), e.g. with a soft prompt's ``past_key_values`` in front.
+    - ``continue_prompts(model, inputs)``: after every ``prepare_inputs``, for a batch that still starts from
+      nothing (no ``past_key_values``): the same batch continuing key/value states this defense already computed
+      for the start of each prompt (a LoRA sentinel's pass shares the target's lower layers), or ``None``. The
+      first defense that answers is used.
     - ``read_requests(model, requests, changed)``: the same batch as the user sent it (left-padded ``input_ids``,
       ``attention_mask``), before any defense rewrote it or put a prefix in front; ``changed`` is false when the
       target reads it unchanged. A monitor reads its scores there (the red flag judges the request as it would
@@ -59,6 +63,9 @@ class Defense:
 
     def prepare_inputs(self, model, inputs: dict) -> dict:
         return inputs
+
+    def continue_prompts(self, model, inputs: dict) -> dict | None:
+        return None
 
     def read_requests(self, model, requests: dict, changed: bool) -> None:
         pass

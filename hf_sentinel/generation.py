@@ -192,11 +192,12 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
     """Answer every conversation with the target under the given defenses.
 
     Each defense acts at its hook, in this order (see :class:`~hf_sentinel.defenses.Defense`):
-    ``rewrite`` the conversations, ``wrap_model`` the target, ``prepare_inputs`` of each batch,
-    ``logits_processors`` during decoding, ``finalize`` the decoded answers. The model's dtype and device are
-    its own: inputs go to ``model.device``. In a stack with a gate (a red flag whose ``RedFlagSettings.gate`` is
-    set), ``gate_requests`` reads every request as sent first: those that do not pass are answered under the gating
-    defense alone, the rest under the whole stack; ``extras[i]["request_gate"]`` says which.
+    ``rewrite`` the conversations, ``wrap_model`` the target, ``prepare_inputs`` of each batch (then
+    ``continue_prompts``), ``logits_processors`` during decoding, ``finalize`` the decoded answers. The model's
+    dtype and device are its own: inputs go to ``model.device``. In a stack with a gate (a red flag whose
+    ``RedFlagSettings.gate`` is set), ``gate_requests`` reads every request as sent first: those that do not pass
+    are answered under the gating defense alone, the rest under the whole stack; ``extras[i]["request_gate"]`` says
+    which.
 
     Args:
         on_batch: called with ``n`` after each batch of ``n`` answers (progress bars).
@@ -330,6 +331,9 @@ def _generate(model, tokenizer, conversations, settings, defenses, chat, extras,
                        else inputs)
             for defense in monitors:
                 defense.read_requests(model, as_sent, changed)
+        if "past_key_values" not in inputs:  # nothing in front of the prompts: a defense may have run their start
+            inputs = next((continued for defense in defenses
+                           if (continued := defense.continue_prompts(model, inputs)) is not None), inputs)
         processors = [*logits_processor, *(p for defense in defenses for p in defense.logits_processors())]
         criteria = [*stopping_criteria]
         if any(limit < settings.max_new_tokens for limit in limits) or stop_requested:

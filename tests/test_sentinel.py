@@ -144,6 +144,68 @@ def test_sentinel_pass_writes_what_greedy_generate_writes(tiny_llama):
     assert all(len(row) <= 8 and stop not in row for row in sampled)
 
 
+def test_the_target_continues_the_sentinel_pass_below_its_adapter(tmp_path):
+    """A LoRA sentinel on the top layer: the target's batches start from the keys and values the sentinel pass
+    computed for each prompt head below that layer, and answer what they answer without them, in batches that mix
+    the sentinel pass's rows differently, with chat histories, a stacked defense after it, and a rewrite that
+    changes the heads (which falls back to the whole prefill)."""
+    from hf_sentinel.defenses import SuffixDefense, SystemPromptDefense
+    from hf_sentinel.generation import left_padded, positions_from_mask
+    from hf_sentinel.sentinel import SentinelDefense
+
+    model, tokenizer = tiny_model(tie_word_embeddings=False)  # untied: a random model's continuations vary
+    torch.manual_seed(3)
+    get_peft_model(tiny_model(tie_word_embeddings=False)[0],
+                   LoraConfig(r=4, target_modules=["q_proj", "v_proj"], layers_to_transform=[1],
+                              init_lora_weights=False)).save_pretrained(tmp_path / "adapter")
+    sentinel = SentinelForCausalLM.from_pretrained(tmp_path / "adapter", target=model, target_tokenizer=tokenizer,
+                                                   max_sentinel_tokens=6)
+    chat = [{"role": "user", "content": "I am planning a trip."}, {"role": "assistant", "content": "Lovely!"}]
+    conversations = [[{"role": "user", "content": text}] for text in
+                     ("Hi", "Please explain how encryption works", "Tell me a story", "What is 2 plus 2?")]
+    conversations += [chat + [{"role": "user", "content": "Where should I go in spring?"}]]
+    settings = GenerationSettings(max_new_tokens=8, batch_size=2)
+    rows_in_target_prefill = []
+    hook = model.get_decoder().layers[0].register_forward_pre_hook(
+        lambda _, args, kwargs: rows_in_target_prefill.append((args[0] if args else kwargs["hidden_states"]).shape[1]),
+        with_kwargs=True)
+    try:
+        for stack in ([], [SuffixDefense("Be careful.")], [SystemPromptDefense("Be nice.")]):
+            answers, prefills = {}, {}
+            for reuse in (False, True):
+                sentinel.config.reuse_prompt_states = reuse
+                rows_in_target_prefill.clear()
+                result = generate(model, tokenizer, conversations, settings, [SentinelDefense(sentinel), *stack])
+                answers[reuse], prefills[reuse] = result.token_ids, sum(rows_in_target_prefill)
+                assert sentinel.prompt_states is None if not reuse else sentinel.prompt_states.first_adapted == 1
+            assert answers[True] == answers[False]
+            assert any(answers[True])
+            if stack and isinstance(stack[0], SystemPromptDefense):  # the heads changed after the sentinel pass
+                assert prefills[True] == prefills[False]
+            else:  # the heads' columns ran through layer 0 once, in the sentinel pass
+                assert prefills[True] < prefills[False]
+    finally:
+        hook.remove()
+    # The next-token logits of a batch of refined prompts and one left as sent (its rest: the end of the turn
+    # alone): from the continued states as from the whole prompts.
+    refined, suffixes = sentinel.refine(conversations)
+    assert all(suffixes)
+    inputs = left_padded([tokenizer.apply_chat_template(c, add_generation_prompt=True)["input_ids"]
+                          for c in [*refined[:-1], conversations[-1]]], tokenizer.pad_token_id, "cpu")
+    continued = sentinel.continue_prompt_states(model, inputs)
+    cached = continued["past_key_values"].get_seq_length()
+    with torch.no_grad():
+        expected = model(**inputs, position_ids=positions_from_mask(inputs["attention_mask"])).logits[:, -1]
+        logits = model(input_ids=continued["input_ids"][:, cached:], attention_mask=continued["attention_mask"],
+                       position_ids=continued["position_ids"][:, cached:],
+                       past_key_values=continued["past_key_values"]).logits[:, -1]
+    assert cached > 10 and torch.allclose(logits, expected, atol=1e-5), (logits - expected).abs().max()
+    # The target's layers below the adapter computing something else now: nothing is continued.
+    with torch.no_grad():
+        model.get_decoder().layers[0].mlp.up_proj.weight.mul_(1.0)  # an in-place change, the same values
+    assert sentinel.continue_prompt_states(model, inputs) is None
+
+
 def test_generate_returns_the_original_prompt_then_the_answer(guarded, target):
     _, tokenizer = target
     inputs = tokenizer.apply_chat_template(HELLO, add_generation_prompt=True, return_tensors="pt", return_dict=True)

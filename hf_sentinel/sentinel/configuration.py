@@ -62,6 +62,11 @@ class SentinelConfig(PreTrainedConfig):
                 "(SuffixDrafts) and check a whole draft in one forward pass instead of one pass per token. The same "
                 "suffixes up to float rounding, for a fraction of the sentinel pass's time once it has written a "
                 "few; False decodes one token per pass."})
+    reuse_prompt_states: bool = field(default=True, metadata={
+        "help": "A LoRA sentinel on the top layers of the target's own weights: the target continues the keys and "
+                "values of the layers below the adapter that the sentinel pass computed for each prompt head "
+                "(PromptStates), so its prefill runs only the suffix and the end of the turn through them. The same "
+                "answers up to float rounding; False runs the target's whole prompt again."})
     suffix_threshold: float | None = field(default=None, metadata={
         "help": "The sentinel's operating point: it appends a suffix exactly when p(suffix) = 1 - p(end of turn) at "
                 "its first token reaches this threshold (calibrated on a validation split by "

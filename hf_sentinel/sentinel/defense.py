@@ -40,3 +40,6 @@ class SentinelDefense(Defense):
         for extra, suffix in zip(extras, suffixes):
             extra["sentinel_suffix"] = suffix
         return refined
+
+    def continue_prompts(self, model, inputs):
+        return self.sentinel.continue_prompt_states(model, inputs)

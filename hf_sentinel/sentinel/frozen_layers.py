@@ -45,24 +45,9 @@ class FrozenLayerCache:
 
     @classmethod
     def for_model(cls, model, adapter: str | None = None) -> FrozenLayerCache | None:
-        """A cache for ``adapter`` (default: the active one) where its weights all act from a layer above the first
-        on (LoRA on the top layers only, perhaps the LM head) and the decoder keeps its layers in ``layers``; else
-        None (nothing below the adapter is frozen, or no layers to skip)."""
-        adapter = adapter or model.active_adapter
-        layers = model.peft_config[adapter].layers_to_transform
-        decoder = model.get_base_model().get_decoder()
-        if layers is None or not isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList):
-            return None
-        first = min([layers] if isinstance(layers, int) else layers)
-        # Every weight of the adapter must act at or after the first adapted layer (not on the embeddings, which a
-        # tied LM head shares).
-        base = model.get_base_model()
-        after = {id(p) for module in [*decoder.layers[first:], base.get_output_embeddings()] if module is not None
-                 for p in module.parameters()}
-        before = {id(p) for module in [*decoder.layers[:first], base.get_input_embeddings()]
-                  for p in module.parameters()}
-        adapted = [id(p) for name, p in model.named_parameters() if f".{adapter}." in name]
-        return cls(model, first) if first > 0 and all(p in after and p not in before for p in adapted) else None
+        """A cache for ``adapter`` (default: the active one) where :func:`first_adapted_layer` finds one; else None."""
+        first = first_adapted_layer(model, adapter)
+        return None if first is None else cls(model, first)
 
     @contextlib.contextmanager
     def _only(self, layers: slice):
@@ -122,3 +107,24 @@ class FrozenLayerCache:
         full = full.logits[0, len(query) - 1:len(query) - 1 + len(response)]
         cached = self.logits([query], [response])[0]
         return bool((full - cached).abs().max() <= tolerance * full.abs().max().clamp(min=1.0))
+
+
+def first_adapted_layer(model, adapter: str | None = None) -> int | None:
+    """The first decoder layer ``adapter`` (default: the active one) of the PEFT ``model`` acts on, where every
+    weight of the adapter acts at or after it (LoRA on the top layers only, perhaps the LM head), it is not the first
+    layer, and the decoder keeps its layers in ``layers``; else None (nothing below the adapter is the base's)."""
+    adapter = adapter or model.active_adapter
+    layers = model.peft_config[adapter].layers_to_transform
+    decoder = model.get_base_model().get_decoder()
+    if layers is None or not isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList):
+        return None
+    first = min([layers] if isinstance(layers, int) else layers)
+    # Every weight of the adapter must act at or after the first adapted layer (not on the embeddings, which a
+    # tied LM head shares).
+    base = model.get_base_model()
+    after = {id(p) for module in [*decoder.layers[first:], base.get_output_embeddings()] if module is not None
+             for p in module.parameters()}
+    before = {id(p) for module in [*decoder.layers[:first], base.get_input_embeddings()]
+              for p in module.parameters()}
+    adapted = [id(p) for name, p in model.named_parameters() if f".{adapter}." in name]
+    return first if first > 0 and all(p in after and p not in before for p in adapted) else None

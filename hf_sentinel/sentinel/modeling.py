@@ -41,6 +41,8 @@ from ..remote import RemoteChatTarget
 from .configuration import SentinelConfig
 from .decision import SuffixDecisionProcessor
 from .drafts import SuffixDrafts
+from .frozen_layers import first_adapted_layer
+from .prompt_states import PromptStates
 from .sampling import draw, shared_opening
 
 SENTINEL_SUBFOLDER = "sentinel"
@@ -118,6 +120,9 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
             self.generation_config = self.target.generation_config
         self._turn_end = user_turn_end(self.tokenizer) if self.tokenizer.chat_template else None
         self.suffix_drafts = SuffixDrafts() if config.draft_suffixes else None
+        #: What the last sentinel pass computed below its adapter for each head, for the target to continue
+        #: (:meth:`continue_prompt_states`); None when the sentinel does not share such layers with the target.
+        self.prompt_states: PromptStates | None = None
         if self.is_lora:
             sentinel.base_model.disable_adapter_layers()  # off by default: the target must see the plain base
 
@@ -231,9 +236,29 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
         # First, so p(suffix) is read over the sentinel's own vocabulary, as on a base of that size.
         processors = LogitsProcessorList([OwnVocabularyProcessor(len(tok)), *decision])
         temperature = self.config.sentinel_temperature if self.config.sentinel_do_sample else 0.0
-        with self._sentinel_pass():
+        first_adapted = self._first_layer_of_its_own()
+        self.prompt_states = None if first_adapted is None else PromptStates(self.target, first_adapted)
+        recording = (self.prompt_states.recording(rows) if self.prompt_states is not None
+                     else contextlib.nullcontext())
+        with self._sentinel_pass(), recording:
             return continue_rows(self.sentinel, rows, self.config.max_sentinel_tokens, tok.eos_token_id, processors,
-                                 temperature, drafts=self.suffix_drafts)
+                                 temperature, drafts=self.suffix_drafts,
+                                 on_prefill=self.prompt_states.record if self.prompt_states is not None else None)
+
+    def _first_layer_of_its_own(self) -> int | None:
+        """The first layer a LoRA sentinel computes differently from the target it shares weights with, where the
+        layers below it are the target's (:func:`~hf_sentinel.sentinel.frozen_layers.first_adapted_layer`) and
+        ``reuse_prompt_states`` is on; else None."""
+        if not (self.config.reuse_prompt_states and self.is_lora and self.target is not None
+                and self.sentinel.base_model.model is self.target):
+            return None
+        return first_adapted_layer(self.sentinel, SENTINEL_SUBFOLDER)
+
+    def continue_prompt_states(self, model, inputs: dict) -> dict | None:
+        """``model.generate`` keyword arguments for the target's batch ``inputs`` that continue what the last
+        sentinel pass computed for its prompt heads (:meth:`PromptStates.continue_batch
+        <hf_sentinel.sentinel.prompt_states.PromptStates.continue_batch>`); None where they cannot."""
+        return None if self.prompt_states is None else self.prompt_states.continue_batch(model, inputs)
 
     def sentinel_suffixes(self, heads: list[str]) -> list[str]:
         """The sentinel's suffix for each prompt head, as text ("" when it appends nothing)."""
@@ -338,7 +363,7 @@ class OwnVocabularyProcessor(LogitsProcessor):
 
 def continue_rows(model, rows: list[list[int]], max_new_tokens: int, stop_id: int,
                   processors: LogitsProcessorList | None = None, temperature: float = 0.0,
-                  drafts: SuffixDrafts | None = None) -> list[list[int]]:
+                  drafts: SuffixDrafts | None = None, on_prefill=None) -> list[list[int]]:
     """Each token row's continuation by ``model``, up to (without) ``stop_id`` and at most ``max_new_tokens`` tokens:
     the argmax of the scores (the last logits after ``processors``) at temperature 0, else a draw from
     ``softmax(scores / temperature)``.
@@ -356,6 +381,9 @@ def continue_rows(model, rows: list[list[int]], max_new_tokens: int, stop_id: in
     The same continuations up to float rounding (a draft's tokens are summed in one pass, not one at a time). A
     rejected draft token stays in the key/value cache, masked, and in what ``processors`` read: with drafts, use
     processors that do not read the tokens (as the sentinel's own: the vocabulary mask, the first-step decision).
+
+    ``on_prefill``: called once with ``(cache, attention_mask)`` right after the rows' own forward pass, before any
+    token is written (:meth:`PromptStates.record <hf_sentinel.sentinel.prompt_states.PromptStates.record>`).
     """
     drafting = drafts is not None and temperature == 0
     device = next(model.parameters()).device
@@ -379,6 +407,9 @@ def continue_rows(model, rows: list[list[int]], max_new_tokens: int, stop_id: in
         position_ids = positions_from_mask(attention_mask, last=input_ids.shape[1])
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        past_key_values=cache, use_cache=True, logits_to_keep=width + 1).logits.float()
+        if on_prefill is not None:
+            on_prefill(cache, attention_mask)
+            on_prefill = None
         # The token after each prefix of the draft: column j follows the row's tokens and the draft's first j.
         tokens = []
         for j in range(width + 1):

@@ -93,7 +93,7 @@ RED_TEAM_SUBFOLDER = "red_team"
 KL_REFERENCE_ADAPTERS = {agent: f"{agent}_reference" for agent in AGENTS}
 #: ... and the checkpoint folder that holds them (``<agent>.safetensors``), so a resumed run measures KL as before.
 KL_REFERENCE_SUBFOLDER = "kl_reference"
-#: The model card section (name, title) holding the operating point: :meth:`StackelbergPPOTrainer.operating_point_text`.
+#: The model card section (name, title) of the operating point (:meth:`StackelbergPPOTrainer.operating_point_text`).
 OPERATING_POINT_SECTION = ("operating-point", "Operating point")
 
 
