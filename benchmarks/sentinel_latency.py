@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/sentinel_latency.py   # --batch-sizes 1 16 --prompts 16
 
-The sentinel is the shipped one (``--sentinel default``: a LoRA on the top 8 of the target's 30 layers, sharing
+The sentinel is the shipped one (``--sentinel default``: a LoRA on the top 2 of the target's 30 layers, sharing
 the target's weights) unless ``--sentinel`` names another folder. The prompts are a fixed mix: half of
 ``--prompts`` from ``harmful:test``, half from ``benign:test`` (shuffled with seed 1), taken in turn. The shipped
 sentinel appends its instruction mostly to harmful requests, so the two kinds cost it differently, and the target's
@@ -13,9 +13,12 @@ requests: the sentinel refines the batch, then the target answers it. For each b
 alternate (harmful, benign, then the mix), so machine load hits both alike; the table shows medians of
 ``--repeats``. At batch 1 the mix's batches are the two kinds' batches, so its times are their sums. Columns: wall
 seconds; guarded/plain; the sentinel pass's share of the guarded time (``SentinelForCausalLM.suffix_token_ids``
-over the prompt heads); the target's prefill share of the guarded time (its forward passes over the whole refined
-prompts: what sharing the lower layers' prompt key/value cache with the sentinel pass could save a part of); mean
-suffix tokens; mean answer tokens, plain and guarded.
+over the prompt heads); the target's prefill share of the guarded time (its forward passes over the refined prompts,
+or what is left of them to run); mean suffix tokens; mean answer tokens, plain and guarded.
+
+The target continues the keys and values the sentinel pass computed for each prompt head below the sentinel's
+adapter (``SentinelConfig.reuse_prompt_states``, on by default: its prefill then runs only the suffix and the end of
+the turn through those layers); ``--no-reuse-prompt-states`` measures the target reading every prompt whole.
 
 The sentinel drafts its suffixes from those it wrote before (``SentinelConfig.draft_suffixes``, on by default): before
 timing, it writes suffixes for ``--draft-warm-up`` heads of the pools' validation splits, and that memory is restored
@@ -87,6 +90,8 @@ def main() -> None:
                              "that memory is restored before every guarded run")
     parser.add_argument("--no-draft-suffixes", action="store_true",
                         help="decode the sentinel one token per forward pass (draft_suffixes=False), as before")
+    parser.add_argument("--no-reuse-prompt-states", action="store_true",
+                        help="the target reads every prompt whole (reuse_prompt_states=False), as before")
     args = parser.parse_args()
     if args.prompts < 2 or args.prompts % 2:
         parser.error("--prompts must be even: half harmful, half benign.")
@@ -99,7 +104,8 @@ def main() -> None:
     model, tokenizer = load_default_target()
     path = pretrained_path("sentinel") if args.sentinel == "default" else args.sentinel
     sentinel = SentinelForCausalLM.from_pretrained(path, target=model, target_tokenizer=tokenizer,
-                                                   draft_suffixes=not args.no_draft_suffixes)
+                                                   draft_suffixes=not args.no_draft_suffixes,
+                                                   reuse_prompt_states=not args.no_reuse_prompt_states)
     if sentinel.is_lora and sentinel.sentinel.base_model.model is not model:
         raise SystemExit(f"The LoRA sentinel {path} runs on a base of its own; this benchmark measures one that "
                          f"shares the target's weights.")
@@ -126,9 +132,11 @@ def main() -> None:
     print(f"sentinel {path} ({sentinel.config.sentinel_kind}{layers}, at most {sentinel.config.max_sentinel_tokens} "
           f"tokens); {len(kinds['harmful'])} harmful + {len(kinds['benign'])} benign prompts; "
           f"{args.max_new_tokens} new tokens, greedy; median of {args.repeats} alternating repeats")
-    print("sentinel drafts: off\n" if drafts is None else
+    print("sentinel drafts: off" if drafts is None else
           f"sentinel drafts: {len(drafts.counts)} distinct suffixes written on {args.draft_warm_up} validation heads, "
-          f"restored before every guarded run\n")
+          f"restored before every guarded run")
+    print(f"the target continues the sentinel pass's prompt states: "
+          f"{'no' if args.no_reuse_prompt_states else 'yes'}\n")
     print(f"{'batch':>5} {'prompts':>8} {'plain s':>8} {'guarded s':>10} {'guarded/plain':>14} {'sentinel %':>11} "
           f"{'prefill %':>10} {'suffix tok':>11} {'answer tok plain → guarded':>27}")
     mixes = []
