@@ -186,6 +186,17 @@ def test_the_target_continues_the_sentinel_pass_below_its_adapter(tmp_path):
                 assert prefills[True] < prefills[False]
     finally:
         hook.remove()
+    # generate() on token ids (the transformers pipeline's path) continues them too.
+    prompts = left_padded([tokenizer.apply_chat_template(c, add_generation_prompt=True)["input_ids"]
+                           for c in conversations], tokenizer.pad_token_id, "cpu")
+    outputs, continued_batches = {}, []
+    states = sentinel.continue_prompt_states
+    sentinel.continue_prompt_states = lambda *args: continued_batches.append(out := states(*args)) or out
+    for reuse in (False, True):
+        sentinel.config.reuse_prompt_states = reuse
+        outputs[reuse] = sentinel.generate(**prompts, max_new_tokens=8, do_sample=False)
+    del sentinel.continue_prompt_states
+    assert torch.equal(outputs[True], outputs[False]) and [c is None for c in continued_batches] == [True, False]
     # The next-token logits of a batch of refined prompts and one left as sent (its rest: the end of the turn
     # alone): from the continued states as from the whole prompts.
     refined, suffixes = sentinel.refine(conversations)

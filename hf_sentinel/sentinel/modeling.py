@@ -309,6 +309,8 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
         pad_id = pad_token_id(self.tokenizer)
         inputs = left_padded([self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in refined],
                              pad_id, input_ids.device)
+        if "past_key_values" not in kwargs:
+            inputs = self.continue_prompt_states(self.target, inputs) or inputs
         kwargs.setdefault("pad_token_id", pad_id)
         output = self.target.generate(**inputs, **kwargs)
         answers = output[:, inputs["input_ids"].shape[1]:]
