@@ -92,6 +92,7 @@ class PromptStates:
             values = [cache.layers[layer].values[row][:, mask] for layer in range(self.first_adapted)]
             self.heads[tuple(ids)] = (keys, values, hidden[row][mask])
             self._lengths.add(len(ids))
+        self._captured = []
 
     def _head_of(self, ids: list[int]) -> tuple[int, ...] | None:
         """The longest kept head that ``ids`` starts with, leaving at least one token after it."""
