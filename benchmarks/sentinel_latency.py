@@ -18,7 +18,8 @@ or what is left of them to run); mean suffix tokens; mean answer tokens, plain a
 
 The target continues the keys and values the sentinel pass computed for each prompt head below the sentinel's
 adapter (``SentinelConfig.reuse_prompt_states``, on by default: its prefill then runs only the suffix and the end of
-the turn through those layers); ``--no-reuse-prompt-states`` measures the target reading every prompt whole.
+the turn through those layers); ``--no-reuse-prompt-states`` measures the target reading every prompt whole, and
+``--same-answers`` compares their greedy answers on the test splits instead of timing.
 
 The sentinel drafts its suffixes from those it wrote before (``SentinelConfig.draft_suffixes``, on by default): before
 timing, it writes suffixes for ``--draft-warm-up`` heads of the pools' validation splits, and that memory is restored
@@ -92,6 +93,9 @@ def main() -> None:
                         help="decode the sentinel one token per forward pass (draft_suffixes=False), as before")
     parser.add_argument("--no-reuse-prompt-states", action="store_true",
                         help="the target reads every prompt whole (reuse_prompt_states=False), as before")
+    parser.add_argument("--same-answers", action="store_true",
+                        help="instead of timing: answer every prompt of harmful:test and benign:test in batches of 16 "
+                             "with and without the continued prompt states, and count the identical answers")
     args = parser.parse_args()
     if args.prompts < 2 or args.prompts % 2:
         parser.error("--prompts must be even: half harmful, half benign.")
@@ -110,6 +114,9 @@ def main() -> None:
         raise SystemExit(f"The LoRA sentinel {path} runs on a base of its own; this benchmark measures one that "
                          f"shares the target's weights.")
     defense = SentinelDefense(sentinel)
+    if args.same_answers:
+        _same_answers(model, tokenizer, defense, args.max_new_tokens)
+        return
     clock = Clock(sentinel, model)
 
     kinds = {kind: [to_conversation(r["prompt"], r.get("history"))
@@ -189,6 +196,36 @@ def _measure(model, tokenizer, conversations, settings, defense, clock, drafts) 
         counts |= {name: time.perf_counter() - start, f"{name}_tokens": tokens}
     return {**counts, "sentinel": clock.sentinel_s, "prefill": clock.prefill_s,
             "suffix_tokens": sum(clock.suffix_tokens)}
+
+
+def _same_answers(model, tokenizer, defense, max_new_tokens: int) -> None:
+    """Greedy answers to the test splits with the target continuing the sentinel pass's prompt states and reading
+    every prompt whole (each from an empty draft memory): how many are token for token the same, and how many target
+    batches started from the kept states."""
+    from hf_sentinel import load_prompts
+    from hf_sentinel.generation import GenerationSettings, generate, to_conversation
+    from hf_sentinel.sentinel.drafts import SuffixDrafts
+
+    conversations = [to_conversation(r["prompt"], r.get("history"))
+                     for kind in ("harmful", "benign") for r in load_prompts(f"{kind}:test")]
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=16)
+    continued, results = [], {}
+    continue_prompts = defense.continue_prompts
+    defense.continue_prompts = lambda *args: continued.append(out := continue_prompts(*args)) or out
+    for reuse in (True, False):
+        defense.sentinel.config.reuse_prompt_states = reuse
+        if defense.sentinel.suffix_drafts is not None:
+            defense.sentinel.suffix_drafts = SuffixDrafts()
+        continued.clear()
+        start = time.perf_counter()
+        results[reuse] = generate(model, tokenizer, conversations, settings, [defense])
+        print(f"reuse_prompt_states={reuse}: {time.perf_counter() - start:.1f} s, target batches started from the "
+              f"kept states: {sum(c is not None for c in continued)} of {len(continued)}", flush=True)
+    answers = sum(a == b for a, b in zip(results[True].token_ids, results[False].token_ids))
+    suffixes = sum(a["sentinel_suffix"] == b["sentinel_suffix"]
+                   for a, b in zip(results[True].extras, results[False].extras))
+    print(f"{len(conversations)} prompts ({sum(bool(e['sentinel_suffix']) for e in results[True].extras)} suffixed): "
+          f"identical answers {answers}, identical suffixes {suffixes}")
 
 
 def _adapted_layers(sentinel) -> str:
