@@ -158,8 +158,9 @@ def test_the_target_continues_the_sentinel_pass_below_its_adapter(tmp_path):
     get_peft_model(tiny_model(tie_word_embeddings=False)[0],
                    LoraConfig(r=4, target_modules=["q_proj", "v_proj"], layers_to_transform=[1],
                               init_lora_weights=False)).save_pretrained(tmp_path / "adapter")
+    # Heads in sentinel passes of 2 (sorted by length): the states of three passes, continued in target batches of 2.
     sentinel = SentinelForCausalLM.from_pretrained(tmp_path / "adapter", target=model, target_tokenizer=tokenizer,
-                                                   max_sentinel_tokens=6)
+                                                   max_sentinel_tokens=6, sentinel_batch_size=2)
     chat = [{"role": "user", "content": "I am planning a trip."}, {"role": "assistant", "content": "Lovely!"}]
     conversations = [[{"role": "user", "content": text}] for text in
                      ("Hi", "Please explain how encryption works", "Tell me a story", "What is 2 plus 2?")]
@@ -186,6 +187,14 @@ def test_the_target_continues_the_sentinel_pass_below_its_adapter(tmp_path):
                 assert prefills[True] < prefills[False]
     finally:
         hook.remove()
+    # The passes of 2 write what one pass over every head writes.
+    heads = [split_user_turn(tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
+                             user_turn_end(tokenizer))[0] for c in conversations]
+    in_twos = sentinel.suffix_token_ids(heads)
+    sentinel.config.sentinel_batch_size = 32
+    assert sentinel.suffix_token_ids(heads) == in_twos
+    with pytest.raises(ValueError, match="sentinel_batch_size"):
+        SentinelConfig(sentinel_batch_size=0)
     # generate() on token ids (the transformers pipeline's path) continues them too.
     prompts = left_padded([tokenizer.apply_chat_template(c, add_generation_prompt=True)["input_ids"]
                            for c in conversations], tokenizer.pad_token_id, "cpu")

@@ -57,6 +57,10 @@ class SentinelConfig(PreTrainedConfig):
         "help": "Sample the suffix instead of decoding it greedily."})
     sentinel_temperature: float = field(default=1.0, metadata={
         "help": "Sampling temperature of the sentinel when sentinel_do_sample is set."})
+    sentinel_batch_size: int = field(default=32, metadata={
+        "help": "Most prompt heads in one sentinel pass: the heads of a call (an evaluation refines all of its "
+                "prompts at once) are sorted by length and run this many at a time, so a few long chats do not pad "
+                "every row to their length."})
     draft_suffixes: bool = field(default=True, metadata={
         "help": "Greedy decoding only: draft each suffix's next tokens from the suffixes this sentinel wrote before "
                 "(SuffixDrafts) and check a whole draft in one forward pass instead of one pass per token. The same "
@@ -75,6 +79,9 @@ class SentinelConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.suffix_threshold is not None and not 0.0 <= self.suffix_threshold <= 1.0:
             raise ValueError(f"suffix_threshold is a probability and must lie in [0, 1], got {self.suffix_threshold}.")
+        if self.sentinel_batch_size < 1:
+            raise ValueError(f"sentinel_batch_size must be at least 1 (prompt heads per sentinel pass), got "
+                             f"{self.sentinel_batch_size}.")
         if not 1 <= self.max_sentinel_tokens <= MAX_SENTINEL_TOKENS:
             raise ValueError(f"max_sentinel_tokens={self.max_sentinel_tokens} is over the sentinel budget of "
                              f"{MAX_SENTINEL_TOKENS} tokens; use a value from 1 to {MAX_SENTINEL_TOKENS}.")

@@ -223,27 +223,38 @@ class SentinelForCausalLM(PreTrainedModel, GenerationMixin):
         cut before its end-of-turn token.
 
         Greedy, or with ``sentinel_do_sample`` sampled at ``sentinel_temperature`` from the sentinel's whole
-        distribution, as its training rollouts sample (:func:`continue_rows`: one batch, in which a row stops costing
-        anything at its end of turn). Greedy, with ``draft_suffixes`` (the default), the suffixes written before are
-        drafts of the next ones, checked in one forward pass each (``self.suffix_drafts``)."""
+        distribution, as its training rollouts sample (:func:`continue_rows`: batches of ``sentinel_batch_size``
+        heads of similar length, in which a row stops costing anything at its end of turn). Greedy, with
+        ``draft_suffixes`` (the default), the suffixes written before are drafts of the next ones, checked in one
+        forward pass each (``self.suffix_drafts``)."""
         tok = self.sentinel_tokenizer
         rows = [tok(head, add_special_tokens=False)["input_ids"] for head in heads]
         if not all(rows):
             raise ValueError("Empty prompt: the sentinel needs some text to continue.")
-        # The operating point: append exactly where p(suffix) at the first token reaches the calibrated threshold.
         threshold = self.config.suffix_threshold
-        decision = [] if threshold is None else [SuffixDecisionProcessor(tok.eos_token_id, threshold)]
-        # First, so p(suffix) is read over the sentinel's own vocabulary, as on a base of that size.
-        processors = LogitsProcessorList([OwnVocabularyProcessor(len(tok)), *decision])
+
+        def processors() -> LogitsProcessorList:  # fresh for each batch: the decision knows its first step
+            # The operating point: append exactly where p(suffix) at the first token reaches the threshold.
+            decision = [] if threshold is None else [SuffixDecisionProcessor(tok.eos_token_id, threshold)]
+            # First, so p(suffix) is read over the sentinel's own vocabulary, as on a base of that size.
+            return LogitsProcessorList([OwnVocabularyProcessor(len(tok)), *decision])
+
         temperature = self.config.sentinel_temperature if self.config.sentinel_do_sample else 0.0
         first_adapted = self._first_layer_of_its_own()
-        self.prompt_states = None if first_adapted is None else PromptStates(self.target, first_adapted)
-        recording = (self.prompt_states.recording(rows) if self.prompt_states is not None
-                     else contextlib.nullcontext())
-        with self._sentinel_pass(), recording:
-            return continue_rows(self.sentinel, rows, self.config.max_sentinel_tokens, tok.eos_token_id, processors,
-                                 temperature, drafts=self.suffix_drafts,
-                                 on_prefill=self.prompt_states.record if self.prompt_states is not None else None)
+        states = self.prompt_states = None if first_adapted is None else PromptStates(self.target, first_adapted)
+        suffixes: list[list[int]] = [[] for _ in rows]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        with self._sentinel_pass():
+            for start in range(0, len(order), self.config.sentinel_batch_size):
+                batch = order[start:start + self.config.sentinel_batch_size]
+                batch_rows = [rows[i] for i in batch]
+                with states.recording(batch_rows) if states is not None else contextlib.nullcontext():
+                    written = continue_rows(self.sentinel, batch_rows, self.config.max_sentinel_tokens,
+                                            tok.eos_token_id, processors(), temperature, drafts=self.suffix_drafts,
+                                            on_prefill=states.record if states is not None else None)
+                for i, ids in zip(batch, written):
+                    suffixes[i] = ids
+        return suffixes
 
     def _first_layer_of_its_own(self) -> int | None:
         """The first layer a LoRA sentinel computes differently from the target it shares weights with, where the
