@@ -449,6 +449,21 @@ def positions_from_mask(attention_mask: torch.Tensor, last: int | None = None) -
     return positions if last is None else positions[:, -last:]
 
 
+def computation_key(model, modules=None) -> tuple:
+    """What the keys and values ``modules`` of ``model`` (default: the whole model) compute for a fixed input depend
+    on besides the model object, cheap to read before every batch: their parameter tensors (storage, dtype, device,
+    in-place version: an optimizer step or a loaded state changes it), train or eval mode, and their PEFT layers'
+    active, disabled and merged adapters. A cache kept while this key stays the same is still what they compute."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    modules = [model] if modules is None else modules
+    parameters = tuple((p.data_ptr(), p.dtype, p.device, p._version)
+                       for module in modules for p in module.parameters())
+    adapters = tuple((tuple(m.active_adapters), m.disable_adapters, tuple(m.merged_adapters))
+                     for module in modules for m in module.modules() if isinstance(m, BaseTunerLayer))
+    return model.training, parameters, adapters
+
+
 def common_prefix_length(rows: list[list[int]]) -> int:
     """Length of the longest token prefix shared by every row, leaving each row at least one token of its own.
 

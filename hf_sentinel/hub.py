@@ -120,9 +120,12 @@ def card_section(name: str, title: str, text: str) -> str:
     Measured.
     <!-- held-out:end -->
     """
-    if not text.strip():
-        return ""
-    return f"\n## {title}\n\n<!-- {name}:start -->\n{text.strip()}\n<!-- {name}:end -->\n"
+    return f"\n## {title}\n\n{_marked(name, text)}\n" if text.strip() else ""
+
+
+def _marked(name: str, text: str) -> str:
+    """``text`` between the markers of the card section ``name``."""
+    return f"<!-- {name}:start -->\n{text.strip()}\n<!-- {name}:end -->"
 
 
 def update_card_section(folder, name: str, title: str, text: str) -> Path:
@@ -147,11 +150,11 @@ def update_card_section(folder, name: str, title: str, text: str) -> Path:
         raise ValueError(f"No text for the card section {name!r}: give the words it should hold.")
     card = ModelCard.load(path)
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = card_section(name, title, text)
     before, found, rest = card.text.partition(start)
     if found:
-        card.text = before + block[block.index(start):].rstrip("\n") + rest.partition(end)[2]
+        card.text = before + _marked(name, text) + rest.partition(end)[2]
     else:
+        block = card_section(name, title, text)
         anchor = next((h for h in ("\n## Training", "\n## Limitations", "\n## Reference") if h in card.text), None)
         card.text = card.text.replace(anchor, block + anchor, 1) if anchor else card.text.rstrip() + "\n" + block
     card.save(path)

@@ -20,7 +20,7 @@ import torch
 from peft import PromptTuningConfig
 from safetensors.torch import load_file, save_file
 
-from ..generation import positions_from_mask
+from ..generation import computation_key, positions_from_mask
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -181,7 +181,7 @@ class DROSafetyPrompt:
         from transformers import DynamicCache
 
         self.check_model(model)
-        key = (self.embeddings.data_ptr(), self.embeddings._version, *_computation_key(model))
+        key = (self.embeddings.data_ptr(), self.embeddings._version, *computation_key(model))
         kept = self._prefix_cache
         if kept is None or kept[0]() is not model or kept[1] != key:
             embeddings = model.get_input_embeddings().weight
@@ -215,18 +215,6 @@ class DROSafetyPrompt:
         init = self.peft_config.prompt_tuning_init_text
         return (f"DROSafetyPrompt(num_virtual_tokens={self.num_virtual_tokens}, hidden_size={self.hidden_size}, "
                 f"base_model={self.peft_config.base_model_name_or_path!r}, init_text={init!r:.40})")
-
-
-def _computation_key(model) -> tuple:
-    """What a model's keys and values for a fixed input depend on besides the model object, cheap to read before
-    every batch: its parameter tensors (storage, dtype, device, in-place version: an optimizer step or a loaded
-    state changes it), train or eval mode, and its PEFT layers' active, disabled and merged adapters."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    parameters = tuple((p.data_ptr(), p.dtype, p.device, p._version) for p in model.parameters())
-    adapters = tuple((tuple(m.active_adapters), m.disable_adapters, tuple(m.merged_adapters))
-                     for m in model.modules() if isinstance(m, BaseTunerLayer))
-    return model.training, parameters, adapters
 
 
 def prompt_tuning_config(model, num_virtual_tokens: int, init_text: str | None = None,

@@ -49,16 +49,6 @@ class FrozenLayerCache:
         first = first_adapted_layer(model, adapter)
         return None if first is None else cls(model, first)
 
-    @contextlib.contextmanager
-    def _only(self, layers: slice):
-        """Within the block, the decoder runs only ``layers`` of its layers."""
-        everything = self.decoder.layers
-        self.decoder.layers = torch.nn.ModuleList(everything[layers])
-        try:
-            yield
-        finally:
-            self.decoder.layers = everything
-
     @torch.no_grad()
     def states(self, ids: list[int]) -> torch.Tensor:
         """The state ``ids`` enter the first adapted layer with (``[len(ids), hidden]``), computed alone (no padding,
@@ -70,7 +60,7 @@ class FrozenLayerCache:
             hook = last.register_forward_hook(lambda _, __, out: captured.append(out[0] if isinstance(out, tuple)
                                                                                   else out))
             try:
-                with self._only(slice(0, self.first_adapted)):
+                with only_layers(self.decoder, slice(0, self.first_adapted)):
                     self.decoder(input_ids=torch.tensor([ids], device=self.model.device), use_cache=False)
             finally:
                 hook.remove()
@@ -93,7 +83,7 @@ class FrozenLayerCache:
             mask[index, start:start + len(states)] = 1
             rows.append(row)
         keep = torch.arange(query_width - 1, query_width - 1 + response_width, device=mask.device)
-        with self._only(slice(self.first_adapted, None)):
+        with only_layers(self.decoder, slice(self.first_adapted, None)):
             out = self.model(inputs_embeds=torch.stack(rows), attention_mask=mask,
                              position_ids=positions_from_mask(mask), use_cache=False, logits_to_keep=keep)
         return out.logits
@@ -107,6 +97,18 @@ class FrozenLayerCache:
         full = full.logits[0, len(query) - 1:len(query) - 1 + len(response)]
         cached = self.logits([query], [response])[0]
         return bool((full - cached).abs().max() <= tolerance * full.abs().max().clamp(min=1.0))
+
+
+@contextlib.contextmanager
+def only_layers(decoder, layers: slice):
+    """Within the block, ``decoder`` runs only ``layers`` of its layers (each keeps its ``layer_idx``, so a key/value
+    cache gets their keys and values at their own places)."""
+    everything = decoder.layers
+    decoder.layers = torch.nn.ModuleList(everything[layers])
+    try:
+        yield
+    finally:
+        decoder.layers = everything
 
 
 def first_adapted_layer(model, adapter: str | None = None) -> int | None:

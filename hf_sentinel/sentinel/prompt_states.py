@@ -18,7 +18,8 @@ import contextlib
 import torch
 from transformers import DynamicCache
 
-from ..generation import positions_from_mask
+from ..generation import computation_key, positions_from_mask
+from .frozen_layers import only_layers
 
 
 class PromptStates:
@@ -121,11 +122,9 @@ class PromptStates:
         rest = [ids[len(head):] for ids, head in zip(rows, heads)]
         rest_width = max(map(len, rest))
         states = [self.heads[head] for head in heads]
-        hidden = states[0][2].new_zeros(len(rows), width, states[0][2].shape[-1])
         mask = torch.zeros(len(rows), width + rest_width, dtype=inputs["attention_mask"].dtype, device=device)
         input_ids = torch.full(mask.shape, pad, dtype=inputs["input_ids"].dtype, device=device)
-        for row, (head, own, (_, _, state)) in enumerate(zip(heads, rest, states)):
-            hidden[row, width - len(head):] = state
+        for row, (head, own) in enumerate(zip(heads, rest)):
             mask[row, width - len(head):width] = 1
             mask[row, mask.shape[1] - len(own):] = 1
             input_ids[row, width - len(head):width] = torch.tensor(head, device=device)
@@ -133,34 +132,30 @@ class PromptStates:
         cache = DynamicCache(config=model.config)
         # The layers from the first adapted one on, as the target computes them (the sentinel's adapter is off
         # outside its pass), on the states the heads entered them with.
-        layers = self.decoder.layers
-        self.decoder.layers = torch.nn.ModuleList(layers[self.first_adapted:])
-        try:
-            head_mask = mask[:, :width]
-            self.decoder(inputs_embeds=hidden, attention_mask=head_mask, position_ids=positions_from_mask(head_mask),
-                         past_key_values=cache, use_cache=True)
-        finally:
-            self.decoder.layers = layers
+        head_mask = mask[:, :width]
+        with only_layers(self.decoder, slice(self.first_adapted, None)):
+            self.decoder(inputs_embeds=_right_aligned([hidden for _, _, hidden in states], width, dim=0),
+                         attention_mask=head_mask, position_ids=positions_from_mask(head_mask), past_key_values=cache,
+                         use_cache=True)
         for layer in range(self.first_adapted):
-            keys = states[0][0][layer].new_zeros(len(rows), *states[0][0][layer].shape[:1], width,
-                                                 states[0][0][layer].shape[-1])
-            values = keys.clone()
-            for row, (head, (row_keys, row_values, _)) in enumerate(zip(heads, states)):
-                keys[row, :, width - len(head):] = row_keys[layer]
-                values[row, :, width - len(head):] = row_values[layer]
-            cache.update(keys, values, layer)
+            cache.update(_right_aligned([keys[layer] for keys, _, _ in states], width, dim=1),
+                         _right_aligned([values[layer] for _, values, _ in states], width, dim=1), layer)
         return {**inputs, "input_ids": input_ids, "attention_mask": mask, "past_key_values": cache,
                 "position_ids": positions_from_mask(mask)}
 
 
 def _computation_key(model, first_adapted: int) -> tuple:
-    """What the layers below ``first_adapted`` compute depends on besides their inputs: their parameter tensors
-    (storage, in-place version), train/eval mode, and their PEFT layers' active, disabled and merged adapters."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
+    """:func:`~hf_sentinel.generation.computation_key` of the embeddings and the layers below ``first_adapted``."""
     decoder = model.get_decoder()
-    below = [decoder.get_input_embeddings(), *decoder.layers[:first_adapted]]
-    parameters = tuple((p.data_ptr(), p._version) for module in below for p in module.parameters())
-    adapters = tuple((tuple(m.active_adapters), m.disable_adapters, tuple(m.merged_adapters))
-                     for module in below for m in module.modules() if isinstance(m, BaseTunerLayer))
-    return model.training, parameters, adapters
+    return computation_key(model, [decoder.get_input_embeddings(), *decoder.layers[:first_adapted]])
+
+
+def _right_aligned(tensors: list[torch.Tensor], width: int, dim: int) -> torch.Tensor:
+    """``tensors`` stacked, each ending at position ``width`` of dimension ``dim`` (its token dimension), zeros
+    before it: the left-padded layout of a batch whose padding is masked."""
+    shape = list(tensors[0].shape)
+    shape[dim] = width
+    out = tensors[0].new_zeros(len(tensors), *shape)
+    for row, tensor in enumerate(tensors):
+        out[row].narrow(dim, width - tensor.shape[dim], tensor.shape[dim]).copy_(tensor)
+    return out
